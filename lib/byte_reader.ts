@@ -1,0 +1,134 @@
+/**
+ * A bounds-checked little-endian cursor over untrusted bytes. Every read checks
+ * that the bytes exist first, and failures name the file.
+ *
+ * @module
+ */
+
+import { FileFormatError } from "./errors.ts";
+
+/** Reads little-endian numbers and strings from a byte array, never past its end. */
+export class ByteReader {
+  readonly bytes: Uint8Array;
+  readonly file: string;
+  offset: number;
+  #view: DataView;
+
+  /**
+   * @param bytes the untrusted data
+   * @param file the path used in error messages
+   * @param offset where to start reading
+   */
+  constructor(bytes: Uint8Array, file: string, offset = 0) {
+    this.bytes = bytes;
+    this.file = file;
+    this.offset = offset;
+    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  /** Bytes left after the cursor. */
+  get remaining(): number {
+    return this.bytes.byteLength - this.offset;
+  }
+
+  /** Throws a {@link FileFormatError} naming the file. */
+  fail(problem: string): never {
+    throw new FileFormatError(this.file, problem);
+  }
+
+  /** Checks that `count` more bytes exist; `what` names them in the error. */
+  need(count: number, what: string): void {
+    if (!Number.isSafeInteger(count) || count < 0 || count > this.remaining) {
+      this.fail(
+        `file ends early: ${what} needs ${count} bytes at offset ${this.offset}, ${this.remaining} left`,
+      );
+    }
+  }
+
+  u8(what = "byte"): number {
+    this.need(1, what);
+    return this.#view.getUint8(this.offset++);
+  }
+
+  i8(what = "int8"): number {
+    this.need(1, what);
+    return this.#view.getInt8(this.offset++);
+  }
+
+  u16(what = "uint16"): number {
+    this.need(2, what);
+    const v = this.#view.getUint16(this.offset, true);
+    this.offset += 2;
+    return v;
+  }
+
+  i16(what = "int16"): number {
+    this.need(2, what);
+    const v = this.#view.getInt16(this.offset, true);
+    this.offset += 2;
+    return v;
+  }
+
+  u32(what = "uint32"): number {
+    this.need(4, what);
+    const v = this.#view.getUint32(this.offset, true);
+    this.offset += 4;
+    return v;
+  }
+
+  i32(what = "int32"): number {
+    this.need(4, what);
+    const v = this.#view.getInt32(this.offset, true);
+    this.offset += 4;
+    return v;
+  }
+
+  /** An unsigned 64-bit integer; values above 2^53 are refused (no real file needs them). */
+  u64(what = "uint64"): number {
+    this.need(8, what);
+    const v = this.#view.getBigUint64(this.offset, true);
+    this.offset += 8;
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) this.fail(`${what} is too large (${v})`);
+    return Number(v);
+  }
+
+  /** A signed 64-bit integer, refused outside ±2^53. */
+  i64(what = "int64"): number {
+    this.need(8, what);
+    const v = this.#view.getBigInt64(this.offset, true);
+    this.offset += 8;
+    if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) {
+      this.fail(`${what} is out of range (${v})`);
+    }
+    return Number(v);
+  }
+
+  f32(what = "float32"): number {
+    this.need(4, what);
+    const v = this.#view.getFloat32(this.offset, true);
+    this.offset += 4;
+    return v;
+  }
+
+  f64(what = "float64"): number {
+    this.need(8, what);
+    const v = this.#view.getFloat64(this.offset, true);
+    this.offset += 8;
+    return v;
+  }
+
+  /** `length` raw bytes (a view, not a copy). */
+  take(length: number, what = "bytes"): Uint8Array {
+    this.need(length, what);
+    const out = this.bytes.subarray(this.offset, this.offset + length);
+    this.offset += length;
+    return out;
+  }
+
+  /** `length` bytes decoded as UTF-8 (invalid sequences become U+FFFD). */
+  utf8(length: number, what = "string"): string {
+    return textDecoder.decode(this.take(length, what));
+  }
+}
+
+const textDecoder = new TextDecoder();

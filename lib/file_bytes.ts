@@ -1,0 +1,74 @@
+/**
+ * Reading whole files into memory that worker threads can share. Model
+ * weights are views on these bytes, never copies.
+ *
+ * @module
+ */
+
+import { FileFormatError } from "./errors.ts";
+
+/**
+ * Reads a file into a SharedArrayBuffer. `alignOffset` is a byte offset inside
+ * the file that should land on an 8-byte boundary in memory (for formats whose
+ * tensor data starts at an odd place, such as safetensors), so typed-array
+ * views on the tensors need no copy.
+ */
+export async function readFileBytes(path: string, alignOffset = 0): Promise<Uint8Array> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (error) {
+    throw new FileFormatError(path, describeOpenError(error));
+  }
+  try {
+    const info = await file.stat();
+    if (info.isDirectory) throw new FileFormatError(path, "is a directory, not a file");
+    const size = info.size;
+    const pad = (8 - (alignOffset % 8)) % 8;
+    const bytes = new Uint8Array(new SharedArrayBuffer(size + pad), pad, size);
+    let done = 0;
+    while (done < size) {
+      const n = await file.read(bytes.subarray(done));
+      if (n === null) throw new FileFormatError(path, "file shrank while it was being read");
+      done += n;
+    }
+    return bytes;
+  } catch (error) {
+    if (error instanceof FileFormatError) throw error;
+    throw new FileFormatError(path, `cannot read: ${error instanceof Error ? error.message : error}`);
+  } finally {
+    file.close();
+  }
+}
+
+/** Reads the first `count` bytes of a file (fewer if it is shorter). */
+export async function readFileHead(path: string, count: number): Promise<Uint8Array> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (error) {
+    throw new FileFormatError(path, describeOpenError(error));
+  }
+  try {
+    const head = new Uint8Array(count);
+    let done = 0;
+    while (done < count) {
+      const n = await file.read(head.subarray(done));
+      if (n === null) break;
+      done += n;
+    }
+    return head.subarray(0, done);
+  } catch (error) {
+    throw new FileFormatError(path, `cannot read: ${error instanceof Error ? error.message : error}`);
+  } finally {
+    file.close();
+  }
+}
+
+/** One-line reason a file could not be opened. */
+export function describeOpenError(error: unknown): string {
+  if (error instanceof Deno.errors.NotFound) return "no such file or directory";
+  if (error instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (error instanceof Deno.errors.IsADirectory) return "is a directory, not a file";
+  return `cannot open: ${error instanceof Error ? error.message : String(error)}`;
+}

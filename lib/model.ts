@@ -1,0 +1,143 @@
+/**
+ * Loading a model from any supported file and running it: {@link loadModel}
+ * recognises the format by content, pairs the weights with a tokenizer and
+ * kernels, and returns a {@link Model} whose sessions generate text.
+ *
+ * @module
+ */
+
+import { FileFormatError, TensorlessError } from "./errors.ts";
+import { describeOpenError, readFileBytes, readFileHead } from "./file_bytes.ts";
+import type { Kernels } from "./kernels/kernels.ts";
+import { PlainKernels } from "./kernels/plain.ts";
+import { parseLlama2c } from "./llama2c.ts";
+import type { LlamaConfig, ModelFile } from "./model_file.ts";
+import { loadTokenizer, Tokenizer } from "./tokenizer.ts";
+import { Session } from "./transformer.ts";
+
+/** Options of {@link loadModel}. */
+export interface LoadModelOptions {
+  /**
+   * A tokenizer file (llama2.c `tokenizer.bin` or SentencePiece `tokenizer.model`). Optional when the model
+   * carries its vocabulary (GGUF) or has a `tokenizer.model` / `tokenizer.bin` beside it.
+   */
+  tokenizer?: string;
+  /** Which matrix kernels to use: `"plain"` loops (the reference) or a {@link Kernels} object. Default `"plain"`. */
+  kernels?: "plain" | Kernels;
+}
+
+/**
+ * A loaded model: its configuration, tokenizer and weights. Create a
+ * {@link Session} per conversation with {@link Model.newSession}.
+ */
+export class Model {
+  /** Hyperparameters. */
+  readonly config: LlamaConfig;
+  /** Turns text into token ids and back. */
+  readonly tokenizer: Tokenizer;
+  /** The parsed file: format, weights, metadata. */
+  readonly file: ModelFile;
+  /** The matrix kernels sessions run on. */
+  readonly kernels: Kernels;
+
+  constructor(file: ModelFile, tokenizer: Tokenizer, kernels: Kernels) {
+    this.file = file;
+    this.config = file.config;
+    this.tokenizer = tokenizer;
+    this.kernels = kernels;
+  }
+
+  /** RMSNorm epsilon and RoPE base, from the file. */
+  get numerics(): ModelFile["numerics"] {
+    return this.file.numerics;
+  }
+
+  /** The weights, as the forward pass reads them. */
+  get weights(): ModelFile["weights"] {
+    return this.file.weights;
+  }
+
+  /** A new session with an empty key/value cache. */
+  newSession(): Session {
+    return new Session(this);
+  }
+
+  /** Releases the kernels' workers, if any. */
+  close(): void {
+    this.kernels.close();
+  }
+}
+
+/**
+ * Loads a model file or Hugging Face directory.
+ *
+ * @example
+ * ```ts ignore
+ * import { loadModel, Sampler } from "./mod.ts";
+ *
+ * const model = await loadModel("weights/stories15M.bin", { tokenizer: "weights/tokenizer.bin" });
+ * const session = model.newSession();
+ * const logits = session.feed(model.tokenizer.encode("Once upon a time", { bos: true }));
+ * const next = new Sampler({ temperature: 0 }).sample(logits);
+ * console.log(model.tokenizer.decode([next]));
+ * ```
+ *
+ * @param path a llama2.c checkpoint, a GGUF file, or a directory with `config.json` and safetensors
+ */
+export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
+  const file = await readModelFile(path);
+  const tokenizer = await findTokenizer(file, options.tokenizer);
+  const kernels = options.kernels === undefined || options.kernels === "plain" ? new PlainKernels() : options.kernels;
+  return new Model(file, tokenizer, kernels);
+}
+
+/** Parses a model file or directory, recognising the format by its content. */
+export async function readModelFile(path: string): Promise<ModelFile> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (error) {
+    throw new FileFormatError(path, describeOpenError(error));
+  }
+  if (info.isDirectory) {
+    throw new FileFormatError(path, "is a directory without config.json and safetensors weights");
+  }
+  const head = await readFileHead(path, 8);
+  if (head.length >= 4 && new TextDecoder().decode(head.subarray(0, 4)) === "GGUF") {
+    throw new FileFormatError(path, "GGUF files are not supported yet");
+  }
+  return parseLlama2c(await readFileBytes(path), path);
+}
+
+/** The tokenizer named by the user, carried by the file, or lying beside it. */
+async function findTokenizer(file: ModelFile, tokenizerPath?: string): Promise<Tokenizer> {
+  const { vocabSize } = file.config;
+  if (tokenizerPath !== undefined) return await loadTokenizer(tokenizerPath, vocabSize);
+  if (file.vocabulary) {
+    const tokenizer = new Tokenizer(file.vocabulary);
+    if (tokenizer.vocabSize !== vocabSize) {
+      throw new FileFormatError(
+        file.path,
+        `vocabulary has ${tokenizer.vocabSize} pieces, the model expects ${vocabSize}`,
+      );
+    }
+    return tokenizer;
+  }
+  const folder = file.path.includes("/") ? file.path.slice(0, file.path.lastIndexOf("/") + 1) : "./";
+  const candidates = file.format === "safetensors" ? [file.path + "/tokenizer.model"] : [
+    folder + "tokenizer.model",
+    folder + "tokenizer.bin",
+  ];
+  for (const candidate of candidates) {
+    if (await exists(candidate)) return await loadTokenizer(candidate, vocabSize);
+  }
+  throw new TensorlessError(`${file.path}: the model has no vocabulary; pass a tokenizer file (--tokenizer)`);
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * What every loader produces: the hyperparameters and weights of one Llama
+ * model, whatever file format they came from. The forward pass reads only this.
+ *
+ * @module
+ */
+
+import type { Matrix, TensorType } from "./tensor.ts";
+import type { Vocabulary } from "./vocabulary.ts";
+
+/** Hyperparameters of a Llama 2-family transformer. */
+export interface LlamaConfig {
+  /** Width of the residual stream (embedding length). */
+  dim: number;
+  /** Width of the SwiGLU feed-forward layer. */
+  hiddenDim: number;
+  nLayers: number;
+  /** Query heads; `dim / nHeads` is the head size. */
+  nHeads: number;
+  /** Key/value heads (grouped-query attention when fewer than `nHeads`). */
+  nKvHeads: number;
+  vocabSize: number;
+  /** Context length: the most positions a session can hold. */
+  seqLen: number;
+}
+
+/** Numerical settings that vary between formats and models. */
+export interface LlamaNumerics {
+  /** RMSNorm epsilon (1e-5 for llama2.c files). */
+  normEps: number;
+  /** RoPE base frequency (10000 for Llama 2). */
+  ropeTheta: number;
+}
+
+/** Weights of one transformer layer. Matrices are `out x in`, as in `y = W x`. */
+export interface LayerWeights {
+  attentionNorm: Float32Array;
+  wq: Matrix;
+  wk: Matrix;
+  wv: Matrix;
+  wo: Matrix;
+  ffnNorm: Float32Array;
+  /** Gate projection (SwiGLU's silu branch). */
+  w1: Matrix;
+  /** Down projection. */
+  w2: Matrix;
+  /** Up projection. */
+  w3: Matrix;
+}
+
+/** All weights. Query/key rows use the adjacent-pairs RoPE layout (llama2.c, GGUF); loaders convert others. */
+export interface LlamaWeights {
+  /** `vocabSize x dim`. */
+  tokenEmbedding: Matrix;
+  layers: LayerWeights[];
+  finalNorm: Float32Array;
+  /** `vocabSize x dim`; the same object as `tokenEmbedding` when shared. */
+  classifier: Matrix;
+}
+
+/** File formats `loadModel` recognises. */
+export type ModelFormat = "llama2c-v0" | "llama2c-v1" | "gguf" | "safetensors";
+
+/** A parsed model file: everything needed to build a {@link Model}, plus facts for `info`. */
+export interface ModelFile {
+  path: string;
+  format: ModelFormat;
+  config: LlamaConfig;
+  numerics: LlamaNumerics;
+  weights: LlamaWeights;
+  /** The vocabulary, when the file carries one (GGUF). */
+  vocabulary?: Vocabulary;
+  /** A chat template string from the file's metadata (GGUF `tokenizer.chat_template`). */
+  chatTemplate?: string;
+  /** A model name from the file's metadata, if any. */
+  name?: string;
+  /** How many weight tensors of each encoding the file holds. */
+  tensorTypes: Partial<Record<TensorType, number>>;
+  /** Bytes of weight data held in memory. */
+  weightBytes: number;
+}

@@ -1,0 +1,323 @@
+/**
+ * The Llama 2 forward pass, top to bottom like the math: embed; for each
+ * layer RMSNorm, q/k/v, RoPE, attention (the essay's {@link attendTo}),
+ * output projection, RMSNorm, SwiGLU; final norm; logits. A {@link Session}
+ * owns the key/value cache, so feeding more tokens later continues where it
+ * stopped.
+ *
+ * @module
+ */
+
+import { attendTo } from "./attention.ts";
+import { TensorlessError } from "./errors.ts";
+import type { Kernels } from "./kernels/kernels.ts";
+import type { LlamaConfig, LlamaNumerics, LlamaWeights } from "./model_file.ts";
+import { dequantizeRow } from "./quant.ts";
+
+/** What a session needs from its model. */
+export interface Transformer {
+  readonly config: LlamaConfig;
+  readonly numerics: LlamaNumerics;
+  readonly weights: LlamaWeights;
+  readonly kernels: Kernels;
+}
+
+/** Attention weights of one head for one query position, as {@link attendTo} computed them. */
+export interface AttentionRecord {
+  layer: number;
+  head: number;
+  /** The position of the token doing the attending. */
+  position: number;
+  /** One weight per cached position `0..position`; they sum to 1. */
+  weights: Float32Array;
+}
+
+/** Prompts longer than this go through the layers in several batches, to bound scratch memory. */
+const MAX_BATCH = 64;
+
+/**
+ * One conversation's state: the keys and values of every token fed so far.
+ * {@link Session.feed} runs new tokens through the model and returns the
+ * logits for the token after the last one.
+ */
+export class Session {
+  readonly #model: Transformer;
+  #position = 0;
+  /** Per layer: key and value vectors, `kvDim` floats per position. Grown as positions fill. */
+  #keys: Float32Array[];
+  #values: Float32Array[];
+  #capacity = 0;
+  /** cos/sin of RoPE angles per position and frequency, built once. */
+  #ropeCos: Float32Array;
+  #ropeSin: Float32Array;
+  #scratch: Scratch;
+  #logits: Float32Array;
+  /** 0, 1, 2, ...: the cached positions a query attends to are a prefix of this. */
+  #positions: Int32Array;
+  /** When set, receives the attention weights of every head at every fed position. */
+  onAttention?: (record: AttentionRecord) => void;
+
+  constructor(model: Transformer) {
+    this.#model = model;
+    const { config } = model;
+    this.#keys = [];
+    this.#values = [];
+    [this.#ropeCos, this.#ropeSin] = ropeTables(config, model.numerics.ropeTheta);
+    this.#scratch = new Scratch(model, 1);
+    this.#logits = model.kernels.allocate(config.vocabSize);
+    this.#positions = Int32Array.from({ length: config.seqLen }, (_, i) => i);
+  }
+
+  /** How many tokens the cache holds (the position the next token gets). */
+  get position(): number {
+    return this.#position;
+  }
+
+  /** The context length: the most tokens the cache can hold. */
+  get contextLength(): number {
+    return this.#model.config.seqLen;
+  }
+
+  /**
+   * Runs `ids` through the model at the next positions (as one batch per
+   * {@link MAX_BATCH} tokens) and returns the logits after the last one.
+   * The returned array is reused by the next call: copy it to keep it.
+   */
+  feed(ids: ArrayLike<number>): Float32Array {
+    const { vocabSize, seqLen } = this.#model.config;
+    if (ids.length === 0) throw new RangeError("feed needs at least one token");
+    for (let i = 0; i < ids.length; i++) {
+      if (!Number.isInteger(ids[i]) || ids[i] < 0 || ids[i] >= vocabSize) {
+        throw new RangeError(`token id ${ids[i]} is outside the vocabulary (0..${vocabSize - 1})`);
+      }
+    }
+    if (this.#position + ids.length > seqLen) {
+      throw new TensorlessError(
+        `context full: ${this.#position} + ${ids.length} tokens exceed the context length of ${seqLen}`,
+      );
+    }
+    this.#reserve(this.#position + ids.length);
+    for (let start = 0; start < ids.length; start += MAX_BATCH) {
+      const batch = Array.from({ length: Math.min(MAX_BATCH, ids.length - start) }, (_, i) => ids[start + i]);
+      this.#forward(batch);
+    }
+    return this.#logits;
+  }
+
+  /** Forgets every token from `position` on, so generation can continue from there. */
+  rewind(position: number): void {
+    if (!Number.isInteger(position) || position < 0 || position > this.#position) {
+      throw new RangeError(`cannot rewind to ${position}: the cache holds ${this.#position} tokens`);
+    }
+    this.#position = position;
+  }
+
+  /** The cached keys and values of positions `0..position` (copies), e.g. to save a conversation. */
+  exportCache(): { position: number; keys: Float32Array[]; values: Float32Array[] } {
+    const kvDim = this.#kvDim;
+    const length = this.#position * kvDim;
+    return {
+      position: this.#position,
+      keys: this.#keys.map((k) => k.slice(0, length)),
+      values: this.#values.map((v) => v.slice(0, length)),
+    };
+  }
+
+  /** Restores a cache made by {@link Session.exportCache} for the same model. */
+  importCache(cache: { position: number; keys: Float32Array[]; values: Float32Array[] }): void {
+    const { nLayers, seqLen } = this.#model.config;
+    const length = cache.position * this.#kvDim;
+    if (
+      !Number.isInteger(cache.position) || cache.position < 0 || cache.position > seqLen ||
+      cache.keys.length !== nLayers || cache.values.length !== nLayers ||
+      cache.keys.some((k) => k.length !== length) || cache.values.some((v) => v.length !== length)
+    ) {
+      throw new TensorlessError("the saved cache does not fit this model");
+    }
+    this.#reserve(cache.position);
+    for (let l = 0; l < nLayers; l++) {
+      this.#keys[l].set(cache.keys[l]);
+      this.#values[l].set(cache.values[l]);
+    }
+    this.#position = cache.position;
+  }
+
+  get #kvDim(): number {
+    const { dim, nHeads, nKvHeads } = this.#model.config;
+    return (dim / nHeads) * nKvHeads;
+  }
+
+  /** Makes room in the cache for `positions` tokens, doubling its size as needed. */
+  #reserve(positions: number): void {
+    if (positions <= this.#capacity) return;
+    const { nLayers, seqLen } = this.#model.config;
+    const capacity = Math.min(seqLen, Math.max(positions, 2 * this.#capacity, 64));
+    const kvDim = this.#kvDim;
+    const grow = (old: Float32Array | undefined) => {
+      const bigger = new Float32Array(capacity * kvDim);
+      if (old) bigger.set(old);
+      return bigger;
+    };
+    for (let l = 0; l < nLayers; l++) {
+      this.#keys[l] = grow(this.#keys[l]);
+      this.#values[l] = grow(this.#values[l]);
+    }
+    this.#capacity = capacity;
+  }
+
+  /** The forward pass for `tokens` at positions `this.position ...`; leaves the last token's logits. */
+  #forward(tokens: number[]): void {
+    const { config, numerics, weights, kernels } = this.#model;
+    const { dim, hiddenDim, nHeads, nKvHeads } = config;
+    const n = tokens.length;
+    const headSize = dim / nHeads;
+    const kvDim = headSize * nKvHeads;
+    const headsPerKv = nHeads / nKvHeads;
+    const start = this.#position;
+    if (this.#scratch.batch < n) this.#scratch = new Scratch(this.#model, n);
+    const { x, xb, xb2, q, k, v, hb, hb2 } = this.#scratch;
+
+    // Embed: each token's row of the embedding table.
+    for (let t = 0; t < n; t++) dequantizeRow(weights.tokenEmbedding, tokens[t], x, t * dim);
+
+    for (let l = 0; l < weights.layers.length; l++) {
+      const layer = weights.layers[l];
+      const keyCache = this.#keys[l];
+      const valueCache = this.#values[l];
+
+      // Attention: normalize, project to queries, keys and values, rotate, cache.
+      for (let t = 0; t < n; t++) rmsNorm(xb, x, t * dim, layer.attentionNorm, numerics.normEps);
+      kernels.matmul(xb, n, [{ w: layer.wq, out: q }, { w: layer.wk, out: k }, { w: layer.wv, out: v }]);
+      for (let t = 0; t < n; t++) {
+        this.#rotate(q, t * dim, dim, headSize, start + t);
+        this.#rotate(k, t * kvDim, kvDim, headSize, start + t);
+      }
+      keyCache.set(k.subarray(0, n * kvDim), start * kvDim);
+      valueCache.set(v.subarray(0, n * kvDim), start * kvDim);
+
+      // Each head of each new token attends to every cached position up to its own.
+      const scale = 1 / Math.sqrt(headSize);
+      for (let t = 0; t < n; t++) {
+        const position = start + t;
+        for (let h = 0; h < nHeads; h++) {
+          const queryOffset = t * dim + h * headSize;
+          const kvOffset = Math.floor(h / headsPerKv) * headSize;
+          const weightsOut = this.onAttention ? new Float32Array(position + 1) : undefined;
+          attendTo(
+            this.#positions.subarray(0, position + 1),
+            (i) => dot(q, queryOffset, keyCache, i * kvDim + kvOffset, headSize) * scale,
+            (i) => valueCache.subarray(i * kvDim + kvOffset, i * kvDim + kvOffset + headSize),
+            { out: xb.subarray(queryOffset, queryOffset + headSize), weights: weightsOut },
+          );
+          if (weightsOut) this.onAttention!({ layer: l, head: h, position, weights: weightsOut });
+        }
+      }
+      kernels.matmul(xb, n, [{ w: layer.wo, out: xb2 }]);
+      addInto(x, xb2, n * dim);
+
+      // Feed-forward: normalize, SwiGLU (silu(w1 x) * w3 x), project down.
+      for (let t = 0; t < n; t++) rmsNorm(xb, x, t * dim, layer.ffnNorm, numerics.normEps);
+      kernels.matmul(xb, n, [{ w: layer.w1, out: hb }, { w: layer.w3, out: hb2 }]);
+      for (let i = 0; i < n * hiddenDim; i++) {
+        const gate = hb[i];
+        hb[i] = (gate / (1 + Math.exp(-gate))) * hb2[i];
+      }
+      kernels.matmul(hb, n, [{ w: layer.w2, out: xb }]);
+      addInto(x, xb, n * dim);
+    }
+
+    // Only the last token's logits are needed: the others' next tokens are already known.
+    rmsNorm(xb, x, (n - 1) * dim, weights.finalNorm, numerics.normEps, 0);
+    kernels.matmul(xb, 1, [{ w: weights.classifier, out: this.#logits }]);
+    this.#position += n;
+  }
+
+  /** RoPE: rotates each adjacent pair (v[i], v[i+1]) of each head by its position's angle. */
+  #rotate(vector: Float32Array, offset: number, length: number, headSize: number, position: number): void {
+    const half = headSize / 2;
+    const table = position * half;
+    for (let i = 0; i < length; i += 2) {
+      const cos = this.#ropeCos[table + (i % headSize) / 2];
+      const sin = this.#ropeSin[table + (i % headSize) / 2];
+      const v0 = vector[offset + i];
+      const v1 = vector[offset + i + 1];
+      vector[offset + i] = v0 * cos - v1 * sin;
+      vector[offset + i + 1] = v0 * sin + v1 * cos;
+    }
+  }
+}
+
+/** Activation buffers for a batch of `batch` tokens. */
+class Scratch {
+  readonly batch: number;
+  readonly x: Float32Array;
+  readonly xb: Float32Array;
+  readonly xb2: Float32Array;
+  readonly q: Float32Array;
+  readonly k: Float32Array;
+  readonly v: Float32Array;
+  readonly hb: Float32Array;
+  readonly hb2: Float32Array;
+
+  constructor({ config, kernels }: Transformer, batch: number) {
+    const { dim, hiddenDim, nHeads, nKvHeads } = config;
+    const kvDim = (dim / nHeads) * nKvHeads;
+    this.batch = batch;
+    this.x = kernels.allocate(batch * dim);
+    this.xb = kernels.allocate(batch * dim);
+    this.xb2 = kernels.allocate(batch * dim);
+    this.q = kernels.allocate(batch * dim);
+    this.k = kernels.allocate(batch * kvDim);
+    this.v = kernels.allocate(batch * kvDim);
+    this.hb = kernels.allocate(batch * hiddenDim);
+    this.hb2 = kernels.allocate(batch * hiddenDim);
+  }
+}
+
+/**
+ * RoPE angles `position · theta^(-2j/headSize)`, rounded to float32 at the
+ * same steps as llama2.c so results match it exactly.
+ */
+function ropeTables(config: LlamaConfig, theta: number): [Float32Array, Float32Array] {
+  const f = Math.fround;
+  const headSize = config.dim / config.nHeads;
+  const half = headSize / 2;
+  const cos = new Float32Array(config.seqLen * half);
+  const sin = new Float32Array(config.seqLen * half);
+  for (let j = 0; j < half; j++) {
+    const frequency = f(1 / f(Math.pow(f(theta), f((2 * j) / headSize))));
+    for (let position = 0; position < config.seqLen; position++) {
+      const angle = f(position * frequency);
+      cos[position * half + j] = Math.cos(angle);
+      sin[position * half + j] = Math.sin(angle);
+    }
+  }
+  return [cos, sin];
+}
+
+/** `out[outOffset ..] = weight * x[offset ..] / rms(x[offset ..])` over one vector of `weight.length`. */
+function rmsNorm(
+  out: Float32Array,
+  x: Float32Array,
+  offset: number,
+  weight: Float32Array,
+  eps: number,
+  outOffset = offset,
+) {
+  const size = weight.length;
+  let sumSquares = 0;
+  for (let j = 0; j < size; j++) sumSquares += x[offset + j] * x[offset + j];
+  const scale = 1 / Math.sqrt(sumSquares / size + eps);
+  for (let j = 0; j < size; j++) out[outOffset + j] = weight[j] * (scale * x[offset + j]);
+}
+
+function dot(a: Float32Array, aOffset: number, b: Float32Array, bOffset: number, length: number): number {
+  let sum = 0;
+  for (let i = 0; i < length; i++) sum += a[aOffset + i] * b[bOffset + i];
+  return sum;
+}
+
+/** `x[i] += y[i]` for the first `length` values: the residual connection. */
+function addInto(x: Float32Array, y: Float32Array, length: number): void {
+  for (let i = 0; i < length; i++) x[i] += y[i];
+}

@@ -1,0 +1,34 @@
+/**
+ * A SentencePiece-style vocabulary as read from any source (llama2.c
+ * `tokenizer.bin`, SentencePiece `tokenizer.model`, GGUF metadata). The
+ * tokenizer is built from this, so every source encodes the same way.
+ *
+ * @module
+ */
+
+/** SentencePiece piece types (ModelProto.SentencePiece.Type). */
+export const PieceType = {
+  NORMAL: 1,
+  UNKNOWN: 2,
+  CONTROL: 3,
+  USER_DEFINED: 4,
+  UNUSED: 5,
+  BYTE: 6,
+} as const;
+
+/** Pieces and their merge scores. Piece text uses U+2581 (▁) for spaces, as SentencePiece does. */
+export interface Vocabulary {
+  pieces: string[];
+  scores: Float32Array;
+  /** One {@link PieceType} per piece. */
+  types: Uint8Array;
+  bosId: number;
+  eosId: number;
+  unkId: number;
+  /** Prepend ▁ to non-empty text before encoding (SentencePiece's add_dummy_prefix). */
+  addDummyPrefix: boolean;
+  /** Encode characters that have no piece as `<0xNN>` byte pieces. */
+  byteFallback: boolean;
+  /** Where the vocabulary came from, for error messages. */
+  source: string;
+}

@@ -1,0 +1,113 @@
+// The real CLI, spawned: llama2.c's printed text, and one-line errors for bad input.
+import assert from "node:assert/strict";
+import { haveShared, parityCases, sharedPath, sharedTest } from "./shared_data.ts";
+import { randomLlama2c, TINY_CONFIG, writeTinyModel } from "./fixtures.ts";
+
+const CLI = new URL("../cli.ts", import.meta.url).pathname;
+
+/** Runs `tensorless ...args`; returns exit code, stdout and stderr. */
+export async function runCli(
+  args: string[],
+  stdin?: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, ...args],
+    stdin: stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  if (stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(stdin));
+    await writer.close();
+  }
+  const { code, stdout, stderr } = await child.output();
+  const decoder = new TextDecoder();
+  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
+}
+
+/** Asserts a failed run printed exactly one line on stderr, without a stack trace. */
+function assertOneLineError(result: { code: number; stderr: string }, code: number, pattern: RegExp) {
+  assert.equal(result.code, code, result.stderr);
+  const lines = result.stderr.trimEnd().split("\n");
+  assert.equal(lines.length, 1, `expected one line, got:\n${result.stderr}`);
+  assert.match(lines[0], pattern);
+  assert.doesNotMatch(result.stderr, /\s+at\s/);
+}
+
+const storiesCases = parityCases("cases.json").filter((c) =>
+  c.model.endsWith("stories260K.bin") && ["greedy-once-upon", "sampled-cat"].includes(c.name)
+);
+for (const c of storiesCases) {
+  sharedTest(`generate prints llama2.c's text: ${c.name}`, async () => {
+    const args = ["generate", "--model", sharedPath(c.model), "--tokenizer", sharedPath(c.tokenizer)];
+    args.push("--prompt", c.prompt, "--steps", String(c.steps), "--temperature", String(c.temperature));
+    if (c.topp !== undefined) args.push("--top-p", String(c.topp));
+    if (c.seed !== undefined) args.push("--seed", String(c.seed));
+    const result = await runCli(args);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, c.expected + "\n");
+    assert.match(result.stderr, /tok\/s/);
+  });
+}
+if (!haveShared) sharedTest("generate prints llama2.c's text", () => {});
+
+Deno.test("--help works for the CLI and the generate command", async () => {
+  const top = await runCli(["--help"]);
+  assert.equal(top.code, 0);
+  assert.match(top.stdout, /Usage: tensorless <command>/);
+  const generate = await runCli(["generate", "--help"]);
+  assert.equal(generate.code, 0);
+  assert.match(generate.stdout, /--steps/);
+});
+
+Deno.test("bad input: one line on stderr naming the problem, exit 1 (2 for usage)", async () => {
+  const { dir, model, tokenizer } = await writeTinyModel();
+  const write = async (name: string, bytes: Uint8Array) => {
+    await Deno.writeFile(`${dir}/${name}`, bytes);
+    return `${dir}/${name}`;
+  };
+  const generate = (...args: string[]) => runCli(["generate", ...args]);
+
+  assertOneLineError(await generate("--model", `${dir}/missing.bin`), 1, /missing\.bin: no such file/);
+  assertOneLineError(await generate("--model", model, "--tokenizer", `${dir}/nope`), 1, /nope: no such file/);
+  const v1 = randomLlama2c(TINY_CONFIG, { version: 1 });
+  new DataView(v1.buffer).setInt32(4, 7, true);
+  assertOneLineError(await generate("--model", await write("v7.bin", v1)), 1, /v7\.bin: unknown llama2.c .*version 7/);
+  const good = randomLlama2c();
+  assertOneLineError(
+    await generate("--model", await write("short.bin", good.subarray(0, 1000)), "--tokenizer", tokenizer),
+    1,
+    /short\.bin: file is shorter than its header implies/,
+  );
+  const garbage = new Uint8Array(64).fill(0xff);
+  assertOneLineError(await generate("--model", await write("junk.bin", garbage)), 1, /junk\.bin: /);
+  // A tokenizer with a different vocabulary size than the model's.
+  const other = await writeTinyModel({ config: { ...TINY_CONFIG, vocabSize: 320 } });
+  assertOneLineError(
+    await generate("--model", model, "--tokenizer", other.tokenizer),
+    1,
+    /tok\.bin: tokenizer has 320 pieces, the model expects 300/,
+  );
+  assertOneLineError(
+    await generate("--model", model, "--tokenizer", tokenizer, "--prompt", "abc ".repeat(40)),
+    1,
+    /prompt is \d+ tokens, longer than the model's context of 48/,
+  );
+  assertOneLineError(await generate("--model", model, "--frobnicate"), 2, /frobnicate.*see --help/);
+  assertOneLineError(await generate("--model", model, "--steps", "many"), 2, /--steps must be an integer/);
+  assertOneLineError(await runCli(["launch"]), 2, /unknown command "launch"/);
+  assertOneLineError(await generate(), 2, /--model is required/);
+  await Deno.remove(dir, { recursive: true });
+  await Deno.remove(other.dir, { recursive: true });
+});
+
+Deno.test("generate on a fresh random model streams text and reports tok/s", async () => {
+  const { dir, model, tokenizer } = await writeTinyModel();
+  const result = await runCli(["generate", "-m", model, "-t", tokenizer, "-p", "the", "-n", "20", "--seed", "3"]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.ok(result.stdout.startsWith("the"), result.stdout);
+  assert.match(result.stderr, /achieved tok\/s: [\d.]+/);
+  await Deno.remove(dir, { recursive: true });
+});

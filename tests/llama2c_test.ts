@@ -1,0 +1,104 @@
+// llama2.c checkpoints written by the project's fixture writer: both formats,
+// GQA, separate classifier, batched prefill, and clean errors on damaged files.
+import assert from "node:assert/strict";
+import { FileFormatError, loadModel } from "../mod.ts";
+import { randomLlama2c, seededRandom, TINY_CONFIG, writeTinyModel } from "./fixtures.ts";
+
+async function logitsAfter(model: string, tokenizer: string, ids: number[]): Promise<Float32Array> {
+  const m = await loadModel(model, { tokenizer });
+  return m.newSession().feed(ids).slice();
+}
+
+Deno.test("version 0 and version 1 files of the same weights give the same logits", async () => {
+  for (const sharedClassifier of [true, false]) {
+    const v0 = await writeTinyModel({ version: 0, sharedClassifier });
+    const v1 = await writeTinyModel({ version: 1, sharedClassifier });
+    const ids = [1, 270, 280, 290, 5];
+    const a = await logitsAfter(v0.model, v0.tokenizer, ids);
+    const b = await logitsAfter(v1.model, v1.tokenizer, ids);
+    assert.deepEqual(a, b);
+    const model = await loadModel(v1.model, { tokenizer: v1.tokenizer });
+    assert.deepEqual(model.config, TINY_CONFIG);
+    assert.equal(model.file.format, "llama2c-v1");
+    assert.equal(model.file.weights.classifier === model.file.weights.tokenEmbedding, sharedClassifier);
+    await Deno.remove(v0.dir, { recursive: true });
+    await Deno.remove(v1.dir, { recursive: true });
+  }
+});
+
+Deno.test("a separate classifier is used when present", async () => {
+  const shared = await writeTinyModel({ sharedClassifier: true });
+  const separate = await writeTinyModel({ sharedClassifier: false });
+  // Same seed: the same embeddings and layers; only the classifier differs.
+  const a = await logitsAfter(shared.model, shared.tokenizer, [1, 2, 3]);
+  const b = await logitsAfter(separate.model, separate.tokenizer, [1, 2, 3]);
+  assert.notDeepEqual(a, b);
+});
+
+Deno.test("feeding a prompt as one batch equals feeding it token by token", async () => {
+  const { dir, model, tokenizer } = await writeTinyModel({ sharedClassifier: false });
+  const m = await loadModel(model, { tokenizer });
+  const ids = Array.from({ length: 20 }, (_, i) => (i * 37) % TINY_CONFIG.vocabSize);
+  const batched = m.newSession().feed(ids).slice();
+  const session = m.newSession();
+  let logits = new Float32Array();
+  for (const id of ids) logits = session.feed([id]);
+  assert.equal(session.position, ids.length);
+  assert.deepEqual(logits, batched);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a session refuses tokens past the context length and ids outside the vocabulary", async () => {
+  const { dir, model, tokenizer } = await writeTinyModel();
+  const session = (await loadModel(model, { tokenizer })).newSession();
+  assert.throws(() => session.feed([TINY_CONFIG.vocabSize]), RangeError);
+  session.feed(new Array(TINY_CONFIG.seqLen).fill(5));
+  assert.throws(() => session.feed([5]), /context full/);
+  session.rewind(10);
+  assert.equal(session.position, 10);
+  session.feed([5]);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("truncated or corrupted checkpoints give a FileFormatError naming the file", async () => {
+  const dir = await Deno.makeTempDir();
+  const random = seededRandom(99);
+  for (const version of [0, 1] as const) {
+    const good = randomLlama2c(TINY_CONFIG, { version });
+    const cuts = [0, 3, 27, 28, 100, 255, 256, 257, good.length >> 1, good.length - 4, good.length - 1];
+    for (const cut of cuts) {
+      const path = `${dir}/cut-${version}-${cut}.bin`;
+      await Deno.writeFile(path, good.subarray(0, cut));
+      await assert.rejects(() => loadModel(path, { tokenizer: "unused" }), (e: Error) => {
+        assert.ok(e instanceof FileFormatError, `${cut}: ${e}`);
+        assert.ok(e.message.startsWith(path), e.message);
+        return true;
+      });
+    }
+    // Flip bytes in the header: either a clean error or (rarely) a still-valid file.
+    for (let i = 0; i < 40; i++) {
+      const bad = good.slice();
+      const at = Math.floor(random() * (version === 0 ? 28 : 40));
+      bad[at] ^= 1 << Math.floor(random() * 8);
+      const path = `${dir}/flip-${version}-${i}.bin`;
+      await Deno.writeFile(path, bad);
+      try {
+        await loadModel(path, { tokenizer: "unused" });
+      } catch (e) {
+        assert.ok(e instanceof FileFormatError || (e as Error).message.includes("unused"), `${e}`);
+      }
+    }
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("version 2 (int8) and unknown versions are refused with a clear message", async () => {
+  const dir = await Deno.makeTempDir();
+  const file = randomLlama2c(TINY_CONFIG, { version: 1 });
+  for (const [version, pattern] of [[2, /version 2 \(int8/], [9, /unknown llama2.c checkpoint version 9/]] as const) {
+    new DataView(file.buffer).setInt32(4, version, true);
+    await Deno.writeFile(`${dir}/v.bin`, file);
+    await assert.rejects(() => loadModel(`${dir}/v.bin`, { tokenizer: "x" }), pattern);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
