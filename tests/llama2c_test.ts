@@ -41,7 +41,7 @@ Deno.test("feeding a prompt as one batch equals feeding it token by token", asyn
   const ids = Array.from({ length: 20 }, (_, i) => (i * 37) % TINY_CONFIG.vocabSize);
   const batched = m.newSession().feed(ids).slice();
   const session = m.newSession();
-  let logits = new Float32Array();
+  let logits: Float32Array = new Float32Array();
   for (const id of ids) logits = session.feed([id]);
   assert.equal(session.position, ids.length);
   assert.deepEqual(logits, batched);
