@@ -11,9 +11,15 @@ import { FileFormatError } from "./errors.ts";
  * Reads a file into a SharedArrayBuffer. `alignOffset` is a byte offset inside
  * the file that should land on an 8-byte boundary in memory (for formats whose
  * tensor data starts at an odd place, such as safetensors), so typed-array
- * views on the tensors need no copy.
+ * views on the tensors need no copy. `allocate`, when given, supplies the
+ * memory instead (e.g. `Kernels.allocateBytes`, so WebAssembly kernels read
+ * the weights in place); it must return `byteLength` bytes on an 8-byte boundary.
  */
-export async function readFileBytes(path: string, alignOffset = 0): Promise<Uint8Array> {
+export async function readFileBytes(
+  path: string,
+  alignOffset = 0,
+  allocate?: (byteLength: number) => Uint8Array,
+): Promise<Uint8Array> {
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path, { read: true });
@@ -25,7 +31,9 @@ export async function readFileBytes(path: string, alignOffset = 0): Promise<Uint
     if (info.isDirectory) throw new FileFormatError(path, "is a directory, not a file");
     const size = info.size;
     const pad = (8 - (alignOffset % 8)) % 8;
-    const bytes = new Uint8Array(new SharedArrayBuffer(size + pad), pad, size);
+    const bytes = allocate
+      ? allocate(size + pad).subarray(pad, pad + size)
+      : new Uint8Array(new SharedArrayBuffer(size + pad), pad, size);
     let done = 0;
     while (done < size) {
       const n = await file.read(bytes.subarray(done));

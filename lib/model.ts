@@ -10,7 +10,9 @@ import { FileFormatError, TensorlessError } from "./errors.ts";
 import { describeOpenError, readFileBytes, readFileHead } from "./file_bytes.ts";
 import type { Kernels } from "./kernels/kernels.ts";
 import { PlainKernels } from "./kernels/plain.ts";
+import { ggufToModelFile, parseGguf } from "./gguf.ts";
 import { parseLlama2c } from "./llama2c.ts";
+import { loadSafetensorsDirectory } from "./safetensors.ts";
 import type { LlamaConfig, ModelFile } from "./model_file.ts";
 import { loadTokenizer, Tokenizer } from "./tokenizer.ts";
 import { Session } from "./transformer.ts";
@@ -99,18 +101,16 @@ export async function readModelFile(path: string): Promise<ModelFile> {
   } catch (error) {
     throw new FileFormatError(path, describeOpenError(error));
   }
-  if (info.isDirectory) {
-    throw new FileFormatError(path, "is a directory without config.json and safetensors weights");
-  }
+  if (info.isDirectory) return await loadSafetensorsDirectory(path);
   const head = await readFileHead(path, 8);
   if (head.length >= 4 && new TextDecoder().decode(head.subarray(0, 4)) === "GGUF") {
-    throw new FileFormatError(path, "GGUF files are not supported yet");
+    return ggufToModelFile(parseGguf(await readFileBytes(path), path));
   }
   return parseLlama2c(await readFileBytes(path), path);
 }
 
 /** The tokenizer named by the user, carried by the file, or lying beside it. */
-async function findTokenizer(file: ModelFile, tokenizerPath?: string): Promise<Tokenizer> {
+export async function findTokenizer(file: ModelFile, tokenizerPath?: string): Promise<Tokenizer> {
   const { vocabSize } = file.config;
   if (tokenizerPath !== undefined) return await loadTokenizer(tokenizerPath, vocabSize);
   if (file.vocabulary) {

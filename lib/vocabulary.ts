@@ -29,6 +29,15 @@ export interface Vocabulary {
   addDummyPrefix: boolean;
   /** Encode characters that have no piece as `<0xNN>` byte pieces. */
   byteFallback: boolean;
+  /** Trim and collapse runs of spaces before encoding (SentencePiece's remove_extra_whitespaces; default false). */
+  removeExtraWhitespaces?: boolean;
+  /** Spaces become ▁ before encoding (SentencePiece's escape_whitespaces; default true). */
+  escapeWhitespaces?: boolean;
+  /**
+   * Encode exactly as llama2.c's `encode()` (set for `tokenizer.bin`): a character with no piece of its own, and ▁
+   * typed in the text, becomes byte tokens before merging, so it never merges. SentencePiece merges such characters.
+   */
+  llama2cEncode?: boolean;
   /** Where the vocabulary came from, for error messages. */
   source: string;
 }

@@ -4,17 +4,20 @@
  * @module
  */
 
+import { DEFAULT_MODEL, resolveModel } from "../catalog.ts";
 import { generate } from "../generate.ts";
 import { loadModel } from "../model.ts";
-import { type Command, numberFlag, parseFlags, UsageError } from "./command.ts";
+import { type Command, numberFlag, parseFlags } from "./command.ts";
 
-const help = `Usage: tensorless generate --model MODEL [options]
+const help = `Usage: tensorless generate [--model MODEL] [options]
 
 Continues a prompt and streams the text to stdout (llama2.c's "generate" mode).
 Tokens per second go to stderr at the end.
 
 Options:
-  -m, --model PATH       model: llama2.c .bin, GGUF file or Hugging Face directory
+  -m, --model M          a catalog name (downloaded on first use; see "tensorless models")
+                         or a path: llama2.c .bin, GGUF file or Hugging Face directory
+                         (default: ${DEFAULT_MODEL})
   -t, --tokenizer PATH   tokenizer.bin or tokenizer.model (when the model has none)
   -p, --prompt TEXT      text to continue (default: empty)
   -n, --steps N          total positions, prompt included, as llama2.c (default 256;
@@ -22,6 +25,7 @@ Options:
       --temperature T    0 = greedy; default 1.0
       --top-p P          nucleus sampling threshold in (0, 1); 0 or 1 disables (default 0.9)
   -s, --seed S           random seed, a positive integer (default: the current time)
+      --dir DIR          models folder for catalog names
   -h, --help             show this help
 `;
 
@@ -39,12 +43,12 @@ export const command: Command = {
       temperature: { type: "string" },
       "top-p": { type: "string" },
       seed: { type: "string", short: "s" },
+      dir: { type: "string" },
     });
     if (values.help) {
       console.log(help);
       return 0;
     }
-    if (!values.model) throw new UsageError("--model is required");
     const steps = numberFlag("steps", values.steps, 256, { min: 1, integer: true });
     const temperature = numberFlag("temperature", values.temperature, 1, { min: 0 });
     const topP = numberFlag("top-p", values["top-p"], 0.9, { min: 0, max: 1 });
@@ -54,7 +58,8 @@ export const command: Command = {
       integer: true,
     });
 
-    const model = await loadModel(values.model, { tokenizer: values.tokenizer });
+    const resolved = await resolveModel(values.model ?? DEFAULT_MODEL, { dir: values.dir });
+    const model = await loadModel(resolved.model, { tokenizer: values.tokenizer ?? resolved.tokenizer });
     try {
       const encoder = new TextEncoder();
       let tokens = 0;

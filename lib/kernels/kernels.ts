@@ -28,6 +28,12 @@ export interface Kernels {
   matmul(x: Float32Array, n: number, jobs: MatmulJob[]): void;
   /** A zeroed activation buffer these kernels can work on (shared memory when they use workers). */
   allocate(length: number): Float32Array;
+  /**
+   * Optional: `byteLength` bytes (8-byte aligned) in memory these kernels
+   * read directly, to load a model file into (`readFileBytes(path, align,
+   * kernels.allocateBytes)`). Kernels without it read weights wherever they are.
+   */
+  allocateBytes?(byteLength: number): Uint8Array;
   /** Releases workers or other resources. The kernels are unusable afterwards. */
   close(): void;
 }
