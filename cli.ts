@@ -9,13 +9,14 @@
 
 import { TensorlessError } from "./lib/errors.ts";
 import { type Command, UsageError } from "./lib/commands/command.ts";
+import { command as bench } from "./lib/commands/bench.ts";
 import { command as chat } from "./lib/commands/chat.ts";
 import { command as generate } from "./lib/commands/generate.ts";
 import { command as info } from "./lib/commands/info.ts";
 import { command as models } from "./lib/commands/models.ts";
 import { command as pull } from "./lib/commands/pull.ts";
 
-const commands: Command[] = [generate, chat, pull, models, info];
+const commands: Command[] = [generate, chat, pull, models, info, bench];
 
 function usage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

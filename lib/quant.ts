@@ -256,8 +256,9 @@ export function dotRow(w: Matrix, row: number, x: Float32Array, xOffset: number)
     }
     case "F16":
     case "BF16": {
-      // F16/BF16 data are 2-byte aligned: read whole halves and convert by table.
+      // Matrices keep F16/BF16 data 2-byte aligned: read whole halves and convert by table.
       const table = w.type === "F16" ? HALF : bf16Table();
+      if ((b.byteOffset + start) % 2 !== 0) throw new RangeError(`${w.type} row data is not 2-byte aligned`);
       const h = u16View(b), first = (b.byteOffset + start) >> 1;
       let s0 = 0, s1 = 0;
       let i = 0;

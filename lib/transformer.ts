@@ -47,13 +47,13 @@ export class Session {
   #keys: Float32Array[];
   #values: Float32Array[];
   #capacity = 0;
-  /** cos/sin of RoPE angles per position and frequency, built once. */
-  #ropeCos: Float32Array;
-  #ropeSin: Float32Array;
+  /** cos/sin of RoPE angles per position and frequency, for the positions the cache has room for. */
+  #ropeCos: Float32Array = new Float32Array(0);
+  #ropeSin: Float32Array = new Float32Array(0);
   #scratch: Scratch;
   #logits: Float32Array;
   /** 0, 1, 2, ...: the cached positions a query attends to are a prefix of this. */
-  #positions: Int32Array;
+  #positions: Int32Array = new Int32Array(0);
   /** When set, receives the attention weights of every head at every fed position. */
   onAttention?: (record: AttentionRecord) => void;
 
@@ -62,10 +62,8 @@ export class Session {
     const { config } = model;
     this.#keys = [];
     this.#values = [];
-    [this.#ropeCos, this.#ropeSin] = ropeTables(config, model.numerics.ropeTheta);
     this.#scratch = new Scratch(model, 1);
     this.#logits = model.kernels.allocate(config.vocabSize);
-    this.#positions = Int32Array.from({ length: config.seqLen }, (_, i) => i);
   }
 
   /** How many tokens the cache holds (the position the next token gets). */
@@ -147,7 +145,10 @@ export class Session {
     return (dim / nHeads) * nKvHeads;
   }
 
-  /** Makes room in the cache for `positions` tokens, doubling its size as needed. */
+  /**
+   * Makes room in the cache for `positions` tokens, doubling its size as
+   * needed: memory follows use, not the (file-given) context length.
+   */
   #reserve(positions: number): void {
     if (positions <= this.#capacity) return;
     const { nLayers, seqLen } = this.#model.config;
@@ -163,6 +164,8 @@ export class Session {
       this.#values[l] = grow(this.#values[l]);
     }
     this.#capacity = capacity;
+    [this.#ropeCos, this.#ropeSin] = ropeTables(this.#model.config, this.#model.numerics.ropeTheta, capacity);
+    this.#positions = Int32Array.from({ length: capacity }, (_, i) => i);
   }
 
   /** The forward pass for `tokens` at positions `this.position ...`; leaves the last token's logits. */
@@ -275,18 +278,18 @@ class Scratch {
 }
 
 /**
- * RoPE angles `position · theta^(-2j/headSize)`, rounded to float32 at the
+ * RoPE angles `position · theta^(-2j/headSize)` for the first `positions` positions, rounded to float32 at the
  * same steps as llama2.c so results match it exactly.
  */
-function ropeTables(config: LlamaConfig, theta: number): [Float32Array, Float32Array] {
+function ropeTables(config: LlamaConfig, theta: number, positions: number): [Float32Array, Float32Array] {
   const f = Math.fround;
   const headSize = config.dim / config.nHeads;
   const half = headSize / 2;
-  const cos = new Float32Array(config.seqLen * half);
-  const sin = new Float32Array(config.seqLen * half);
+  const cos = new Float32Array(positions * half);
+  const sin = new Float32Array(positions * half);
   for (let j = 0; j < half; j++) {
     const frequency = f(1 / f(Math.pow(f(theta), f((2 * j) / headSize))));
-    for (let position = 0; position < config.seqLen; position++) {
+    for (let position = 0; position < positions; position++) {
       const angle = f(position * frequency);
       cos[position * half + j] = Math.cos(angle);
       sin[position * half + j] = Math.sin(angle);

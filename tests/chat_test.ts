@@ -6,8 +6,7 @@ import { topAttention } from "../lib/chat/attention_view.ts";
 // The from-scratch references use only the public API.
 import { argmax, type AttentionRecord, loadModel, type Model } from "../mod.ts";
 import { haveShared, sharedPath, sharedTest } from "./shared_data.ts";
-
-const CLI = new URL("../cli.ts", import.meta.url).pathname;
+import { CLI, runCli, type RunResult } from "./spawn.ts";
 
 /** A character-level tokenizer: BOS 1, EOS 2, each character its code + 3 (with a leading "▁" for text). */
 const fakeTokenizer: TemplateTokenizer = {
@@ -84,19 +83,8 @@ async function load(files: { model: string; tokenizer: string }): Promise<Model>
 }
 
 /** Runs `tensorless chat ...args` with `lines` on stdin. */
-async function chat(args: string[], lines: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, "chat", ...args],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(lines.map((l) => l + "\n").join("")));
-  await writer.close();
-  const { code, stdout, stderr } = await child.output();
-  return { code, stdout: new TextDecoder().decode(stdout), stderr: new TextDecoder().decode(stderr) };
+function chat(args: string[], lines: string[]): Promise<RunResult> {
+  return runCli(["chat", ...args], { stdin: lines.map((l) => l + "\n").join("") });
 }
 
 function cliArgs(files: { model: string; tokenizer: string }, template: string, extra: string[] = []): string[] {

@@ -2,30 +2,7 @@
 import assert from "node:assert/strict";
 import { haveShared, parityCases, sharedPath, sharedTest } from "./shared_data.ts";
 import { randomLlama2c, TINY_CONFIG, writeTinyModel } from "./fixtures.ts";
-
-const CLI = new URL("../cli.ts", import.meta.url).pathname;
-
-/** Runs `tensorless ...args`; returns exit code, stdout and stderr. */
-export async function runCli(
-  args: string[],
-  stdin?: string,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, ...args],
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).spawn();
-  if (stdin !== undefined) {
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(stdin));
-    await writer.close();
-  }
-  const { code, stdout, stderr } = await child.output();
-  const decoder = new TextDecoder();
-  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
-}
+import { runCli } from "./spawn.ts";
 
 /** Asserts a failed run printed exactly one line on stderr, without a stack trace. */
 function assertOneLineError(result: { code: number; stderr: string }, code: number, pattern: RegExp) {

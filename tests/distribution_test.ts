@@ -1,25 +1,10 @@
 // Distribution: `deno install` of cli.ts, and importing mod.ts by URL from a (loopback) web server.
 import assert from "node:assert/strict";
 import { haveShared, parityCases, sharedPath, sharedTest } from "./shared_data.ts";
+import { run } from "./spawn.ts";
 
 const CHECKOUT = new URL("../", import.meta.url);
 const greedy = parityCases("cases.json").find((c) => c.model.endsWith("stories260K.bin") && c.temperature === 0);
-
-async function run(
-  command: string,
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(command, {
-    args,
-    env: { NO_COLOR: "1", ...env },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
-}
 
 sharedTest("deno install puts a working `tensorless` command in --root", async () => {
   const root = await Deno.makeTempDir({ prefix: "tensorless-install-" });
@@ -108,7 +93,7 @@ console.log(text);
       `--allow-import=${host}`,
       `--allow-read=${sharedPath("")},${Deno.realPathSync(sharedPath(""))}`,
       script,
-    ], { DENO_DIR: `${work}/deno_dir` });
+    ], { env: { DENO_DIR: `${work}/deno_dir` } });
     assert.equal(result.code, 0, result.stderr);
     assert.equal(result.stdout, c.expected + "\n");
     assert.ok(requested.includes("/mod.ts"));

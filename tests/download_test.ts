@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { DownloadError, downloadFile, ProgressReporter } from "../lib/download.ts";
 import { loadCatalog, resolveModel } from "../lib/catalog.ts";
 import { haveShared, sharedPath, sharedTest } from "./shared_data.ts";
+import { runCli, type RunResult } from "./spawn.ts";
 
 const MODEL = "models/stories260K/stories260K.bin";
 const MODEL_SHA256 = "b0a507e7ad0f626624f17112325e66691f9076d622e1d3274d103d00299f2696";
@@ -282,16 +283,8 @@ Deno.test("the shipped catalog is well formed and names the default model", asyn
 });
 
 /** Runs the CLI with a test catalog. */
-async function cli(args: string[], catalog: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", new URL("../cli.ts", import.meta.url).pathname, ...args],
-    env: { NO_COLOR: "1", TENSORLESS_CATALOG: catalog },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
+function cli(args: string[], catalog: string): Promise<RunResult> {
+  return runCli(args, { env: { TENSORLESS_CATALOG: catalog } });
 }
 
 sharedTest("pull and models commands: progress on stderr, verified file, listed as present, clear errors", async () => {
@@ -406,20 +399,13 @@ sharedTest("chat with no --model pulls stories15M from the catalog on first use"
         },
       }),
     );
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL("../cli.ts", import.meta.url).pathname, "chat", "--dir", dir, "--max-tokens", "8"],
-      env: { NO_COLOR: "1", TENSORLESS_CATALOG: catalog },
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode("Once upon a time\n"));
-    await writer.close();
-    const output = await child.output();
-    const stderr = new TextDecoder().decode(output.stderr);
+    const output = await runCli(["chat", "--dir", dir, "--max-tokens", "8"], {
+      env: { TENSORLESS_CATALOG: catalog },
+      stdin: "Once upon a time\n",
+    });
+    const stderr = output.stderr;
     assert.equal(output.code, 0, stderr);
-    assert.ok(new TextDecoder().decode(output.stdout).trim().length > 0);
+    assert.ok(output.stdout.trim().length > 0);
     assert.match(stderr, /stories15M\.bin: 1\.06 MB, sha256 verified/);
     assert.match(stderr, /tokenizer\.bin: .*sha256 unknown, not verified/);
     assert.deepEqual(log.map((l) => l.path).sort(), ["/stories15M.bin", "/tokenizer.bin"]);

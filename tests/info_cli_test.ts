@@ -3,18 +3,11 @@ import assert from "node:assert/strict";
 import type { ModelInfo } from "../lib/commands/info.ts";
 import { TINY_CONFIG, writeTinyModel } from "./fixtures.ts";
 import { sharedPath, sharedTest } from "./shared_data.ts";
+import { runCli, type RunResult } from "./spawn.ts";
 
-const CLI = new URL("../cli.ts", import.meta.url).pathname;
-
-/** Runs `tensorless info ...args`; returns exit code, stdout and stderr. */
-async function info(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, "info", ...args],
-    stdin: "null",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const decoder = new TextDecoder();
-  return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
+/** Runs `tensorless info ...args`. */
+function info(...args: string[]): Promise<RunResult> {
+  return runCli(["info", ...args]);
 }
 
 /** `info --json` on `model`, parsed. */

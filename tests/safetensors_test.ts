@@ -12,7 +12,7 @@ import { loadSafetensorsDirectory, parseSafetensors } from "../lib/safetensors.t
 import type { Matrix } from "../lib/tensor.ts";
 import { Session } from "../lib/transformer.ts";
 import { randomLlama2c, TINY_CONFIG } from "./fixtures.ts";
-import { haveShared, parityCases, sharedPath, sharedTest } from "./shared_data.ts";
+import { haveShared, parityCases, runParityCase, sharedPath, sharedTest } from "./shared_data.ts";
 
 /** One tensor to write: dtype, shape and its raw bytes. */
 interface TensorSpec {
@@ -223,6 +223,26 @@ Deno.test("safetensors: shards, tied embeddings, misaligned tensors and tokenize
   });
 });
 
+Deno.test("safetensors: files and misaligned copies go into memory from the given allocator", async () => {
+  const reference = tinyReference();
+  const dir = await writeDir({
+    "config.json": HF_CONFIG,
+    "model.safetensors": safetensorsFile(hfTensors(reference), { pad: 2 }),
+  });
+  const buffers: ArrayBuffer[] = [];
+  const model = await loadSafetensorsDirectory(dir, (byteLength) => {
+    const bytes = new Uint8Array(byteLength + 8);
+    buffers.push(bytes.buffer);
+    return bytes.subarray(8);
+  });
+  await Deno.remove(dir, { recursive: true });
+  assert.ok(buffers.length > 1, "the file and the misaligned F32 tensors");
+  for (const w of [model.weights.tokenEmbedding, model.weights.layers[1].wk, model.weights.layers[1].w2]) {
+    assert.ok(buffers.includes(w.data.buffer as ArrayBuffer));
+  }
+  assertSameWeights(model, reference);
+});
+
 Deno.test("safetensors: parseSafetensors checks every header entry", () => {
   const f32 = (n: number) => ({ dtype: "F32", shape: [n], bytes: new Uint8Array(4 * n) });
   const parse = (bytes: Uint8Array) => parseSafetensors(bytes, "x.safetensors");
@@ -371,23 +391,9 @@ sharedTest("safetensors: loadModel finds tokenizer.model in the directory", asyn
   assert.deepEqual(ids, c.expected_ids);
 });
 
-// llama2.c's generation loop through the public API: BOS + prompt forced, then sampled until `steps` or BOS.
 for (const c of parityCases("hf-cases.json")) {
   sharedTest(`safetensors parity with llama2.c: ${c.name}`, async () => {
-    const model = await loadModel(sharedPath(c.model), { tokenizer: sharedPath(c.tokenizer) });
-    assert.equal(model.file.format, "safetensors");
-    const sampler = new Sampler({ temperature: c.temperature, topP: c.topp ?? 0.9, seed: c.seed ?? 1 });
-    const session = model.newSession();
-    const ids = model.tokenizer.encode(c.prompt, { bos: true });
-    let logits = session.feed(ids);
-    for (;;) {
-      const next = sampler.sample(logits);
-      ids.push(next);
-      if (next === 1 || session.position >= c.steps) break;
-      logits = session.feed([next]);
-    }
-    model.close();
-    assert.deepEqual(ids, c.expected_ids);
+    assert.deepEqual(await runParityCase(c), c.expected_ids);
   });
 }
 if (!haveShared) sharedTest("safetensors parity with llama2.c", () => {});

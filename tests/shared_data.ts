@@ -1,3 +1,5 @@
+import { loadModel, type LoadModelOptions, Sampler } from "../mod.ts";
+
 /**
  * Where the read-only reference data (`../shared`, beside the checkout) is,
  * and whether it is there. Tests that need it are skipped, with the reason in
@@ -45,4 +47,21 @@ export interface ParityCase {
 export function parityCases(file: string): ParityCase[] {
   if (!haveShared) return [];
   return JSON.parse(Deno.readTextFileSync(sharedPath(`parity/${file}`)));
+}
+
+/** llama2.c's generation loop over the public API; returns BOS, the prompt and every sampled id. */
+export async function runParityCase(c: ParityCase, options: LoadModelOptions = {}): Promise<number[]> {
+  const model = await loadModel(sharedPath(c.model), { ...options, tokenizer: sharedPath(c.tokenizer) });
+  const sampler = new Sampler({ temperature: c.temperature, topP: c.topp ?? 0.9, seed: c.seed ?? 1 });
+  const session = model.newSession();
+  const ids = model.tokenizer.encode(c.prompt, { bos: true });
+  let logits = session.feed(ids);
+  for (;;) {
+    const next = sampler.sample(logits);
+    ids.push(next);
+    if (next === 1 || session.position >= c.steps) break;
+    logits = session.feed([next]);
+  }
+  model.close();
+  return ids;
 }

@@ -53,7 +53,12 @@ export interface ModelInfo {
   memory: { weights: number; kvCache: number; activations: number; total: number };
 }
 
-/** Gathers the facts `info` prints about a parsed model file (and its tokenizer, if one was found). */
+/**
+ * Gathers the facts `info` prints about a parsed model file.
+ *
+ * @param file the parsed model
+ * @param tokenizer the tokenizer used with it, or the reason there is none
+ */
 export function describeModel(file: ModelFile, tokenizer: Tokenizer | string): ModelInfo {
   const { dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize, seqLen } = file.config;
   const headSize = dim / nHeads;
