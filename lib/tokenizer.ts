@@ -48,7 +48,31 @@ interface DecodeTable {
 /** Decoding data of each tokenizer, shared with its decoders without making it public. */
 const decodeTables = new WeakMap<Tokenizer, DecodeTable>();
 
-/** Turns text into token ids and back. Build one from any {@link Vocabulary}. */
+/**
+ * Turns text into token ids and back. Build one from any {@link Vocabulary},
+ * or load a file with {@link loadTokenizer}.
+ *
+ * @example A five-piece vocabulary: merges pick the best-scoring pair first
+ * ```ts
+ * import { Tokenizer } from "./tokenizer.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const tokenizer = new Tokenizer({
+ *   pieces: ["<unk>", "<s>", "</s>", "▁", "h", "i", "▁h", "▁hi"],
+ *   scores: new Float32Array([0, 0, 0, -4, -5, -6, -2, -1]),
+ *   types: new Uint8Array([2, 3, 3, 1, 1, 1, 1, 1]), // unknown, control, control, then normal pieces
+ *   bosId: 1,
+ *   eosId: 2,
+ *   unkId: 0,
+ *   addDummyPrefix: true,
+ *   byteFallback: false,
+ *   source: "example",
+ * });
+ * const ids = tokenizer.encode("hi hih", { bos: true });
+ * assert.deepEqual(ids, [1, 7, 7, 4]); // <s> ▁hi ▁hi h
+ * assert.equal(tokenizer.decode(ids), "hi hih");
+ * ```
+ */
 export class Tokenizer {
   /** Number of pieces (ids run from 0 to vocabSize - 1). */
   readonly vocabSize: number;
