@@ -9,8 +9,8 @@
 import { FileFormatError, TensorlessError } from "./errors.ts";
 import { describeOpenError, readFileBytes, readFileHead } from "./file_bytes.ts";
 import type { Kernels } from "./kernels/kernels.ts";
-import { PlainKernels } from "./kernels/plain.ts";
-import { ggufToModelFile, parseGguf } from "./gguf.ts";
+import { createKernels, type KernelKind } from "./kernels/select.ts";
+import { ggufToModelFile, isGguf, parseGguf } from "./gguf.ts";
 import { parseLlama2c } from "./llama2c.ts";
 import { loadSafetensorsDirectory } from "./safetensors.ts";
 import type { LlamaConfig, ModelFile } from "./model_file.ts";
@@ -24,8 +24,14 @@ export interface LoadModelOptions {
    * carries its vocabulary (GGUF) or has a `tokenizer.model` / `tokenizer.bin` beside it.
    */
   tokenizer?: string;
-  /** Which matrix kernels to use: `"plain"` loops (the reference) or a {@link Kernels} object. Default `"plain"`. */
-  kernels?: "plain" | Kernels;
+  /**
+   * Which matrix kernels to use: `"plain"` loops (the reference, the default), `"wasm"` (WebAssembly SIMD, one
+   * thread), `"fast"` (WebAssembly SIMD on a worker pool), or a {@link Kernels} object. With `"wasm"` or
+   * `"fast"` call {@link Model.close} when done, so the workers end.
+   */
+  kernels?: KernelKind | Kernels;
+  /** Threads for `"fast"` kernels (default `navigator.hardwareConcurrency`). */
+  threads?: number;
 }
 
 /**
@@ -87,26 +93,39 @@ export class Model {
  * @param path a llama2.c checkpoint, a GGUF file, or a directory with `config.json` and safetensors
  */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
-  const file = await readModelFile(path);
-  const tokenizer = await findTokenizer(file, options.tokenizer);
-  const kernels = options.kernels === undefined || options.kernels === "plain" ? new PlainKernels() : options.kernels;
-  return new Model(file, tokenizer, kernels);
+  const given = typeof options.kernels === "object" ? options.kernels : undefined;
+  const kernels = given ?? await createKernels(options.kernels as KernelKind | undefined ?? "plain", options.threads);
+  try {
+    // Read the weights straight into memory the kernels use, when they have such memory.
+    const file = await readModelFile(path, kernels.allocateBytes?.bind(kernels));
+    const tokenizer = await findTokenizer(file, options.tokenizer);
+    return new Model(file, tokenizer, kernels);
+  } catch (error) {
+    if (!given) kernels.close();
+    throw error;
+  }
 }
 
-/** Parses a model file or directory, recognising the format by its content. */
-export async function readModelFile(path: string): Promise<ModelFile> {
+/**
+ * Parses a model file or directory, recognising the format by its content.
+ * `allocate` supplies the memory to read files into (see `Kernels.allocateBytes`).
+ */
+export async function readModelFile(
+  path: string,
+  allocate?: (byteLength: number) => Uint8Array,
+): Promise<ModelFile> {
   let info: Deno.FileInfo;
   try {
     info = await Deno.stat(path);
   } catch (error) {
     throw new FileFormatError(path, describeOpenError(error));
   }
-  if (info.isDirectory) return await loadSafetensorsDirectory(path);
+  if (info.isDirectory) return await loadSafetensorsDirectory(path, allocate);
   const head = await readFileHead(path, 8);
-  if (head.length >= 4 && new TextDecoder().decode(head.subarray(0, 4)) === "GGUF") {
-    return ggufToModelFile(parseGguf(await readFileBytes(path), path));
+  if (isGguf(head)) {
+    return ggufToModelFile(parseGguf(await readFileBytes(path, 0, allocate), path));
   }
-  return parseLlama2c(await readFileBytes(path), path);
+  return parseLlama2c(await readFileBytes(path, 0, allocate), path);
 }
 
 /** The tokenizer named by the user, carried by the file, or lying beside it. */

@@ -22,6 +22,8 @@ for (const c of storiesCases) {
     args.push("--prompt", c.prompt, "--steps", String(c.steps), "--temperature", String(c.temperature));
     if (c.topp !== undefined) args.push("--top-p", String(c.topp));
     if (c.seed !== undefined) args.push("--seed", String(c.seed));
+    // Sampling compares probabilities with a random draw, so it gets the reference kernels; greedy the default.
+    if (c.temperature > 0) args.push("--kernels", "plain");
     const result = await runCli(args);
     assert.equal(result.code, 0, result.stderr);
     assert.equal(result.stdout, c.expected + "\n");
@@ -74,6 +76,11 @@ Deno.test("bad input: one line on stderr naming the problem, exit 1 (2 for usage
   );
   assertOneLineError(await generate("--model", model, "--frobnicate"), 2, /frobnicate.*see --help/);
   assertOneLineError(await generate("--model", model, "--steps", "many"), 2, /--steps must be an integer/);
+  assertOneLineError(
+    await generate("--model", model, "--kernels", "gpu"),
+    2,
+    /--kernels must be one of plain, wasm, fast/,
+  );
   assertOneLineError(await runCli(["launch"]), 2, /unknown command "launch"/);
   await Deno.remove(dir, { recursive: true });
   await Deno.remove(other.dir, { recursive: true });

@@ -9,7 +9,15 @@ import { Conversation } from "../chat/conversation.ts";
 import { runRepl } from "../chat/repl.ts";
 import { chatTemplate, chooseTemplate, isTemplateName, TEMPLATE_NAMES } from "../chat/templates.ts";
 import { loadModel } from "../model.ts";
-import { type Command, numberFlag, parseFlags, UsageError } from "./command.ts";
+import {
+  type Command,
+  KERNEL_FLAGS,
+  KERNEL_FLAGS_HELP,
+  kernelOptions,
+  numberFlag,
+  parseFlags,
+  UsageError,
+} from "./command.ts";
 
 const help = `Usage: tensorless chat [options]
 
@@ -34,6 +42,7 @@ Options:
                          prefilled and generated, time to first token, tokens/s
       --attention-out F  write a heatmap page (HTML) of each reply's attention to F
       --dir DIR          models folder for catalog names
+${KERNEL_FLAGS_HELP}
   -h, --help             show this help
 
 Commands inside the chat: :help :reset :system :temp :top-p :seed :stats :attend
@@ -58,6 +67,7 @@ export const command: Command = {
       verbose: { type: "boolean", short: "v" },
       "attention-out": { type: "string" },
       dir: { type: "string" },
+      ...KERNEL_FLAGS,
     });
     if (values.help) {
       console.log(help);
@@ -75,8 +85,9 @@ export const command: Command = {
       throw new UsageError(`--template must be one of ${TEMPLATE_NAMES.join(", ")}, got "${values.template}"`);
     }
 
+    const kernels = kernelOptions(values);
     const resolved = await resolveModel(values.model ?? DEFAULT_MODEL, { dir: values.dir });
-    const model = await loadModel(resolved.model, { tokenizer: values.tokenizer ?? resolved.tokenizer });
+    const model = await loadModel(resolved.model, { tokenizer: values.tokenizer ?? resolved.tokenizer, ...kernels });
     try {
       const modelName = resolved.name ?? resolved.model.split("/").filter(Boolean).at(-1) ?? resolved.model;
       const templateName = chooseTemplate({

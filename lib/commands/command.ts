@@ -6,6 +6,7 @@
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { TensorlessError } from "../errors.ts";
+import { KERNEL_KINDS, type KernelKind } from "../kernels/select.ts";
 
 /** A subcommand of the `tensorless` CLI (`generate`, `chat`, `info`, ...). */
 export interface Command {
@@ -70,4 +71,30 @@ export function numberFlag(
 /** Whether stderr/stdout colouring is allowed (NO_COLOR unset and a terminal). */
 export function useColor(stream: { isTerminal(): boolean } = Deno.stderr): boolean {
   return !Deno.env.get("NO_COLOR") && stream.isTerminal();
+}
+
+/** The `--kernels` and `--threads` flags, shared by the commands that run a model. */
+export const KERNEL_FLAGS = {
+  kernels: { type: "string" },
+  threads: { type: "string" },
+} as const;
+
+/** Help lines for {@link KERNEL_FLAGS}. */
+export const KERNEL_FLAGS_HELP = `      --kernels K        plain (reference loops), wasm (SIMD, one thread) or
+                         fast (SIMD on a worker pool; the default)
+      --threads N        threads for fast kernels (default: all cores)`;
+
+/** Validated values of {@link KERNEL_FLAGS}. */
+export function kernelOptions(values: { kernels?: string; threads?: string }): {
+  kernels: KernelKind;
+  threads?: number;
+} {
+  const kernels = values.kernels ?? "fast";
+  if (!(KERNEL_KINDS as readonly string[]).includes(kernels)) {
+    throw new UsageError(`--kernels must be one of ${KERNEL_KINDS.join(", ")}, got "${kernels}"`);
+  }
+  const threads = values.threads === undefined
+    ? undefined
+    : numberFlag("threads", values.threads, 1, { min: 1, max: 256, integer: true });
+  return { kernels: kernels as KernelKind, threads };
 }

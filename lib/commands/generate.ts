@@ -7,7 +7,7 @@
 import { DEFAULT_MODEL, resolveModel } from "../catalog.ts";
 import { generate } from "../generate.ts";
 import { loadModel } from "../model.ts";
-import { type Command, numberFlag, parseFlags } from "./command.ts";
+import { type Command, KERNEL_FLAGS, KERNEL_FLAGS_HELP, kernelOptions, numberFlag, parseFlags } from "./command.ts";
 
 const help = `Usage: tensorless generate [--model MODEL] [options]
 
@@ -25,6 +25,7 @@ Options:
       --temperature T    0 = greedy; default 1.0
       --top-p P          nucleus sampling threshold in (0, 1); 0 or 1 disables (default 0.9)
   -s, --seed S           random seed, a positive integer (default: the current time)
+${KERNEL_FLAGS_HELP}
       --dir DIR          models folder for catalog names
   -h, --help             show this help
 `;
@@ -44,6 +45,7 @@ export const command: Command = {
       "top-p": { type: "string" },
       seed: { type: "string", short: "s" },
       dir: { type: "string" },
+      ...KERNEL_FLAGS,
     });
     if (values.help) {
       console.log(help);
@@ -58,8 +60,9 @@ export const command: Command = {
       integer: true,
     });
 
+    const kernels = kernelOptions(values);
     const resolved = await resolveModel(values.model ?? DEFAULT_MODEL, { dir: values.dir });
-    const model = await loadModel(resolved.model, { tokenizer: values.tokenizer ?? resolved.tokenizer });
+    const model = await loadModel(resolved.model, { tokenizer: values.tokenizer ?? resolved.tokenizer, ...kernels });
     try {
       const encoder = new TextEncoder();
       let tokens = 0;

@@ -16,11 +16,11 @@ export class PlainKernels implements Kernels {
   matmul(x: Float32Array, n: number, jobs: MatmulJob[]): void {
     for (const { w, out } of jobs) {
       if (w.type === "F32") {
-        const weights = f32View(w);
-        for (let t = 0; t < n; t++) matvecF32(out, t * w.rows, weights, w.rows, w.cols, x, t * w.cols);
+        matmulF32(out, f32View(w), w.rows, w.cols, x, n);
       } else {
-        for (let t = 0; t < n; t++) {
-          for (let r = 0; r < w.rows; r++) out[t * w.rows + r] = dotRow(w, r, x, t * w.cols);
+        // Row by row, each row against every input while it is in cache.
+        for (let r = 0; r < w.rows; r++) {
+          for (let t = 0; t < n; t++) out[t * w.rows + r] = dotRow(w, r, x, t * w.cols);
         }
       }
     }
@@ -33,27 +33,42 @@ export class PlainKernels implements Kernels {
   close(): void {}
 }
 
-/** `out[outOffset + r] = Σ_c w[r*cols + c] * x[xOffset + c]`, four partial sums per row. */
-function matvecF32(
-  out: Float32Array,
-  outOffset: number,
-  w: Float32Array,
-  rows: number,
-  cols: number,
-  x: Float32Array,
-  xOffset: number,
-): void {
-  for (let r = 0; r < rows; r++) {
-    const base = r * cols;
-    let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    let c = 0;
-    for (; c + 3 < cols; c += 4) {
-      s0 += w[base + c] * x[xOffset + c];
-      s1 += w[base + c + 1] * x[xOffset + c + 1];
-      s2 += w[base + c + 2] * x[xOffset + c + 2];
-      s3 += w[base + c + 3] * x[xOffset + c + 3];
+/**
+ * `out[t*rows + r] = Σ_c w[r*cols + c] * x[t*cols + c]`. Two rows at a time
+ * share each input load, with two partial sums per row: about twice the speed
+ * of one row with one sum, whose additions wait on each other. Each pair of
+ * rows meets every input while it is in cache.
+ */
+function matmulF32(out: Float32Array, w: Float32Array, rows: number, cols: number, x: Float32Array, n: number): void {
+  const even = cols & ~1;
+  let r = 0;
+  for (; r + 1 < rows; r += 2) {
+    const a = r * cols, b = a + cols;
+    for (let t = 0; t < n; t++) {
+      const xt = n === 1 ? x : x.subarray(t * cols, (t + 1) * cols);
+      let a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+      for (let c = 0; c < even; c += 2) {
+        const x0 = xt[c], x1 = xt[c + 1];
+        a0 += w[a + c] * x0;
+        a1 += w[a + c + 1] * x1;
+        b0 += w[b + c] * x0;
+        b1 += w[b + c + 1] * x1;
+      }
+      if (even < cols) {
+        a0 += w[a + even] * xt[even];
+        b0 += w[b + even] * xt[even];
+      }
+      out[t * rows + r] = a0 + a1;
+      out[t * rows + r + 1] = b0 + b1;
     }
-    for (; c < cols; c++) s0 += w[base + c] * x[xOffset + c];
-    out[outOffset + r] = s0 + s1 + s2 + s3;
+  }
+  if (r < rows) {
+    // The odd last row.
+    const a = r * cols;
+    for (let t = 0; t < n; t++) {
+      let sum = 0;
+      for (let c = 0; c < cols; c++) sum += w[a + c] * x[t * cols + c];
+      out[t * rows + r] = sum;
+    }
   }
 }

@@ -1,0 +1,271 @@
+/**
+ * `tensorless bench`: generation and prefill speed, time to first token, load
+ * time and peak memory, per kernel path and thread count, on a model file or
+ * on a random model of a named shape. Each configuration runs in its own
+ * process so its peak RSS is its own.
+ *
+ * @module
+ */
+
+import { TensorlessError } from "../errors.ts";
+import { createKernels, KERNEL_KINDS, type KernelKind } from "../kernels/select.ts";
+import { findTokenizer, Model, readModelFile } from "../model.ts";
+import { fillerVocabulary, type RandomModelType, SHAPES, writeRandomModel } from "../random_model.ts";
+import { Tokenizer } from "../tokenizer.ts";
+import { type Command, numberFlag, parseFlags, UsageError } from "./command.ts";
+
+const help = `Usage: tensorless bench [--model FILE | --shape 15M|42M|110M|7B] [options]
+
+Measures generation and prefill tokens/s, time to first token, load time and
+peak resident memory, per kernel path and thread count. Token ids are fed
+directly (no text), so models without a tokenizer work too. Each
+configuration runs in a fresh process.
+
+Options:
+  -m, --model FILE       a model file to measure (llama2.c or GGUF)
+      --shape LIST       random models of these shapes, comma-separated (default 15M):
+                         15M (288/768/6/6), 42M (512/1376/8/8), 110M (768/2048/12/12),
+                         7B (4096/11008/32/32), all with vocabulary 32000
+      --type LIST        encodings of the random models: F32, Q8_0, Q4_0 (default F32)
+      --kernels LIST     kernel paths: plain, wasm, fast (default plain,fast)
+      --threads LIST     thread counts for fast (default: 1 and navigator.hardwareConcurrency)
+      --tokens N         tokens to generate (default 256)
+      --prompt-tokens N  prompt length for the prefill measurement (default 128)
+      --cache DIR        where random models are kept (default ~/.cache/tensorless/bench)
+      --json             print JSON instead of a table
+  -h, --help             show this help
+`;
+
+/** One measured configuration. */
+export interface BenchResult {
+  model: string;
+  kernels: string;
+  threads: number;
+  /** Seconds from nothing to a ready model (kernels, file read, parse). */
+  loadSeconds: number;
+  /** Generation speed: one token per step, timed after the first (as llama2.c). */
+  generateTokensPerSecond: number;
+  /** Prompt tokens per second, the prompt fed as one batch. */
+  prefillTokensPerSecond: number;
+  /** Seconds from feeding the prompt to the first token picked. */
+  timeToFirstToken: number;
+  /** Peak resident memory of the process (VmHWM), bytes. */
+  peakRssBytes: number;
+  fileBytes: number;
+}
+
+interface ChildRequest {
+  model: string;
+  kernels: KernelKind;
+  threads: number;
+  tokens: number;
+  promptTokens: number;
+}
+
+/** The `bench` command. */
+export const command: Command = {
+  name: "bench",
+  summary: "measure speed and memory per kernel path and thread count",
+  help,
+  async run(args) {
+    const { values } = parseFlags(args, {
+      model: { type: "string", short: "m" },
+      shape: { type: "string" },
+      type: { type: "string" },
+      kernels: { type: "string" },
+      threads: { type: "string" },
+      tokens: { type: "string" },
+      "prompt-tokens": { type: "string" },
+      cache: { type: "string" },
+      json: { type: "boolean" },
+    });
+    if (values.help) {
+      console.log(help);
+      return 0;
+    }
+    const tokens = numberFlag("tokens", values.tokens, 256, { min: 2, integer: true });
+    const promptTokens = numberFlag("prompt-tokens", values["prompt-tokens"], 128, { min: 1, integer: true });
+    const kinds = list(values.kernels ?? "plain,fast").map((k) => {
+      if (!KERNEL_KINDS.includes(k as KernelKind)) throw new UsageError(`unknown kernels "${k}"`);
+      return k as KernelKind;
+    });
+    const cores = navigator.hardwareConcurrency ?? 1;
+    const threadCounts = list(values.threads ?? [...new Set([1, cores])].join(",")).map((t) =>
+      numberFlag("threads", t, 1, { min: 1, max: 256, integer: true })
+    );
+
+    const models: string[] = [];
+    if (values.model) {
+      if (values.shape || values.type) throw new UsageError("--model and --shape/--type exclude each other");
+      models.push(values.model);
+    } else {
+      const cache = values.cache ?? defaultCache();
+      await Deno.mkdir(cache, { recursive: true });
+      for (const shape of list(values.shape ?? "15M")) {
+        if (!(shape in SHAPES)) throw new UsageError(`unknown shape "${shape}" (15M, 42M, 110M or 7B)`);
+        for (const type of list(values.type ?? "F32")) {
+          if (!["F32", "Q8_0", "Q4_0"].includes(type)) throw new UsageError(`unknown type "${type}"`);
+          models.push(await randomModel(cache, shape, type as RandomModelType));
+        }
+      }
+    }
+
+    const results: BenchResult[] = [];
+    if (!values.json) console.log(tableHeader());
+    for (const model of models) {
+      for (const kernels of kinds) {
+        for (const threads of kernels === "fast" ? threadCounts : [1]) {
+          const result = await runChild({ model, kernels, threads, tokens, promptTokens });
+          results.push(result);
+          if (!values.json) console.log(tableRow(result));
+        }
+      }
+    }
+    if (values.json) console.log(JSON.stringify(results, null, 2));
+    return 0;
+  },
+};
+
+function list(value: string): string[] {
+  return value.split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+
+function defaultCache(): string {
+  const home = Deno.env.get("XDG_CACHE_HOME") ?? `${Deno.env.get("HOME") ?? "."}/.cache`;
+  return `${home}/tensorless/bench`;
+}
+
+/** The cached random model of `shape` and `type`, written first if absent. */
+async function randomModel(cache: string, shape: string, type: RandomModelType): Promise<string> {
+  const path = `${cache}/random-${shape}-${type}.${type === "F32" ? "bin" : "gguf"}`;
+  try {
+    await Deno.stat(path);
+  } catch {
+    console.error(`writing ${path} ...`);
+    await writeRandomModel(path, SHAPES[shape], type);
+  }
+  return path;
+}
+
+/** Runs one configuration in a fresh process (this module as its main) and reads its JSON result. */
+async function runChild(request: ChildRequest): Promise<BenchResult> {
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", import.meta.url, JSON.stringify(request)],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  if (!output.success) throw new TensorlessError(`benchmark of ${request.model} (${request.kernels}) failed`);
+  return JSON.parse(new TextDecoder().decode(output.stdout));
+}
+
+/** Loads a model with its file read straight into the kernels' memory when they offer it. */
+async function loadForBench(path: string, kernels: Awaited<ReturnType<typeof createKernels>>): Promise<Model> {
+  const file = await readModelFile(path, kernels.allocateBytes?.bind(kernels));
+  let tokenizer: Tokenizer;
+  try {
+    tokenizer = await findTokenizer(file);
+  } catch {
+    // Token ids are fed directly; a filler vocabulary only satisfies the Model.
+    const { pieces, scores, types } = fillerVocabulary(file.config.vocabSize);
+    tokenizer = new Tokenizer({
+      pieces,
+      scores,
+      types: Uint8Array.from(types),
+      bosId: 1,
+      eosId: 2,
+      unkId: 0,
+      addDummyPrefix: true,
+      byteFallback: true,
+      source: "filler",
+    });
+  }
+  return new Model(file, tokenizer, kernels);
+}
+
+function argmax(values: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
+  return best;
+}
+
+/** Peak resident memory of this process (Linux), or 0 when unknown. */
+function peakRss(): number {
+  try {
+    const match = Deno.readTextFileSync("/proc/self/status").match(/VmHWM:\s+(\d+) kB/);
+    return match ? Number(match[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Measures one configuration in this process. */
+export async function measure(request: ChildRequest): Promise<BenchResult> {
+  const started = performance.now();
+  const kernels = await createKernels(request.kernels, request.threads);
+  const model = await loadForBench(request.model, kernels);
+  const loadSeconds = (performance.now() - started) / 1000;
+  try {
+    const { vocabSize, seqLen } = model.config;
+    if (request.tokens > seqLen || request.promptTokens + 1 > seqLen) {
+      throw new TensorlessError(`the model's context (${seqLen}) is shorter than the benchmark needs`);
+    }
+    // Generation: the first step is untimed (llama2.c's convention), then one token per step.
+    const session = model.newSession();
+    let logits = session.feed([1]);
+    const genStart = performance.now();
+    for (let i = 1; i < request.tokens; i++) logits = session.feed([argmax(logits)]);
+    const generateTokensPerSecond = (request.tokens - 1) / ((performance.now() - genStart) / 1000);
+
+    // Prefill: a random prompt as one batch (after generation, so the code is warm).
+    let seed = 12345;
+    const prompt = Array.from({ length: request.promptTokens }, (_, i) => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return i === 0 ? 1 : 3 + (seed % (vocabSize - 3));
+    });
+    const prefillStart = performance.now();
+    argmax(model.newSession().feed(prompt));
+    const timeToFirstToken = (performance.now() - prefillStart) / 1000;
+    return {
+      model: request.model,
+      kernels: kernels.name,
+      threads: request.kernels === "fast" ? request.threads : 1,
+      loadSeconds,
+      generateTokensPerSecond,
+      prefillTokensPerSecond: request.promptTokens / timeToFirstToken,
+      timeToFirstToken,
+      peakRssBytes: peakRss(),
+      fileBytes: (await Deno.stat(request.model)).size,
+    };
+  } finally {
+    model.close();
+  }
+}
+
+function tableHeader(): string {
+  const head = ["model", "kernels", "thr", "gen tok/s", "prefill tok/s", "TTFT s", "load s", "peak RSS", "file"];
+  return [head.join(" | "), head.map(() => "---").join(" | ")].map((l) => `| ${l} |`).join("\n");
+}
+
+function tableRow(r: BenchResult): string {
+  const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+  const name = r.model.slice(r.model.lastIndexOf("/") + 1);
+  return `| ${
+    [
+      name,
+      r.kernels,
+      r.threads,
+      r.generateTokensPerSecond.toFixed(1),
+      r.prefillTokensPerSecond.toFixed(1),
+      r.timeToFirstToken.toFixed(3),
+      r.loadSeconds.toFixed(2),
+      mb(r.peakRssBytes),
+      mb(r.fileBytes),
+    ].join(" | ")
+  } |`;
+}
+
+if (import.meta.main) {
+  const result = await measure(JSON.parse(Deno.args[0]));
+  console.log(JSON.stringify(result));
+  Deno.exit(0);
+}

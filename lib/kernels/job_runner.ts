@@ -1,0 +1,162 @@
+/**
+ * The part of a matrix product every thread runs: the main thread and each
+ * worker read the same job table from a shared Int32Array and take tasks
+ * (runs of rows of one matrix) from it until all are done.
+ *
+ * @module
+ */
+
+import { dotRow } from "../quant.ts";
+import { type Matrix, rowBytes, TENSOR_TYPES, type TensorType } from "../tensor.ts";
+import { WASM_KERNELS } from "./wasm_module.ts";
+
+/** Slots of the control array. */
+export const SLOT = {
+  /** Bumped by the main thread for each batch of jobs; workers wait on it. */
+  GENERATION: 0,
+  /** Workers still busy with the current batch; the main thread waits on it. */
+  PENDING: 1,
+  /** Set to 1 to make workers exit. */
+  QUIT: 2,
+  JOB_COUNT: 3,
+  /** Number of input vectors. */
+  N: 4,
+  /** Threads sharing the rows (main thread included). */
+  PARTICIPANTS: 5,
+  /** Inputs as floats. */
+  XF: 6,
+  /** Inputs quantized, as int16. */
+  XQ16: 7,
+  /** Inputs quantized, as int8. */
+  XQ8: 8,
+  /** Per-block input scales (float). */
+  XD: 9,
+  /** Per-block i32x4 corrections for Q4_0's offset. */
+  XC: 10,
+  /** 1 when the module uses relaxed SIMD (its Q4_0 kernel then reads int8 inputs). */
+  RELAXED: 11,
+  /** Set to 1 by a worker whose share failed; the main thread then throws. */
+  FAILED: 12,
+  /** The next task to take (reset to 0 for each batch). */
+  NEXT_TASK: 13,
+} as const;
+
+/** Where the job table starts, and the ints per job. */
+export const JOB_BASE = 16, JOB_INTS = 8;
+/** The most jobs one matmul call may carry. */
+export const MAX_JOBS = 8;
+/** Length of the control array. */
+export const CONTROL_LENGTH = JOB_BASE + MAX_JOBS * JOB_INTS;
+
+/** Fields of one job. */
+export const JOB = { KIND: 0, W: 1, ROWS: 2, COLS: 3, OUT: 4, TYPE: 5 } as const;
+
+/** Job kinds: the wasm kernels by index, then plain JS for encodings without one. */
+export const KIND_JS = WASM_KERNELS.length;
+
+/** Encoding names by index, for the job table. */
+export const TYPE_NAMES = Object.keys(TENSOR_TYPES) as TensorType[];
+
+/** The wasm kernel every encoding uses, or {@link KIND_JS}. */
+export function kindOf(type: TensorType): number {
+  const index = WASM_KERNELS.indexOf(type.toLowerCase() as (typeof WASM_KERNELS)[number]);
+  return index < 0 ? KIND_JS : index;
+}
+
+/** Kernel functions as exported by the module. */
+export type KernelFunction = (
+  w: number,
+  r0: number,
+  r1: number,
+  cols: number,
+  x: number,
+  xd: number,
+  xc: number,
+  n: number,
+  out: number,
+  rows: number,
+) => void;
+
+/**
+ * Rows per task: each job is cut into about 8 tasks per thread, so a thread
+ * that starts late or runs slower simply takes fewer (whole rows, at least 4).
+ */
+export function rowsPerTask(rows: number, participants: number): number {
+  return Math.max(4, Math.ceil(rows / (8 * participants)));
+}
+
+/**
+ * Computes tasks of the job table until none is left: every thread (main and
+ * workers) calls this after a hand-off and takes the next task by an atomic
+ * increment of {@link SLOT.NEXT_TASK}.
+ */
+export function runShare(control: Int32Array, kernels: KernelFunction[], memory: WebAssembly.Memory): void {
+  const jobs = control[SLOT.JOB_COUNT];
+  const n = control[SLOT.N];
+  const participants = control[SLOT.PARTICIPANTS];
+  let job = 0, firstTask = 0;
+  for (let task = Atomics.add(control, SLOT.NEXT_TASK, 1);; task = Atomics.add(control, SLOT.NEXT_TASK, 1)) {
+    // Find the job this task belongs to (tasks are numbered job after job; they only increase).
+    let base = JOB_BASE + job * JOB_INTS;
+    let chunk = rowsPerTask(control[base + JOB.ROWS], participants);
+    let tasks = Math.ceil(control[base + JOB.ROWS] / chunk);
+    while (task >= firstTask + tasks) {
+      firstTask += tasks;
+      if (++job === jobs) return;
+      base = JOB_BASE + job * JOB_INTS;
+      chunk = rowsPerTask(control[base + JOB.ROWS], participants);
+      tasks = Math.ceil(control[base + JOB.ROWS] / chunk);
+    }
+    const kind = control[base + JOB.KIND];
+    const rows = control[base + JOB.ROWS];
+    const cols = control[base + JOB.COLS];
+    const r0 = (task - firstTask) * chunk;
+    const r1 = Math.min(rows, r0 + chunk);
+    const w = control[base + JOB.W] >>> 0;
+    const out = control[base + JOB.OUT] >>> 0;
+    if (kind === KIND_JS) {
+      runPlain(memory, TYPE_NAMES[control[base + JOB.TYPE]], w, rows, cols, r0, r1, control[SLOT.XF] >>> 0, n, out);
+      continue;
+    }
+    const name = WASM_KERNELS[kind];
+    const int8 = name === "q4_0" && control[SLOT.RELAXED] === 1;
+    const x = name === "f32" || name === "f16" ? control[SLOT.XF] : control[int8 ? SLOT.XQ8 : SLOT.XQ16];
+    kernels[kind](w, r0, r1, cols, x, control[SLOT.XD], control[SLOT.XC], n, out, rows);
+  }
+}
+
+/** Rows of an encoding without a wasm kernel, with the reference dot products. */
+function runPlain(
+  memory: WebAssembly.Memory,
+  type: TensorType,
+  w: number,
+  rows: number,
+  cols: number,
+  r0: number,
+  r1: number,
+  xf: number,
+  n: number,
+  out: number,
+): void {
+  const buffer = memory.buffer;
+  const matrix: Matrix = { type, rows, cols, data: new Uint8Array(buffer, w, rows * rowBytes(type, cols)) };
+  const x = new Float32Array(buffer, xf, n * cols);
+  const y = new Float32Array(buffer, out, n * rows);
+  for (let t = 0; t < n; t++) {
+    for (let r = r0; r < r1; r++) y[t * rows + r] = dotRow(matrix, r, x, t * cols);
+  }
+}
+
+/**
+ * Busy-wait iterations (about a millisecond: an Atomics.load takes ~20 ns here) before sleeping in Atomics.wait:
+ * between two products of one token the main thread works for tens to
+ * hundreds of microseconds, less than waking a sleeping thread can take.
+ */
+export const SPIN = 50_000;
+
+/** Blocks until `control[slot]` differs from `value`, spinning briefly first. */
+export function waitWhileEquals(control: Int32Array, slot: number, value: number): void {
+  for (let spins = 0; Atomics.load(control, slot) === value; spins++) {
+    if (spins > SPIN) Atomics.wait(control, slot, value);
+  }
+}

@@ -1,0 +1,464 @@
+/**
+ * The WebAssembly SIMD matrix kernels, assembled into bytes at startup: the
+ * module's source is this file, written in a small folded-expression DSL
+ * (`add(a, b)` emits a, then b, then the opcode), so no toolchain and no
+ * committed binary are involved.
+ *
+ * Every exported kernel has the same signature:
+ *
+ * ```
+ * (w, r0, r1, cols, x, xd, xc, n, out, rows)
+ * ```
+ *
+ * and computes `out[t*rows + r] = row r of w · input t` for rows `r0 <= r < r1`
+ * and inputs `0 <= t < n`, all pointers into the one shared memory:
+ *
+ * - `f32`, `f16`: `x` holds the inputs as floats, `cols` apart.
+ * - `q8_0`, `q4_0`: the inputs were quantized like llama.cpp's
+ *   `quantize_row_q8_0` (blocks of 32: a float scale in `xd`, integers in
+ *   -127..127); `x` holds them as int16 (`q8_0`, and `q4_0` without relaxed
+ *   SIMD) or int8 (`q4_0` with relaxed SIMD), and `xc` holds per block the
+ *   i32x4 `[-8·Σq, 0, 0, 0]` that folds Q4_0's offset of 8 into the sum.
+ *
+ * Each kernel handles four inputs at a time when it can, so a weight row is
+ * read from memory once and reused from cache for the whole batch. The module
+ * also exports `quantize`, which prepares `x`, `xd` and `xc` from floats.
+ *
+ * Half-precision weights are widened with integer and float arithmetic that
+ * is exact for every finite half (subnormals included); infinities and NaNs
+ * come out as large finite numbers, which no usable model contains.
+ *
+ * Helper names follow the WebAssembly text format (`i32x4Dot` is
+ * `i32x4.dot_i16x8_s`, `relaxedDot` is `i16x8.relaxed_dot_i8x16_i7x16_s`).
+ *
+ * @module
+ */
+
+type Code = number[];
+
+/** Unsigned LEB128. */
+function uleb(value: number): Code {
+  const out: Code = [];
+  do {
+    let byte = value & 0x7f;
+    value = Math.floor(value / 128);
+    if (value !== 0) byte |= 0x80;
+    out.push(byte);
+  } while (value !== 0);
+  return out;
+}
+
+/** Signed LEB128 of a 32-bit integer. */
+function sleb(value: number): Code {
+  const out: Code = [];
+  value |= 0;
+  while (true) {
+    const byte = value & 0x7f;
+    value >>= 7;
+    if ((value === 0 && (byte & 0x40) === 0) || (value === -1 && (byte & 0x40) !== 0)) {
+      out.push(byte);
+      return out;
+    }
+    out.push(byte | 0x80);
+  }
+}
+
+const I32 = 0x7f, F32 = 0x7d, V128 = 0x7b;
+
+// Plain instructions: each helper emits its operands, then its opcode.
+const op = (code: number) => (...args: Code[]): Code => [...args.flat(), code];
+const simd = (code: number) => (...args: Code[]): Code => [...args.flat(), 0xfd, ...uleb(code)];
+const get = (local: number): Code => [0x20, ...uleb(local)];
+const set = (local: number, value: Code): Code => [...value, 0x21, ...uleb(local)];
+const i32 = (value: number): Code => [0x41, ...sleb(value)];
+const f32 = (value: number): Code => {
+  const bytes = new Uint8Array(4);
+  new DataView(bytes.buffer).setFloat32(0, value, true);
+  return [0x43, ...bytes];
+};
+const add = op(0x6a), mul = op(0x6c), and = op(0x71), shl = op(0x74), shrU = op(0x76);
+const ltU = op(0x49), leU = op(0x4d);
+const fadd = op(0x92), fmul = op(0x94), fdiv = op(0x95), fmax = op(0x97), copysign = op(0x98), asFloat = op(0xbe);
+const fne = op(0x5c);
+const fload = (addr: Code, offset = 0): Code => [...addr, 0x2a, 2, ...uleb(offset)];
+const fstore = (addr: Code, value: Code): Code => [...addr, ...value, 0x38, 2, 0];
+const load16u = (addr: Code, offset = 0): Code => [...addr, 0x2f, 1, ...uleb(offset)];
+
+// SIMD instructions (prefix 0xfd).
+const vload = (addr: Code, offset = 0): Code => [...addr, 0xfd, 0, 0, ...uleb(offset)];
+const i32x4Splat = simd(0x11), f32x4Splat = simd(0x13);
+const f32x4Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1f, lane];
+const vand = simd(0x4e), vor = simd(0x50);
+const i8x16Sub = simd(0x71), i16x8Add = simd(0x8e), i16x8ShrU = simd(0x8d);
+const i32x4ExtaddPairwise = simd(0x7e);
+const i16x8ExtendLowS = simd(0x87), i16x8ExtendHighS = simd(0x88);
+const i32x4ExtendLowU = simd(0xa9), i32x4ExtendHighU = simd(0xaa);
+const i32x4Shl = simd(0xab), i32x4Add = simd(0xae), i32x4Dot = simd(0xba);
+const f32x4Add = simd(0xe4), f32x4Mul = simd(0xe6), f32x4FromI32 = simd(0xfa);
+const relaxedMadd = simd(0x105), relaxedDot = simd(0x112);
+const f32x4Abs = simd(0xe0), f32x4Max = simd(0xe9), f32x4Nearest = simd(0x6a), i32x4TruncSat = simd(0xf8);
+const i16x8Narrow = simd(0x85), i8x16Narrow = simd(0x65);
+const i32Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1b, lane];
+const i32x4ReplaceLane0 = (v: Code, value: Code): Code => [...v, ...value, 0xfd, 0x1c, 0];
+const vstore = (addr: Code, offset: number, value: Code): Code => [...addr, ...value, 0xfd, 0x0b, 0, ...uleb(offset)];
+const zero = (): Code => i32x4Splat(i32(0));
+const i8x16Splat = (value: number): Code => simd(0x0f)(i32(value));
+
+// Control flow.
+const block = (...body: Code[]): Code => [0x02, 0x40, ...body.flat(), 0x0b];
+const loop = (...body: Code[]): Code => [0x03, 0x40, ...body.flat(), 0x0b];
+const brIf = (depth: number, cond: Code): Code => [...cond, 0x0d, depth];
+/** `while (cond) body` (body may not branch out itself). */
+const whileLoop = (cond: Code, ...body: Code[]): Code => block(loop(brIf(1, op(0x45)(cond)), ...body, [0x0c, 0]));
+
+/** A function under construction: parameters are locals 0..; more locals are declared on demand. */
+class Fn {
+  readonly params: number;
+  readonly #locals: number[] = [];
+  constructor(params: number) {
+    this.params = params;
+  }
+  local(type: number): number {
+    this.#locals.push(type);
+    return this.params + this.#locals.length - 1;
+  }
+  encode(body: Code): Code {
+    const groups = this.#locals.map((type) => [1, type]);
+    const code = [...uleb(groups.length), ...groups.flat(), ...body, 0x0b];
+    return [...uleb(code.length), ...code];
+  }
+}
+
+/** The kinds of weight encodings the module has kernels for, in export order. */
+export const WASM_KERNELS = ["f32", "f16", "q8_0", "q4_0"] as const;
+/** One of {@link WASM_KERNELS}. */
+export type WasmKernelName = (typeof WASM_KERNELS)[number];
+
+/** Parameter indices shared by every kernel. */
+const W = 0, R0 = 1, R1 = 2, COLS = 3, X = 4, XD = 5, XC = 6, N = 7, OUT = 8, ROWS = 9;
+
+/** Horizontal sum of an f32x4: (l0 + l1) + (l2 + l3). */
+const hsum = (v: number): Code =>
+  fadd(fadd(f32x4Lane(get(v), 0), f32x4Lane(get(v), 1)), fadd(f32x4Lane(get(v), 2), f32x4Lane(get(v), 3)));
+
+/** IEEE half bits → float: shift into float position, rescale the exponent by 2^112, restore the sign. */
+const halfToFloat = (bits: Code): Code =>
+  copysign(fmul(asFloat(shl(and(bits, i32(0x7fff)), i32(13))), f32(2 ** 112)), asFloat(shl(bits, i32(16))));
+
+/** Four halves (zero-extended to i32 lanes) → f32x4, the same arithmetic lane-wise. */
+const halvesToFloats = (bits: Code): Code =>
+  vor(
+    f32x4Mul(vand(i32x4Shl(bits, i32(13)), i32x4Splat(i32(0x0fffe000))), f32x4Splat(f32(2 ** 112))),
+    i32x4Shl(vand(bits, i32x4Splat(i32(0x8000))), i32(16)),
+  );
+
+/**
+ * Shared outer structure: for each row, first groups of four inputs then the
+ * rest one by one. `rowBytes` computes a row's size from `cols`; `dot(k, ...)`
+ * emits the product of the current row with `k` inputs starting at input `t`,
+ * leaving the k results in float locals `results[0..k)`.
+ */
+function rowsByInputs(
+  f: Fn,
+  rowBytes: Code,
+  dot: (k: number, row: number, t: number, results: number[]) => Code,
+): Code {
+  const r = f.local(I32), t = f.local(I32), row = f.local(I32), stride = f.local(I32);
+  const results = [f.local(F32), f.local(F32), f.local(F32), f.local(F32)];
+  const store = (k: number): Code =>
+    fstore(add(get(OUT), shl(add(mul(add(get(t), i32(k)), get(ROWS)), get(r)), i32(2))), get(results[k]));
+  const group = (k: number): Code[] => [
+    dot(k, row, t, results),
+    ...Array.from({ length: k }, (_, j) => store(j)),
+    set(t, add(get(t), i32(k))),
+  ];
+  return [
+    ...set(stride, rowBytes),
+    ...set(r, get(R0)),
+    ...whileLoop(
+      ltU(get(r), get(R1)),
+      set(row, add(get(W), mul(get(r), get(stride)))),
+      set(t, i32(0)),
+      whileLoop(leU(add(get(t), i32(4)), get(N)), ...group(4)),
+      whileLoop(ltU(get(t), get(N)), ...group(1)),
+      set(r, add(get(r), i32(1))),
+    ),
+  ];
+}
+
+/** F32 and F16 rows: float dot products, 4 floats per step, a scalar tail for odd widths. */
+function floatKernel(half: boolean, relaxed: boolean): Code {
+  const f = new Fn(10);
+  const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
+  const c = f.local(I32), vecEnd = f.local(I32), wv = f.local(V128);
+  const acc = Array.from({ length: 8 }, () => f.local(V128));
+  const tail = [f.local(F32), f.local(F32), f.local(F32), f.local(F32)];
+  const xrow = [f.local(I32), f.local(I32), f.local(I32), f.local(I32)];
+  const lo = f.local(V128), wLocal = f.local(F32);
+  const elemBytes = half ? 2 : 4;
+  const dot = (k: number, row: number, t: number, results: number[]): Code => {
+    // Independent accumulators hide the multiply-add latency: four for one input, two each for four.
+    const unroll = k === 1 ? 4 : 2;
+    const accOf = (j: number, u: number) => acc[j * unroll + u];
+    const setup: Code[] = [];
+    for (let j = 0; j < k; j++) {
+      setup.push(set(xrow[j], add(get(X), shl(mul(add(get(t), i32(j)), get(COLS)), i32(2)))));
+      setup.push(set(tail[j], f32(0)));
+      for (let u = 0; u < unroll; u++) setup.push(set(accOf(j, u), zero()));
+    }
+    // One vector step at element c + at: 4 floats (F32) or 8 halves (F16) into accumulator u.
+    const step = half ? 8 : 4;
+    const xAt = (j: number, at: number): Code => vload(add(get(xrow[j]), shl(get(c), i32(2))), 4 * at);
+    const vectorStep = (u: number, at: number): Code[] => {
+      const body: Code[] = [];
+      if (half) {
+        body.push(set(wv, vload(add(get(row), shl(get(c), i32(1))), 2 * at)));
+        body.push(set(lo, halvesToFloats(i32x4ExtendLowU(get(wv)))));
+        body.push(set(wv, halvesToFloats(i32x4ExtendHighU(get(wv)))));
+        for (let j = 0; j < k; j++) {
+          body.push(set(accOf(j, u), madd(get(lo), xAt(j, at), get(accOf(j, u)))));
+          body.push(set(accOf(j, u), madd(get(wv), xAt(j, at + 4), get(accOf(j, u)))));
+        }
+      } else {
+        body.push(set(wv, vload(add(get(row), shl(get(c), i32(2))), 4 * at)));
+        for (let j = 0; j < k; j++) body.push(set(accOf(j, u), madd(get(wv), xAt(j, at), get(accOf(j, u)))));
+      }
+      return body;
+    };
+    const unrolled: Code[] = [];
+    for (let u = 0; u < unroll; u++) unrolled.push(...vectorStep(u, u * step));
+    unrolled.push(set(c, add(get(c), i32(unroll * step))));
+    const single = [...vectorStep(0, 0), set(c, add(get(c), i32(step)))];
+    // Scalar tail for the last cols % step elements.
+    const weight = half
+      ? halfToFloat(load16u(add(get(row), shl(get(c), i32(1)))))
+      : fload(add(get(row), shl(get(c), i32(2))));
+    const scalar: Code[] = [set(wLocal, weight)];
+    for (let j = 0; j < k; j++) {
+      const xc = fload(add(get(xrow[j]), shl(get(c), i32(2))));
+      scalar.push(set(tail[j], fadd(get(tail[j]), fmul(get(wLocal), xc))));
+    }
+    scalar.push(set(c, add(get(c), i32(1))));
+    const finish: Code[] = [];
+    for (let j = 0; j < k; j++) {
+      for (let u = 1; u < unroll; u++) finish.push(set(accOf(j, 0), f32x4Add(get(accOf(j, 0)), get(accOf(j, u)))));
+      finish.push(set(results[j], fadd(hsum(accOf(j, 0)), get(tail[j]))));
+    }
+    return [
+      ...setup.flat(),
+      ...set(c, i32(0)),
+      ...whileLoop(leU(add(get(c), i32(unroll * step)), get(vecEnd)), ...unrolled),
+      ...whileLoop(ltU(get(c), get(vecEnd)), ...single),
+      ...whileLoop(ltU(get(c), get(COLS)), ...scalar),
+      ...finish.flat(),
+    ];
+  };
+  const step = half ? 8 : 4;
+  return f.encode([
+    ...set(vecEnd, and(get(COLS), i32(-step))),
+    ...rowsByInputs(f, mul(get(COLS), i32(elemBytes)), dot),
+  ]);
+}
+
+/**
+ * Where the kernels expect a table of all 65536 half-precision values as
+ * floats (256 KiB): a block's scale is then one lookup instead of a dozen
+ * bit operations. The owner of the memory fills it (see {@link fillHalfTable}).
+ */
+export const HALF_TABLE = 65536;
+/** First byte after the table: allocations start here. */
+export const RESERVED_BYTES = HALF_TABLE + 65536 * 4;
+
+/** Writes the half-precision table at {@link HALF_TABLE}. */
+export function fillHalfTable(memory: WebAssembly.Memory, halfToFloat: (bits: number) => number): void {
+  const table = new Float32Array(memory.buffer, HALF_TABLE, 65536);
+  for (let h = 0; h < 65536; h++) table[h] = halfToFloat(h);
+}
+
+/**
+ * Q8_0 and Q4_0 rows against inputs quantized to 8 bits: per block of 32, an
+ * integer dot product, then one float multiply-add by the two scales.
+ */
+function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
+  const f = new Fn(10);
+  const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
+  const blockBytes = type === "q8_0" ? 34 : 18;
+  // The int8 path (relaxed Q4_0) reads x as bytes; the others as int16.
+  const int8x = type === "q4_0" && relaxed;
+  const xBlockBytes = int8x ? 32 : 64;
+  const b = f.local(I32), blocks = f.local(I32), bp = f.local(I32), d = f.local(F32);
+  // Moving pointers into input t's values, scales and corrections; strides to input t + 1.
+  const xp = f.local(I32), dp = f.local(I32), cp = f.local(I32);
+  const xStride = f.local(I32), dStride = f.local(I32), cStride = f.local(I32);
+  const wv = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
+  const acc = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
+  // Constants live in locals: an engine may rematerialise a splat inside the loop each time.
+  const low4 = f.local(V128), eights = f.local(V128);
+  const dot = (k: number, row: number, t: number, results: number[]): Code => {
+    // One input: two accumulators, alternating blocks. Four inputs: one each.
+    const unroll = k === 1 ? 2 : 1;
+    const accOf = (j: number, u: number) => acc[j * unroll + u];
+    const setup: Code[] = [
+      set(xp, add(get(X), mul(get(t), get(xStride)))),
+      set(dp, add(get(XD), mul(get(t), get(dStride)))),
+      set(cp, add(get(XC), mul(get(t), get(cStride)))),
+      set(bp, get(row)),
+      set(b, i32(0)),
+    ];
+    for (let a = 0; a < k * unroll; a++) setup.push(set(acc[a], zero()));
+    /** Input j's pointer `p` (x, d or c) with stride `stride`. */
+    const input = (p: number, stride: number, j: number): Code =>
+      j === 0 ? get(p) : add(get(p), mul(get(stride), i32(j)));
+    /** Block `at` (0 or 1) after the pointers, into accumulator u. */
+    const blockStep = (at: number, u: number): Code[] => {
+      const body: Code[] = [];
+      const w = (offset: number) => vload(get(bp), at * blockBytes + offset);
+      // Decode the block's 32 weights once for all k inputs.
+      if (type === "q8_0") {
+        body.push(set(wv[1], w(2)), set(wv[3], w(18)));
+        body.push(set(wv[0], i16x8ExtendLowS(get(wv[1]))), set(wv[1], i16x8ExtendHighS(get(wv[1]))));
+        body.push(set(wv[2], i16x8ExtendLowS(get(wv[3]))), set(wv[3], i16x8ExtendHighS(get(wv[3]))));
+      } else if (int8x) {
+        // Nibbles stay unsigned 0..15: the 7-bit operand of the relaxed dot product.
+        body.push(set(wv[0], w(2)));
+        body.push(set(wv[1], vand(get(wv[0]), get(low4))));
+        body.push(set(wv[2], vand(i16x8ShrU(get(wv[0]), i32(4)), get(low4))));
+      } else {
+        // Nibbles minus 8, widened to int16.
+        const eight = get(eights);
+        body.push(set(wv[0], w(2)));
+        body.push(set(wv[1], i8x16Sub(vand(get(wv[0]), get(low4)), eight)));
+        body.push(set(wv[2], i8x16Sub(vand(i16x8ShrU(get(wv[0]), i32(4)), get(low4)), eight)));
+        body.push(set(wv[0], i16x8ExtendLowS(get(wv[1]))), set(wv[1], i16x8ExtendHighS(get(wv[1]))));
+        body.push(set(wv[3], i16x8ExtendHighS(get(wv[2]))), set(wv[2], i16x8ExtendLowS(get(wv[2]))));
+      }
+      const halfBits = [...get(bp), 0x2f, 1, ...uleb(at * blockBytes)];
+      body.push(set(d, fload(shl(halfBits, i32(2)), HALF_TABLE)));
+      for (let j = 0; j < k; j++) {
+        const x = input(xp, xStride, j);
+        const xo = at * xBlockBytes;
+        let sum: Code;
+        if (int8x) {
+          const correction = vload(input(cp, cStride, j), at * 16);
+          // Two 8-bit dot products into int16 lanes (each |lane| <= 2·127·15), added, then widened once.
+          const pairs = i16x8Add(relaxedDot(vload(x, xo), get(wv[1])), relaxedDot(vload(x, xo + 16), get(wv[2])));
+          sum = i32x4Add(i32x4ExtaddPairwise(pairs), correction);
+        } else {
+          sum = i32x4Add(
+            i32x4Add(i32x4Dot(get(wv[0]), vload(x, xo)), i32x4Dot(get(wv[1]), vload(x, xo + 16))),
+            i32x4Add(i32x4Dot(get(wv[2]), vload(x, xo + 32)), i32x4Dot(get(wv[3]), vload(x, xo + 48))),
+          );
+        }
+        const scale = fmul(get(d), fload(input(dp, dStride, j), at * 4));
+        body.push(set(accOf(j, u), madd(f32x4FromI32(sum), f32x4Splat(scale), get(accOf(j, u)))));
+      }
+      return body;
+    };
+    const advance = (count: number): Code[] => [
+      set(b, add(get(b), i32(count))),
+      set(bp, add(get(bp), i32(count * blockBytes))),
+      set(xp, add(get(xp), i32(count * xBlockBytes))),
+      set(dp, add(get(dp), i32(count * 4))),
+      set(cp, add(get(cp), i32(count * 16))),
+    ];
+    const unrolled: Code[] = [];
+    for (let u = 0; u < unroll; u++) unrolled.push(...blockStep(u, u));
+    const finish: Code[] = [];
+    for (let j = 0; j < k; j++) {
+      for (let u = 1; u < unroll; u++) finish.push(set(accOf(j, 0), f32x4Add(get(accOf(j, 0)), get(accOf(j, u)))));
+      finish.push(set(results[j], hsum(accOf(j, 0))));
+    }
+    return [
+      ...setup.flat(),
+      ...whileLoop(leU(add(get(b), i32(unroll)), get(blocks)), ...unrolled, ...advance(unroll)),
+      ...whileLoop(ltU(get(b), get(blocks)), ...blockStep(0, 0), ...advance(1)),
+      ...finish.flat(),
+    ];
+  };
+  return f.encode([
+    ...set(low4, i8x16Splat(0x0f)),
+    ...set(eights, i8x16Splat(8)),
+    ...set(blocks, shrU(get(COLS), i32(5))),
+    ...set(xStride, mul(get(COLS), i32(int8x ? 1 : 2))),
+    ...set(dStride, shl(get(blocks), i32(2))),
+    ...set(cStride, shl(get(blocks), i32(4))),
+    ...rowsByInputs(f, mul(get(blocks), i32(blockBytes)), dot),
+  ]);
+}
+
+/**
+ * `quantize(x, blocks, q16, q8, xd, xc)`: the inputs' blocks of 32 floats at
+ * `x` become what the quantized kernels read, as llama.cpp's
+ * `quantize_row_q8_0`: d = max|x| / 127, q = x / d rounded (ties to even here,
+ * away from zero there: they differ only on exact halves), stored as int16 at
+ * `q16` and int8 at `q8`, d at `xd`, and `[-8·Σq, 0, 0, 0]` at `xc`.
+ */
+function quantizeFunction(): Code {
+  const f = new Fn(6);
+  const [XP, BLOCKS, Q16, Q8, D, C] = [0, 1, 2, 3, 4, 5];
+  const b = f.local(I32), m = f.local(V128), id = f.local(F32), d = f.local(F32), sum = f.local(V128);
+  const v = Array.from({ length: 8 }, () => f.local(V128));
+  const q = Array.from({ length: 8 }, () => f.local(V128));
+  const lane = (x: Code, i: number): Code => [...x, 0xfd, 0x1f, i];
+  const body: Code[] = [];
+  for (let i = 0; i < 8; i++) body.push(set(v[i], vload(get(XP), 16 * i)));
+  body.push(set(m, f32x4Abs(get(v[0]))));
+  for (let i = 1; i < 8; i++) body.push(set(m, f32x4Max(get(m), f32x4Abs(get(v[i])))));
+  body.push(
+    set(d, fdiv(fmax(fmax(lane(get(m), 0), lane(get(m), 1)), fmax(lane(get(m), 2), lane(get(m), 3))), f32(127))),
+  );
+  // id = d ? 1 / d : 0
+  body.push(set(id, [...fdiv(f32(1), get(d)), ...f32(0), ...fne(get(d), f32(0)), 0x1b]));
+  for (let i = 0; i < 8; i++) {
+    body.push(set(q[i], i32x4TruncSat(f32x4Nearest(f32x4Mul(get(v[i]), f32x4Splat(get(id)))))));
+  }
+  body.push(set(sum, get(q[0])));
+  for (let i = 1; i < 8; i++) body.push(set(sum, i32x4Add(get(sum), get(q[i]))));
+  for (let i = 0; i < 4; i++) body.push(vstore(get(Q16), 16 * i, i16x8Narrow(get(q[2 * i]), get(q[2 * i + 1]))));
+  for (let i = 0; i < 2; i++) {
+    const low = i16x8Narrow(get(q[4 * i]), get(q[4 * i + 1])), high = i16x8Narrow(get(q[4 * i + 2]), get(q[4 * i + 3]));
+    body.push(vstore(get(Q8), 16 * i, i8x16Narrow(low, high)));
+  }
+  body.push(fstore(get(D), get(d)));
+  const total = add(add(i32Lane(get(sum), 0), i32Lane(get(sum), 1)), add(i32Lane(get(sum), 2), i32Lane(get(sum), 3)));
+  body.push(vstore(get(C), 0, i32x4ReplaceLane0(zero(), mul(total, i32(-8)))));
+  for (const [pointer, step] of [[XP, 128], [Q16, 64], [Q8, 32], [D, 4], [C, 16]]) {
+    body.push(set(pointer, add(get(pointer), i32(step))));
+  }
+  body.push(set(b, add(get(b), i32(1))));
+  return f.encode(whileLoop(ltU(get(b), get(BLOCKS)), ...body));
+}
+
+/** The module's bytes. `relaxed` selects relaxed-SIMD instructions (fused multiply-add, 8-bit dot products). */
+export function buildKernelModule({ relaxed }: { relaxed: boolean }): Uint8Array<ArrayBuffer> {
+  const kernels = [
+    floatKernel(false, relaxed),
+    floatKernel(true, relaxed),
+    quantKernel("q8_0", relaxed),
+    quantKernel("q4_0", relaxed),
+  ];
+  const section = (id: number, payload: Code): Code => [id, ...uleb(payload.length), ...payload];
+  const name = (text: string): Code => {
+    const bytes = new TextEncoder().encode(text);
+    return [...uleb(bytes.length), ...bytes];
+  };
+  const kernelType = [0x60, 10, ...Array(10).fill(I32), 0];
+  const quantizeType = [0x60, 6, ...Array(6).fill(I32), 0];
+  const functions = [...kernels, quantizeFunction()];
+  const exports = [...WASM_KERNELS, "quantize"];
+  const bytes = [
+    ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
+    ...section(1, [2, ...kernelType, ...quantizeType]),
+    // Import env.memory: shared, 0 pages minimum, 65536 (4 GiB) maximum.
+    ...section(2, [1, ...name("env"), ...name("memory"), 0x02, 0x03, 0, ...uleb(65536)]),
+    ...section(3, [functions.length, ...kernels.map(() => 0), 1]),
+    ...section(7, [exports.length, ...exports.flatMap((n, i) => [...name(n), 0x00, i])]),
+    ...section(10, [functions.length, ...functions.flat()]),
+  ];
+  return new Uint8Array(bytes);
+}
+
+/** Whether this engine accepts relaxed-SIMD instructions. */
+export function relaxedSimdSupported(): boolean {
+  return WebAssembly.validate(buildKernelModule({ relaxed: true }));
+}

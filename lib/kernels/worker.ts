@@ -1,0 +1,48 @@
+/**
+ * A worker of the kernel pool: instantiates the kernel module on the shared
+ * memory, then loops: wait for a new batch of jobs, take tasks (runs of rows)
+ * until none is left, report done. It blocks in Atomics.wait between batches and never returns to
+ * its event loop until told to quit.
+ *
+ * @module
+ */
+
+import { type KernelFunction, runShare, SLOT, waitWhileEquals } from "./job_runner.ts";
+import { WASM_KERNELS } from "./wasm_module.ts";
+
+/** What the pool sends a new worker. */
+export interface WorkerSetup {
+  module: WebAssembly.Module;
+  memory: WebAssembly.Memory;
+  control: Int32Array;
+}
+
+const scope = globalThis as unknown as {
+  onmessage: ((event: MessageEvent<WorkerSetup>) => void) | null;
+  postMessage(message: unknown): void;
+  close(): void;
+};
+
+scope.onmessage = (event) => {
+  scope.onmessage = null;
+  const { module, memory, control } = event.data;
+  const instance = new WebAssembly.Instance(module, { env: { memory } });
+  const kernels = WASM_KERNELS.map((name) => instance.exports[name] as KernelFunction);
+  let seen = Atomics.load(control, SLOT.GENERATION);
+  scope.postMessage("ready");
+  while (true) {
+    waitWhileEquals(control, SLOT.GENERATION, seen);
+    seen = Atomics.load(control, SLOT.GENERATION);
+    if (Atomics.load(control, SLOT.QUIT) === 1) break;
+    try {
+      runShare(control, kernels, memory);
+    } catch (error) {
+      // Keep serving: the main thread reports the failure and the pool stays usable.
+      console.error(error);
+      Atomics.store(control, SLOT.FAILED, 1);
+    } finally {
+      if (Atomics.sub(control, SLOT.PENDING, 1) === 1) Atomics.notify(control, SLOT.PENDING);
+    }
+  }
+  scope.close();
+};

@@ -1,0 +1,362 @@
+/**
+ * Random models of the stories shapes (and Llama 2 7B) for benchmarking:
+ * uniform weights in ±1/sqrt(cols), written as a llama2.c v0 checkpoint (F32)
+ * or as GGUF (Q8_0, Q4_0, quantized like llama.cpp's reference quantizers).
+ * The arithmetic costs the same as trained weights; the text is nonsense.
+ *
+ * @module
+ */
+
+import type { LlamaConfig } from "./model_file.ts";
+
+/** Model shapes the benchmark knows by name. */
+export const SHAPES: Record<string, LlamaConfig> = {
+  "15M": { dim: 288, hiddenDim: 768, nLayers: 6, nHeads: 6, nKvHeads: 6, vocabSize: 32000, seqLen: 1024 },
+  "42M": { dim: 512, hiddenDim: 1376, nLayers: 8, nHeads: 8, nKvHeads: 8, vocabSize: 32000, seqLen: 1024 },
+  "110M": { dim: 768, hiddenDim: 2048, nLayers: 12, nHeads: 12, nKvHeads: 12, vocabSize: 32000, seqLen: 1024 },
+  "7B": { dim: 4096, hiddenDim: 11008, nLayers: 32, nHeads: 32, nKvHeads: 32, vocabSize: 32000, seqLen: 4096 },
+};
+
+/** Encodings {@link writeRandomModel} can write. */
+export type RandomModelType = "F32" | "Q8_0" | "Q4_0";
+
+/** A small fast PRNG (xorshift32); `next()` is uniform in [-1, 1). */
+export class Random {
+  #state: number;
+  constructor(seed = 1) {
+    this.#state = seed >>> 0 || 1;
+  }
+  next(): number {
+    let s = this.#state;
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    this.#state = s >>> 0;
+    return this.#state / 2 ** 31 - 1;
+  }
+}
+
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+/** The IEEE half-precision bits nearest to `value` (round to nearest even), like GGML_FP32_TO_FP16. */
+export function floatToHalf(value: number): number {
+  f32Scratch[0] = value;
+  const x = u32Scratch[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exponent = (x >>> 23) & 0xff;
+  const mantissa = x & 0x7fffff;
+  if (exponent === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0);
+  const e = exponent - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    // Subnormal: shift the mantissa (with its implicit 1) into place, rounding to nearest even.
+    const m = mantissa | 0x800000;
+    const shift = 14 - e;
+    let half = m >>> shift;
+    const rest = m & ((1 << shift) - 1), midpoint = 1 << (shift - 1);
+    if (rest > midpoint || (rest === midpoint && (half & 1))) half++;
+    return sign | half;
+  }
+  let half = (e << 10) | (mantissa >>> 13);
+  const rest = mantissa & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && (half & 1))) half++;
+  return sign | half;
+}
+
+/** Quantizes `values` (a multiple of 32) into Q8_0 blocks at `out`, as llama.cpp's `quantize_row_q8_0_ref`. */
+export function quantizeQ8_0(values: Float32Array, out: Uint8Array, outOffset = 0): void {
+  const f = Math.fround;
+  for (let b = 0; b < values.length / 32; b++) {
+    const x = b * 32, p = outOffset + b * 34;
+    let amax = 0;
+    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(values[x + j]));
+    const d = f(amax / 127);
+    const id = d ? f(1 / d) : 0;
+    const h = floatToHalf(d);
+    out[p] = h & 0xff;
+    out[p + 1] = h >> 8;
+    for (let j = 0; j < 32; j++) {
+      const v = f(values[x + j] * id);
+      out[p + 2 + j] = (v < 0 ? -Math.round(-v) : Math.round(v)) & 0xff;
+    }
+  }
+}
+
+/** Quantizes `values` (a multiple of 32) into Q4_0 blocks at `out`, as llama.cpp's `quantize_row_q4_0_ref`. */
+export function quantizeQ4_0(values: Float32Array, out: Uint8Array, outOffset = 0): void {
+  const f = Math.fround;
+  for (let b = 0; b < values.length / 32; b++) {
+    const x = b * 32, p = outOffset + b * 18;
+    // The value of largest magnitude, with its sign, maps to -8.
+    let amax = 0, max = 0;
+    for (let j = 0; j < 32; j++) {
+      const v = values[x + j];
+      if (Math.abs(v) > amax) {
+        amax = Math.abs(v);
+        max = v;
+      }
+    }
+    const d = f(max / -8);
+    const id = d ? f(1 / d) : 0;
+    const h = floatToHalf(d);
+    out[p] = h & 0xff;
+    out[p + 1] = h >> 8;
+    for (let j = 0; j < 16; j++) {
+      // (int8_t)(x*id + 8.5f) truncates toward zero; MIN(15, ...).
+      const q0 = Math.min(15, Math.trunc(f(f(values[x + j] * id) + 8.5)));
+      const q1 = Math.min(15, Math.trunc(f(f(values[x + 16 + j] * id) + 8.5)));
+      out[p + 2 + j] = q0 | (q1 << 4);
+    }
+  }
+}
+
+/** Bytes a `rows x cols` matrix takes in `type`. */
+function matrixBytes(type: RandomModelType, rows: number, cols: number): number {
+  return type === "F32" ? rows * cols * 4 : rows * (cols / 32) * (type === "Q8_0" ? 34 : 18);
+}
+
+/** Streams bytes to a file in large chunks. */
+class FileSink {
+  readonly #file: Deno.FsFile;
+  constructor(file: Deno.FsFile) {
+    this.#file = file;
+  }
+  async write(bytes: Uint8Array): Promise<void> {
+    for (let done = 0; done < bytes.length;) done += await this.#file.write(bytes.subarray(done));
+  }
+}
+
+/** A random `rows x cols` matrix in `type`, written row by row (bounded memory even at 7B). */
+async function writeMatrix(sink: FileSink, type: RandomModelType, rows: number, cols: number, random: Random) {
+  const scale = 1 / Math.sqrt(cols);
+  const rowsPerChunk = Math.max(1, Math.floor((8 << 20) / (cols * 4)));
+  const values = new Float32Array(rowsPerChunk * cols);
+  for (let r = 0; r < rows; r += rowsPerChunk) {
+    const count = Math.min(rowsPerChunk, rows - r);
+    const chunk = values.subarray(0, count * cols);
+    for (let i = 0; i < chunk.length; i++) chunk[i] = random.next() * scale;
+    if (type === "F32") {
+      await sink.write(new Uint8Array(chunk.buffer, 0, chunk.byteLength));
+    } else {
+      const out = new Uint8Array(matrixBytes(type, count, cols));
+      (type === "Q8_0" ? quantizeQ8_0 : quantizeQ4_0)(chunk, out);
+      await sink.write(out);
+    }
+  }
+}
+
+/** Norm weights: ones, as in a freshly initialised model. */
+function ones(length: number): Uint8Array {
+  return new Uint8Array(new Float32Array(length).fill(1).buffer);
+}
+
+/**
+ * Writes a random model of `config` to `path`: a llama2.c v0 checkpoint with a
+ * shared classifier for F32, a GGUF v3 file (with a filler vocabulary) for
+ * Q8_0 and Q4_0. Written to `path + ".partial"` first, then renamed.
+ */
+export async function writeRandomModel(path: string, config: LlamaConfig, type: RandomModelType, seed = 1) {
+  const partial = path + ".partial";
+  const file = await Deno.open(partial, { write: true, create: true, truncate: true });
+  try {
+    const sink = new FileSink(file);
+    if (type === "F32") await writeLlama2c(sink, config, new Random(seed));
+    else await writeGguf(sink, config, type, new Random(seed));
+  } finally {
+    file.close();
+  }
+  await Deno.rename(partial, path);
+}
+
+async function writeLlama2c(sink: FileSink, c: LlamaConfig, random: Random): Promise<void> {
+  const header = new Int32Array([c.dim, c.hiddenDim, c.nLayers, c.nHeads, c.nKvHeads, c.vocabSize, c.seqLen]);
+  await sink.write(new Uint8Array(header.buffer));
+  const kvDim = (c.dim / c.nHeads) * c.nKvHeads;
+  const each = async (rows: number, cols: number) => {
+    for (let l = 0; l < c.nLayers; l++) await writeMatrix(sink, "F32", rows, cols, random);
+  };
+  await writeMatrix(sink, "F32", c.vocabSize, c.dim, random);
+  await sink.write(ones(c.nLayers * c.dim));
+  await each(c.dim, c.dim);
+  await each(kvDim, c.dim);
+  await each(kvDim, c.dim);
+  await each(c.dim, c.dim);
+  await sink.write(ones(c.nLayers * c.dim));
+  await each(c.hiddenDim, c.dim);
+  await each(c.dim, c.hiddenDim);
+  await each(c.hiddenDim, c.dim);
+  await sink.write(ones(c.dim));
+  // Two unused RoPE tables of seqLen * headSize / 2 floats each.
+  await sink.write(new Uint8Array(c.seqLen * (c.dim / c.nHeads) * 4));
+}
+
+/** The pieces of a Llama-style vocabulary: <unk>, <s>, </s>, 256 byte pieces, then filler words. */
+export function fillerVocabulary(size: number): { pieces: string[]; scores: Float32Array; types: Int32Array } {
+  const pieces = ["<unk>", "<s>", "</s>"];
+  const types = [2, 3, 3];
+  for (let b = 0; b < 256 && pieces.length < size; b++) {
+    pieces.push(`<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`);
+    types.push(6);
+  }
+  while (pieces.length < size) {
+    pieces.push(`\u2581w${pieces.length}`);
+    types.push(1);
+  }
+  const scores = Float32Array.from(pieces, (_, i) => (types[i] === 1 ? -i : 0));
+  return {
+    pieces: pieces.slice(0, size),
+    scores: scores.subarray(0, size),
+    types: Int32Array.from(types.slice(0, size)),
+  };
+}
+
+/** Minimal GGUF v3 encoding: little-endian fields appended to a growing byte list. */
+class GgufHeader {
+  #parts: Uint8Array[] = [];
+  #length = 0;
+  get length(): number {
+    return this.#length;
+  }
+  bytes(part: Uint8Array): void {
+    this.#parts.push(part);
+    this.#length += part.length;
+  }
+  u32(value: number): void {
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setUint32(0, value, true);
+    this.bytes(b);
+  }
+  u64(value: number): void {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, BigInt(value), true);
+    this.bytes(b);
+  }
+  string(text: string): void {
+    const encoded = new TextEncoder().encode(text);
+    this.u64(encoded.length);
+    this.bytes(encoded);
+  }
+  /** A metadata key with a uint32 (4), float32 (6) or string (8) value. */
+  kv(key: string, type: 4 | 6 | 8, value: number | string): void {
+    this.string(key);
+    this.u32(type);
+    if (type === 8) this.string(value as string);
+    else if (type === 4) this.u32(value as number);
+    else this.bytes(new Uint8Array(new Float32Array([value as number]).buffer));
+  }
+  /** A metadata key with an array of strings (8), float32 (6) or int32 (5). */
+  array(key: string, type: 5 | 6 | 8, values: ArrayLike<number> | string[]): void {
+    this.string(key);
+    this.u32(9);
+    this.u32(type);
+    this.u64(values.length);
+    if (type === 8) { for (const v of values as string[]) this.string(v); }
+    else if (type === 6) this.bytes(new Uint8Array(Float32Array.from(values as ArrayLike<number>).buffer));
+    else this.bytes(new Uint8Array(Int32Array.from(values as ArrayLike<number>).buffer));
+  }
+  concat(): Uint8Array {
+    const out = new Uint8Array(this.#length);
+    let at = 0;
+    for (const part of this.#parts) {
+      out.set(part, at);
+      at += part.length;
+    }
+    return out;
+  }
+}
+
+const GGML_TYPE = { F32: 0, Q4_0: 2, Q8_0: 8 } as const;
+const ALIGNMENT = 32;
+
+async function writeGguf(sink: FileSink, c: LlamaConfig, type: "Q8_0" | "Q4_0", random: Random): Promise<void> {
+  const kvDim = (c.dim / c.nHeads) * c.nKvHeads;
+  // Tensors in file order: name, rows, cols (a 1-row "matrix" of F32 for norms).
+  const tensors: { name: string; rows: number; cols: number; type: RandomModelType; norm?: boolean }[] = [
+    { name: "token_embd.weight", rows: c.vocabSize, cols: c.dim, type },
+  ];
+  for (let l = 0; l < c.nLayers; l++) {
+    const p = `blk.${l}.`;
+    tensors.push(
+      { name: p + "attn_norm.weight", rows: 1, cols: c.dim, type: "F32", norm: true },
+      { name: p + "attn_q.weight", rows: c.dim, cols: c.dim, type },
+      { name: p + "attn_k.weight", rows: kvDim, cols: c.dim, type },
+      { name: p + "attn_v.weight", rows: kvDim, cols: c.dim, type },
+      { name: p + "attn_output.weight", rows: c.dim, cols: c.dim, type },
+      { name: p + "ffn_norm.weight", rows: 1, cols: c.dim, type: "F32", norm: true },
+      { name: p + "ffn_gate.weight", rows: c.hiddenDim, cols: c.dim, type },
+      { name: p + "ffn_down.weight", rows: c.dim, cols: c.hiddenDim, type },
+      { name: p + "ffn_up.weight", rows: c.hiddenDim, cols: c.dim, type },
+    );
+  }
+  tensors.push(
+    { name: "output_norm.weight", rows: 1, cols: c.dim, type: "F32", norm: true },
+    { name: "output.weight", rows: c.vocabSize, cols: c.dim, type },
+  );
+
+  const vocab = fillerVocabulary(c.vocabSize);
+  const h = new GgufHeader();
+  h.bytes(new TextEncoder().encode("GGUF"));
+  h.u32(3);
+  h.u64(tensors.length);
+  h.u64(16);
+  h.kv("general.architecture", 8, "llama");
+  h.kv("general.name", 8, "random");
+  h.kv("llama.context_length", 4, c.seqLen);
+  h.kv("llama.embedding_length", 4, c.dim);
+  h.kv("llama.block_count", 4, c.nLayers);
+  h.kv("llama.feed_forward_length", 4, c.hiddenDim);
+  h.kv("llama.rope.dimension_count", 4, c.dim / c.nHeads);
+  h.kv("llama.attention.head_count", 4, c.nHeads);
+  h.kv("llama.attention.head_count_kv", 4, c.nKvHeads);
+  h.kv("llama.attention.layer_norm_rms_epsilon", 6, 1e-5);
+  h.kv("tokenizer.ggml.model", 8, "llama");
+  h.array("tokenizer.ggml.tokens", 8, vocab.pieces);
+  h.array("tokenizer.ggml.scores", 6, vocab.scores);
+  h.array("tokenizer.ggml.token_type", 5, vocab.types);
+  h.kv("tokenizer.ggml.bos_token_id", 4, 1);
+  h.kv("tokenizer.ggml.eos_token_id", 4, 2);
+  let offset = 0;
+  for (const t of tensors) {
+    h.string(t.name);
+    if (t.norm) {
+      h.u32(1);
+      h.u64(t.cols);
+    } else {
+      h.u32(2);
+      h.u64(t.cols);
+      h.u64(t.rows);
+    }
+    h.u32(GGML_TYPE[t.type]);
+    h.u64(offset);
+    offset += Math.ceil(matrixBytes(t.type, t.rows, t.cols) / ALIGNMENT) * ALIGNMENT;
+  }
+  h.bytes(new Uint8Array((ALIGNMENT - (h.length % ALIGNMENT)) % ALIGNMENT));
+  await sink.write(h.concat());
+  for (const t of tensors) {
+    if (t.norm) await sink.write(ones(t.cols));
+    else await writeMatrix(sink, t.type, t.rows, t.cols, random);
+    const bytes = matrixBytes(t.type, t.rows, t.cols);
+    await sink.write(new Uint8Array((ALIGNMENT - (bytes % ALIGNMENT)) % ALIGNMENT));
+  }
+}
+
+/** Writes a llama2.c `tokenizer.bin` holding {@link fillerVocabulary}, for F32 random checkpoints. */
+export async function writeFillerTokenizer(path: string, size: number): Promise<void> {
+  const { pieces, scores } = fillerVocabulary(size);
+  const encoder = new TextEncoder();
+  const encoded = pieces.map((p) => encoder.encode(p));
+  const maxLength = Math.max(...encoded.map((e) => e.length));
+  const out = new Uint8Array(4 + encoded.reduce((sum, e) => sum + 8 + e.length, 0));
+  const view = new DataView(out.buffer);
+  view.setInt32(0, maxLength, true);
+  let at = 4;
+  encoded.forEach((e, i) => {
+    view.setFloat32(at, scores[i], true);
+    view.setInt32(at + 4, e.length, true);
+    out.set(e, at + 8);
+    at += 8 + e.length;
+  });
+  await Deno.writeFile(path, out);
+}

@@ -1,0 +1,275 @@
+// Every fast kernel path against the plain reference: WebAssembly with and
+// without relaxed SIMD, one thread and a pool whose thread count does not
+// divide the rows, one input and a batch of seven, every weight encoding.
+import assert from "node:assert/strict";
+import type { Kernels } from "../lib/kernels/kernels.ts";
+import { PlainKernels } from "../lib/kernels/plain.ts";
+import { createKernels } from "../lib/kernels/select.ts";
+import { WasmKernels } from "../lib/kernels/wasm_kernels.ts";
+import { buildKernelModule, relaxedSimdSupported } from "../lib/kernels/wasm_module.ts";
+import { dequantizeRow } from "../lib/quant.ts";
+import { floatToHalf, quantizeQ4_0, quantizeQ8_0, Random, writeRandomModel } from "../lib/random_model.ts";
+import { readFileBytes } from "../lib/file_bytes.ts";
+import { ggufToModelFile, isGguf, parseGguf } from "../lib/gguf.ts";
+import { parseLlama2c } from "../lib/llama2c.ts";
+import { Session } from "../lib/transformer.ts";
+import { Tokenizer } from "../lib/tokenizer.ts";
+import { type Matrix, rowBytes, TENSOR_TYPES, type TensorType } from "../lib/tensor.ts";
+import { loadModel, Sampler } from "../mod.ts";
+import { parityCases, sharedPath, sharedTest } from "./shared_data.ts";
+
+/** Offsets of the half-precision scales in each block, set to sane values in random test blocks. */
+const SCALES: Partial<Record<TensorType, number[]>> = {
+  Q4_1: [0, 2],
+  Q5_0: [0],
+  Q5_1: [0, 2],
+  Q2_K: [80, 82],
+  Q3_K: [108],
+  Q4_K: [0, 2],
+  Q5_K: [0, 2],
+  Q6_K: [208],
+};
+
+/** A random `rows x cols` matrix of `type`: uniform ±1/sqrt(cols) values, quantized where applicable. */
+function randomMatrix(type: TensorType, rows: number, cols: number, random: Random): Matrix {
+  const values = Float32Array.from({ length: rows * cols }, () => random.next() / Math.sqrt(cols));
+  const data = new Uint8Array(rows * rowBytes(type, cols));
+  if (type === "F32") data.set(new Uint8Array(values.buffer));
+  else if (type === "F16") values.forEach((v, i) => new DataView(data.buffer).setUint16(2 * i, floatToHalf(v), true));
+  else if (type === "BF16") {
+    values.forEach((v, i) => new DataView(data.buffer).setUint16(2 * i, floatBits(v) >>> 16, true));
+  } else if (type === "Q8_0") quantizeQ8_0(values, data);
+  else if (type === "Q4_0") quantizeQ4_0(values, data);
+  else {
+    // Random bits with small scales: the kernels do not care what produced the blocks.
+    for (let i = 0; i < data.length; i++) data[i] = (random.next() + 1) * 128;
+    const { blockBytes } = TENSOR_TYPES[type];
+    const view = new DataView(data.buffer);
+    for (let p = 0; p < data.length; p += blockBytes) {
+      for (const at of SCALES[type] ?? []) view.setUint16(p + at, floatToHalf(random.next() / 64), true);
+    }
+  }
+  return { type, rows, cols, data };
+}
+
+function floatBits(value: number): number {
+  return new Uint32Array(new Float32Array([value]).buffer)[0];
+}
+
+/** A bound on |fast - plain| for output (t, r), and why. */
+function tolerance(w: Matrix, x: Float32Array, t: number, r: number): number {
+  const row = new Float32Array(w.cols);
+  dequantizeRow(w, r, row);
+  let magnitude = 0, quantization = 0;
+  for (let b = 0; b < w.cols; b += 32) {
+    let amax = 0, weights = 0;
+    for (let c = b; c < Math.min(b + 32, w.cols); c++) {
+      magnitude += Math.abs(row[c] * x[t * w.cols + c]);
+      amax = Math.max(amax, Math.abs(x[t * w.cols + c]));
+      weights += Math.abs(row[c]);
+    }
+    // The input is quantized to 8 bits per block of 32: each value moves by at most half a step, amax / 254.
+    quantization += (weights * amax) / 254;
+  }
+  // Float paths differ only in summation order (and fused multiply-adds): 1e-4 of Σ|w·x| is far above that.
+  if (w.type !== "Q8_0" && w.type !== "Q4_0") return 1e-4 * magnitude + 1e-30;
+  return quantization * 1.01 + 1e-4 * magnitude;
+}
+
+const CASES: { type: TensorType; cols: number }[] = [
+  { type: "F32", cols: 37 },
+  { type: "F32", cols: 96 },
+  { type: "F16", cols: 45 },
+  { type: "F16", cols: 128 },
+  { type: "Q8_0", cols: 96 },
+  { type: "Q4_0", cols: 160 },
+  ...(["BF16", "Q4_1", "Q5_0", "Q5_1"] as const).map((type) => ({ type, cols: 64 })),
+  ...(["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"] as const).map((type) => ({ type, cols: 256 })),
+];
+
+function checkAgainstPlain(kernels: Kernels): void {
+  const plain = new PlainKernels();
+  const random = new Random(7);
+  for (const { type, cols } of CASES) {
+    for (const n of [1, 7]) {
+      // Three jobs sharing one input, with row counts that do not divide among 2 or 3 threads.
+      const matrices = [37, 50, 5].map((rows) => randomMatrix(type, rows, cols, random));
+      const x = Float32Array.from({ length: n * cols }, () => random.next());
+      const expected = matrices.map((w) => new Float32Array(n * w.rows));
+      const actual = matrices.map((w) => new Float32Array(n * w.rows));
+      plain.matmul(x, n, matrices.map((w, i) => ({ w, out: expected[i] })));
+      kernels.matmul(x, n, matrices.map((w, i) => ({ w, out: actual[i] })));
+      matrices.forEach((w, i) => {
+        for (let t = 0; t < n; t++) {
+          for (let r = 0; r < w.rows; r++) {
+            const e = expected[i][t * w.rows + r], a = actual[i][t * w.rows + r];
+            const bound = tolerance(w, x, t, r);
+            assert.ok(
+              Math.abs(a - e) <= bound,
+              `${kernels.name} ${type} ${w.rows}x${cols} n=${n} [${t},${r}]: ${a} vs ${e}`,
+            );
+          }
+        }
+      });
+    }
+  }
+}
+
+Deno.test("the kernel module is valid WebAssembly with and without relaxed SIMD", () => {
+  assert.ok(WebAssembly.validate(buildKernelModule({ relaxed: false })));
+  if (relaxedSimdSupported()) assert.ok(WebAssembly.validate(buildKernelModule({ relaxed: true })));
+});
+
+for (
+  const [label, options] of [
+    ["wasm, one thread, plain SIMD", { threads: 1, relaxed: false }],
+    ["wasm, one thread, relaxed SIMD", { threads: 1, relaxed: true }],
+    ["wasm, three threads", { threads: 3 }],
+  ] as const
+) {
+  Deno.test(`${label}: every encoding matches the plain kernels`, async () => {
+    const kernels = await WasmKernels.create(options);
+    try {
+      checkAgainstPlain(kernels);
+    } finally {
+      kernels.close();
+    }
+  });
+}
+
+Deno.test("weights read into allocateBytes memory are used in place", async () => {
+  const kernels = await WasmKernels.create({ threads: 2 });
+  try {
+    const source = randomMatrix("Q4_0", 9, 64, new Random(3));
+    const data = kernels.allocateBytes(source.data.length);
+    data.set(source.data);
+    const w = { ...source, data };
+    const x = Float32Array.from({ length: 64 }, (_, i) => Math.sin(i));
+    const expected = new Float32Array(9), actual = new Float32Array(9);
+    new PlainKernels().matmul(x, 1, [{ w, out: expected }]);
+    kernels.matmul(x, 1, [{ w, out: actual }]);
+    for (let r = 0; r < 9; r++) assert.ok(Math.abs(actual[r] - expected[r]) <= tolerance(w, x, 0, r));
+    // Changing the bytes in place changes the result: no hidden copy was taken.
+    data.fill(0);
+    kernels.matmul(x, 1, [{ w, out: actual }]);
+    assert.deepEqual(Array.from(actual), Array(9).fill(0));
+  } finally {
+    kernels.close();
+  }
+});
+
+Deno.test("createKernels selects each kind", async () => {
+  for (const kind of ["plain", "wasm", "fast"] as const) {
+    const kernels = await createKernels(kind, 2);
+    assert.equal(kernels.name, kind);
+    kernels.close();
+  }
+});
+
+for (const c of parityCases("cases.json").filter((c) => c.temperature === 0)) {
+  sharedTest(`fast kernels give the plain path's greedy ids: ${c.name}`, async () => {
+    const kernels = await createKernels("fast", 2);
+    const model = await loadModel(sharedPath(c.model), { tokenizer: sharedPath(c.tokenizer), kernels });
+    try {
+      const sampler = new Sampler({ temperature: 0 });
+      const session = model.newSession();
+      const ids = model.tokenizer.encode(c.prompt, { bos: true });
+      let logits = session.feed(ids);
+      while (session.position < c.steps) {
+        const next = sampler.sample(logits);
+        ids.push(next);
+        if (next === 1) break;
+        logits = session.feed([next]);
+      }
+      assert.deepEqual(ids, c.expected_ids.slice(0, ids.length));
+    } finally {
+      model.close();
+    }
+  });
+}
+
+Deno.test("random-model quantizers round-trip within half a quantization step", () => {
+  const random = new Random(11);
+  const values = Float32Array.from({ length: 256 }, () => random.next());
+  // Q8_0: half a step of amax/127. Q4_0: a step of amax/8 (-amax·sign maps to -8, the other end clamps 8 to 7).
+  for (const [type, quantize, step] of [["Q8_0", quantizeQ8_0, 1 / 254], ["Q4_0", quantizeQ4_0, 1 / 8]] as const) {
+    const w: Matrix = { type, rows: 1, cols: 256, data: new Uint8Array(rowBytes(type, 256)) };
+    quantize(values, w.data);
+    const back = new Float32Array(256);
+    dequantizeRow(w, 0, back);
+    for (let b = 0; b < 256; b += 32) {
+      const amax = Math.max(...values.subarray(b, b + 32).map(Math.abs));
+      // Plus the scale's rounding to half precision (relative 2^-11, times at most 8 or 127 steps).
+      const bound = amax * step + amax * 2 ** -10;
+      for (let i = b; i < b + 32; i++) assert.ok(Math.abs(back[i] - values[i]) <= bound, `${type} [${i}]`);
+    }
+  }
+});
+
+Deno.test("random models load, and fast kernels follow the plain path's greedy ids on them", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const config = { dim: 64, hiddenDim: 96, nLayers: 2, nHeads: 4, nKvHeads: 4, vocabSize: 300, seqLen: 32 };
+    for (const type of ["F32", "Q8_0", "Q4_0"] as const) {
+      const path = `${dir}/tiny-${type}.${type === "F32" ? "bin" : "gguf"}`;
+      await writeRandomModel(path, config, type);
+      const runs: number[][] = [];
+      for (const kind of ["plain", "fast"] as const) {
+        const kernels = await createKernels(kind, 2);
+        const bytes = await readFileBytes(path, 0, kernels.allocateBytes?.bind(kernels));
+        const file = isGguf(bytes) ? ggufToModelFile(parseGguf(bytes, path)) : parseLlama2c(bytes, path);
+        assert.deepEqual(file.config, config);
+        const session = new Session({ ...file, kernels });
+        const ids = [1];
+        let logits = session.feed(ids);
+        for (let i = 0; i < 12; i++) {
+          ids.push(argmax(logits));
+          logits = session.feed([ids.at(-1)!]);
+        }
+        kernels.close();
+        runs.push(ids);
+      }
+      // Quantized inputs may flip a near-tie on random weights; F32 must agree exactly.
+      if (type === "F32") assert.deepEqual(runs[1], runs[0]);
+      else assert.ok(runs[1].filter((id, i) => id === runs[0][i]).length >= 10, `${type}: ${runs[0]} vs ${runs[1]}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+function argmax(values: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
+  return best;
+}
+
+// The quantized kernels quantize activations to 8 bits per block of 32, as llama.cpp does. Measured against
+// llama.cpp's own logits on the shared Q8_0/Q4_0 files: max|Δ| is 1.8-2.5% of max|logit|, as for the float-input
+// plain path (1.7-2.5%), and the greedy ids agree with llama.cpp's at least as long as the plain path's do.
+for (const type of ["Q8_0", "Q4_0"]) {
+  sharedTest(`fast kernels stay within 3% of max|logit| of llama.cpp's logits: random-q ${type}`, async () => {
+    const cases = JSON.parse(await Deno.readTextFile(sharedPath("gguf/cases.json")));
+    const c = cases.find((c: { model: string }) => c.model.endsWith(`random-q-${type}.gguf`));
+    for (const g of c.generations) {
+      const reference = new Float32Array((await Deno.readFile(sharedPath(`gguf/${g.logits_file}`))).buffer);
+      const maxReference = Math.max(...reference.map(Math.abs));
+      const errors: number[] = [];
+      for (const kind of ["plain", "fast"] as const) {
+        const kernels = await createKernels(kind, 2);
+        try {
+          const path = sharedPath(c.model);
+          const file = ggufToModelFile(
+            parseGguf(await readFileBytes(path, 0, kernels.allocateBytes?.bind(kernels)), path),
+          );
+          const prompt = new Tokenizer(file.vocabulary!).encode(g.prompt, { bos: true });
+          const logits = new Session({ ...file, kernels }).feed(prompt);
+          errors.push(Math.max(...logits.map((v, i) => Math.abs(v - reference[i]))) / maxReference);
+        } finally {
+          kernels.close();
+        }
+      }
+      assert.ok(errors[1] <= 0.03, `fast: max|Δ| ${errors[1]} of max|logit| (plain: ${errors[0]})`);
+    }
+  });
+}
