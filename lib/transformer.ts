@@ -46,6 +46,11 @@ export class Session {
   /** Per layer: key and value vectors, `kvDim` floats per position. Grown as positions fill. */
   #keys: Float32Array[];
   #values: Float32Array[];
+  /**
+   * Per layer, a view on each cached value vector (index `position * nKvHeads + kvHead`), made once when the
+   * cache grows: attention reads every value each step, and a fresh view per read is measurable garbage.
+   */
+  #valueVectors: Float32Array[][] = [];
   #capacity = 0;
   /** cos/sin of RoPE angles per position and frequency, for the positions the cache has room for. */
   #ropeCos: Float32Array = new Float32Array(0);
@@ -164,6 +169,11 @@ export class Session {
       this.#values[l] = grow(this.#values[l]);
     }
     this.#capacity = capacity;
+    const { nKvHeads } = this.#model.config;
+    const headSize = kvDim / nKvHeads;
+    this.#valueVectors = this.#values.map((values) =>
+      Array.from({ length: capacity * nKvHeads }, (_, i) => values.subarray(i * headSize, (i + 1) * headSize))
+    );
     [this.#ropeCos, this.#ropeSin] = ropeTables(this.#model.config, this.#model.numerics.ropeTheta, capacity);
     this.#positions = Int32Array.from({ length: capacity }, (_, i) => i);
   }
@@ -187,6 +197,7 @@ export class Session {
       const layer = weights.layers[l];
       const keyCache = this.#keys[l];
       const valueCache = this.#values[l];
+      const valueVectors = this.#valueVectors[l];
 
       // Attention: normalize, project to queries, keys and values, rotate, cache.
       for (let t = 0; t < n; t++) rmsNorm(xb, x, t * dim, layer.attentionNorm, numerics.normEps);
@@ -204,12 +215,13 @@ export class Session {
         const position = start + t;
         for (let h = 0; h < nHeads; h++) {
           const queryOffset = t * dim + h * headSize;
-          const kvOffset = Math.floor(h / headsPerKv) * headSize;
+          const kvHead = Math.floor(h / headsPerKv);
+          const kvOffset = kvHead * headSize;
           const weightsOut = this.onAttention ? new Float32Array(position + 1) : undefined;
           attendTo(
             this.#positions.subarray(0, position + 1),
             (i) => dot(q, queryOffset, keyCache, i * kvDim + kvOffset, headSize) * scale,
-            (i) => valueCache.subarray(i * kvDim + kvOffset, i * kvDim + kvOffset + headSize),
+            (i) => valueVectors[i * nKvHeads + kvHead],
             { out: xb.subarray(queryOffset, queryOffset + headSize), weights: weightsOut },
           );
           if (weightsOut) this.onAttention!({ layer: l, head: h, position, weights: weightsOut });
@@ -315,9 +327,17 @@ function rmsNorm(
 }
 
 function dot(a: Float32Array, aOffset: number, b: Float32Array, bOffset: number, length: number): number {
-  let sum = 0;
-  for (let i = 0; i < length; i++) sum += a[aOffset + i] * b[bOffset + i];
-  return sum;
+  // Four partial sums: their additions do not wait on each other.
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let i = 0;
+  for (; i + 3 < length; i += 4) {
+    s0 += a[aOffset + i] * b[bOffset + i];
+    s1 += a[aOffset + i + 1] * b[bOffset + i + 1];
+    s2 += a[aOffset + i + 2] * b[bOffset + i + 2];
+    s3 += a[aOffset + i + 3] * b[bOffset + i + 3];
+  }
+  for (; i < length; i++) s0 += a[aOffset + i] * b[bOffset + i];
+  return s0 + s1 + s2 + s3;
 }
 
 /** `x[i] += y[i]` for the first `length` values: the residual connection. */
