@@ -24,7 +24,17 @@ export { loadModel, type LoadModelOptions, Model } from "./lib/model.ts";
 export { type AttentionRecord, Session } from "./lib/transformer.ts";
 export { argmax, Sampler, type SamplerOptions } from "./lib/sampler.ts";
 export { generate, type GenerateOptions } from "./lib/generate.ts";
-export { loadTokenizer, TokenDecoder, Tokenizer } from "./lib/tokenizer.ts";
+export { type EncodeOptions, loadTokenizer, TokenDecoder, Tokenizer } from "./lib/tokenizer.ts";
 export { FileFormatError, TensorlessError } from "./lib/errors.ts";
-export type { LlamaConfig, ModelFile, ModelFormat } from "./lib/model_file.ts";
-export type { Kernels } from "./lib/kernels/kernels.ts";
+export type {
+  LayerWeights,
+  LlamaConfig,
+  LlamaNumerics,
+  LlamaWeights,
+  ModelFile,
+  ModelFormat,
+} from "./lib/model_file.ts";
+export type { Kernels, MatmulJob } from "./lib/kernels/kernels.ts";
+export type { KernelKind } from "./lib/kernels/select.ts";
+export type { Matrix, TensorType } from "./lib/tensor.ts";
+export type { Vocabulary } from "./lib/vocabulary.ts";

@@ -7,7 +7,11 @@
 
 /** A problem with user input (a file, a flag value, a prompt) that the user can fix. */
 export class TensorlessError extends Error {
-  /** @param message one line that says what is wrong */
+  /**
+   * An error with a one-line message.
+   *
+   * @param message one line that says what is wrong
+   */
   constructor(message: string) {
     super(message);
     this.name = "TensorlessError";
@@ -20,6 +24,8 @@ export class FileFormatError extends TensorlessError {
   readonly file: string;
 
   /**
+   * An error whose message is `file: problem`.
+   *
    * @param file path of the offending file
    * @param problem what is wrong with it, in a few words
    */

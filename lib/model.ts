@@ -48,6 +48,7 @@ export class Model {
   /** The matrix kernels sessions run on. */
   readonly kernels: Kernels;
 
+  /** Pairs parsed weights with a tokenizer and kernels; {@link loadModel} is the usual way to get a model. */
   constructor(file: ModelFile, tokenizer: Tokenizer, kernels: Kernels) {
     this.file = file;
     this.config = file.config;

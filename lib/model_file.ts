@@ -14,11 +14,13 @@ export interface LlamaConfig {
   dim: number;
   /** Width of the SwiGLU feed-forward layer. */
   hiddenDim: number;
+  /** Transformer layers. */
   nLayers: number;
   /** Query heads; `dim / nHeads` is the head size. */
   nHeads: number;
   /** Key/value heads (grouped-query attention when fewer than `nHeads`). */
   nKvHeads: number;
+  /** Tokens in the vocabulary (rows of the embedding and the classifier). */
   vocabSize: number;
   /** Context length: the most positions a session can hold. */
   seqLen: number;
@@ -34,11 +36,17 @@ export interface LlamaNumerics {
 
 /** Weights of one transformer layer. Matrices are `out x in`, as in `y = W x`. */
 export interface LayerWeights {
+  /** RMSNorm weights before attention (`dim`). */
   attentionNorm: Float32Array;
+  /** Query projection, `dim x dim`. */
   wq: Matrix;
+  /** Key projection, `kvDim x dim`. */
   wk: Matrix;
+  /** Value projection, `kvDim x dim`. */
   wv: Matrix;
+  /** Attention output projection, `dim x dim`. */
   wo: Matrix;
+  /** RMSNorm weights before the feed-forward layer (`dim`). */
   ffnNorm: Float32Array;
   /** Gate projection (SwiGLU's silu branch). */
   w1: Matrix;
@@ -52,7 +60,9 @@ export interface LayerWeights {
 export interface LlamaWeights {
   /** `vocabSize x dim`. */
   tokenEmbedding: Matrix;
+  /** The transformer layers, first to last. */
   layers: LayerWeights[];
+  /** RMSNorm weights before the classifier (`dim`). */
   finalNorm: Float32Array;
   /** `vocabSize x dim`; the same object as `tokenEmbedding` when shared. */
   classifier: Matrix;
@@ -63,10 +73,15 @@ export type ModelFormat = "llama2c-v0" | "llama2c-v1" | "gguf" | "safetensors";
 
 /** A parsed model file: everything needed to build a {@link Model}, plus facts for `info`. */
 export interface ModelFile {
+  /** The file or directory it was read from. */
   path: string;
+  /** Which format it was recognised as. */
   format: ModelFormat;
+  /** Hyperparameters. */
   config: LlamaConfig;
+  /** Norm epsilon and RoPE base. */
   numerics: LlamaNumerics;
+  /** Every weight, as views on the file's bytes. */
   weights: LlamaWeights;
   /** The vocabulary, when the file carries one (GGUF). */
   vocabulary?: Vocabulary;

@@ -38,12 +38,15 @@ const MASK64 = (1n << 64n) - 1n;
  * ```
  */
 export class Sampler {
+  /** 0 picks the most likely token; may be changed between draws. */
   temperature: number;
+  /** Nucleus threshold; 0 or >= 1 samples from the whole distribution. May be changed between draws. */
   topP: number;
   #state: bigint;
   #probabilities = new Float32Array(0);
   #order = new Int32Array(0);
 
+  /** A sampler seeded with `options.seed` (default 1, as llama2.c's recorded runs). */
   constructor(options: SamplerOptions = {}) {
     this.temperature = options.temperature ?? 1;
     this.topP = options.topP ?? 0.9;

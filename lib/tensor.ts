@@ -46,9 +46,13 @@ export const TENSOR_TYPES: Record<TensorType, { blockSize: number; blockBytes: n
  * F16/BF16 data 2-byte aligned, so typed-array views on it are possible.
  */
 export interface Matrix {
+  /** How the weights are encoded. */
   readonly type: TensorType;
+  /** Output size (one row per output). */
   readonly rows: number;
+  /** Input size. */
   readonly cols: number;
+  /** The encoded rows, back to back. */
   readonly data: Uint8Array;
 }
 

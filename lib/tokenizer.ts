@@ -89,7 +89,11 @@ export class Tokenizer {
   /** Byte value → id of its `<0xNN>` piece, or -1. */
   #byteIds = new Int32Array(256).fill(-1);
 
-  /** @param vocabulary pieces, scores and types from any source */
+  /**
+   * Builds the lookup tables for `vocabulary`.
+   *
+   * @param vocabulary pieces, scores and types from any source
+   */
   constructor(vocabulary: Vocabulary) {
     const { pieces, scores, types } = vocabulary;
     if (scores.length !== pieces.length || types.length !== pieces.length) {
@@ -306,7 +310,11 @@ export class TokenDecoder {
   /** Whether the next piece's leading space is the dummy prefix to drop. */
   #atStart = true;
 
-  /** @param tokenizer whose pieces to decode (the same as `tokenizer.decoder()`) */
+  /**
+   * A decoder at the start of a text.
+   *
+   * @param tokenizer whose pieces to decode (the same as `tokenizer.decoder()`)
+   */
   constructor(tokenizer: Tokenizer) {
     this.#table = decodeTables.get(tokenizer)!;
   }

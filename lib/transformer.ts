@@ -24,7 +24,9 @@ export interface Transformer {
 
 /** Attention weights of one head for one query position, as {@link attendTo} computed them. */
 export interface AttentionRecord {
+  /** Layer index, from 0. */
   layer: number;
+  /** Query head index, from 0. */
   head: number;
   /** The position of the token doing the attending. */
   position: number;
@@ -62,6 +64,7 @@ export class Session {
   /** When set, receives the attention weights of every head at every fed position. */
   onAttention?: (record: AttentionRecord) => void;
 
+  /** An empty session; {@link Model.newSession} is the usual way to get one. */
   constructor(model: Transformer) {
     this.#model = model;
     const { config } = model;

@@ -18,12 +18,17 @@ export const PieceType = {
 
 /** Pieces and their merge scores. Piece text uses U+2581 (▁) for spaces, as SentencePiece does. */
 export interface Vocabulary {
+  /** Piece text by id. */
   pieces: string[];
+  /** Merge priority by id: higher merges first. */
   scores: Float32Array;
   /** One {@link PieceType} per piece. */
   types: Uint8Array;
+  /** Beginning-of-sequence id. */
   bosId: number;
+  /** End-of-sequence id. */
   eosId: number;
+  /** The unknown-piece id. */
   unkId: number;
   /** Prepend ▁ to non-empty text before encoding (SentencePiece's add_dummy_prefix). */
   addDummyPrefix: boolean;

@@ -10,6 +10,7 @@ import type { Matrix } from "../tensor.ts";
 
 /** One product of a batch: `out = w · x` for every input vector. */
 export interface MatmulJob {
+  /** The weights, `rows x cols`. */
   w: Matrix;
   /** `n * w.rows` floats: the result for input vector t starts at `t * w.rows`. */
   out: Float32Array;
