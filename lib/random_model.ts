@@ -7,6 +7,7 @@
  * @module
  */
 
+import { encodeLlama2c } from "./llama2c.ts";
 import type { LlamaConfig } from "./model_file.ts";
 
 /** Model shapes the benchmark knows by name. */
@@ -162,7 +163,7 @@ export async function writeRandomModel(path: string, config: LlamaConfig, type: 
   const file = await Deno.open(partial, { write: true, create: true, truncate: true });
   try {
     const sink = new FileSink(file);
-    if (type === "F32") await writeLlama2c(sink, config, new Random(seed));
+    if (type === "F32") await sink.write(encodeLlama2c(config, llama2cValues(config, new Random(seed))));
     else await writeGguf(sink, config, type, new Random(seed));
   } finally {
     file.close();
@@ -170,26 +171,18 @@ export async function writeRandomModel(path: string, config: LlamaConfig, type: 
   await Deno.rename(partial, path);
 }
 
-async function writeLlama2c(sink: FileSink, c: LlamaConfig, random: Random): Promise<void> {
-  const header = new Int32Array([c.dim, c.hiddenDim, c.nLayers, c.nHeads, c.nKvHeads, c.vocabSize, c.seqLen]);
-  await sink.write(new Uint8Array(header.buffer));
-  const kvDim = (c.dim / c.nHeads) * c.nKvHeads;
-  const each = async (rows: number, cols: number) => {
-    for (let l = 0; l < c.nLayers; l++) await writeMatrix(sink, "F32", rows, cols, random);
+/**
+ * Random values for the llama2.c writer's tensors: norms are ones, matrices
+ * uniform in ±1/√cols (the `w2` down projection reads `hiddenDim` inputs, the rest `dim`).
+ */
+function llama2cValues(c: LlamaConfig, random: Random): (name: string, count: number) => Float32Array {
+  return (name, count) => {
+    if (name.endsWith("norm")) return new Float32Array(count).fill(1);
+    const scale = 1 / Math.sqrt(name === "w2" ? c.hiddenDim : c.dim);
+    const values = new Float32Array(count);
+    for (let i = 0; i < count; i++) values[i] = random.next() * scale;
+    return values;
   };
-  await writeMatrix(sink, "F32", c.vocabSize, c.dim, random);
-  await sink.write(ones(c.nLayers * c.dim));
-  await each(c.dim, c.dim);
-  await each(kvDim, c.dim);
-  await each(kvDim, c.dim);
-  await each(c.dim, c.dim);
-  await sink.write(ones(c.nLayers * c.dim));
-  await each(c.hiddenDim, c.dim);
-  await each(c.dim, c.hiddenDim);
-  await each(c.hiddenDim, c.dim);
-  await sink.write(ones(c.dim));
-  // Two unused RoPE tables of seqLen * headSize / 2 floats each.
-  await sink.write(new Uint8Array(c.seqLen * (c.dim / c.nHeads) * 4));
 }
 
 /** The pieces of a Llama-style vocabulary: <unk>, <s>, </s>, 256 byte pieces, then filler words. */
@@ -340,23 +333,4 @@ async function writeGguf(sink: FileSink, c: LlamaConfig, type: "Q8_0" | "Q4_0", 
     const bytes = matrixBytes(t.type, t.rows, t.cols);
     await sink.write(new Uint8Array((ALIGNMENT - (bytes % ALIGNMENT)) % ALIGNMENT));
   }
-}
-
-/** Writes a llama2.c `tokenizer.bin` holding {@link fillerVocabulary}, for F32 random checkpoints. */
-export async function writeFillerTokenizer(path: string, size: number): Promise<void> {
-  const { pieces, scores } = fillerVocabulary(size);
-  const encoder = new TextEncoder();
-  const encoded = pieces.map((p) => encoder.encode(p));
-  const maxLength = Math.max(...encoded.map((e) => e.length));
-  const out = new Uint8Array(4 + encoded.reduce((sum, e) => sum + 8 + e.length, 0));
-  const view = new DataView(out.buffer);
-  view.setInt32(0, maxLength, true);
-  let at = 4;
-  encoded.forEach((e, i) => {
-    view.setFloat32(at, scores[i], true);
-    view.setInt32(at + 4, e.length, true);
-    out.set(e, at + 8);
-    at += 8 + e.length;
-  });
-  await Deno.writeFile(path, out);
 }

@@ -17,6 +17,7 @@ import { Tokenizer } from "../lib/tokenizer.ts";
 import { type Matrix, rowBytes, TENSOR_TYPES, type TensorType } from "../lib/tensor.ts";
 import { loadModel, Sampler } from "../mod.ts";
 import { parityCases, sharedPath, sharedTest } from "./shared_data.ts";
+import { argmax } from "../lib/sampler.ts";
 
 /** Offsets of the half-precision scales in each block, set to sane values in random test blocks. */
 const SCALES: Partial<Record<TensorType, number[]>> = {
@@ -237,12 +238,6 @@ Deno.test("random models load, and fast kernels follow the plain path's greedy i
     await Deno.remove(dir, { recursive: true });
   }
 });
-
-function argmax(values: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
-  return best;
-}
 
 // The quantized kernels quantize activations to 8 bits per block of 32, as llama.cpp does. Measured against
 // llama.cpp's own logits on the shared Q8_0/Q4_0 files: max|Δ| is 1.8-2.5% of max|logit|, as for the float-input

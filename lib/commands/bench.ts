@@ -13,6 +13,7 @@ import { findTokenizer, Model, readModelFile } from "../model.ts";
 import { fillerVocabulary, type RandomModelType, SHAPES, writeRandomModel } from "../random_model.ts";
 import { Tokenizer } from "../tokenizer.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./command.ts";
+import { argmax } from "../sampler.ts";
 
 const help = `Usage: tensorless bench [--model FILE | --shape 15M|42M|110M|7B] [options]
 
@@ -180,12 +181,6 @@ async function loadForBench(path: string, kernels: Awaited<ReturnType<typeof cre
     });
   }
   return new Model(file, tokenizer, kernels);
-}
-
-function argmax(values: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
-  return best;
 }
 
 /** Peak resident memory of this process (Linux), or 0 when unknown. */
