@@ -34,7 +34,7 @@ export type {
   ModelFile,
   ModelFormat,
 } from "./lib/model_file.ts";
-export type { Kernels, MatmulJob } from "./lib/kernels/kernels.ts";
+export type { AttentionJob, Kernels, MatmulJob } from "./lib/kernels/kernels.ts";
 export type { KernelKind } from "./lib/kernels/select.ts";
 export type { Matrix, TensorType } from "./lib/tensor.ts";
 export type { Vocabulary } from "./lib/vocabulary.ts";

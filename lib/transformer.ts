@@ -162,9 +162,14 @@ export class Session {
     const { nLayers, seqLen } = this.#model.config;
     const capacity = Math.min(seqLen, Math.max(positions, 2 * this.#capacity, 64));
     const kvDim = this.#kvDim;
+    const { kernels } = this.#model;
+    // The kernels' memory, where their attention (if any) can read the cache in place.
     const grow = (old: Float32Array | undefined) => {
-      const bigger = new Float32Array(capacity * kvDim);
-      if (old) bigger.set(old);
+      const bigger = kernels.allocate(capacity * kvDim);
+      if (old) {
+        bigger.set(old);
+        kernels.release?.(old);
+      }
       return bigger;
     };
     for (let l = 0; l < nLayers; l++) {
@@ -190,7 +195,10 @@ export class Session {
     const kvDim = headSize * nKvHeads;
     const headsPerKv = nHeads / nKvHeads;
     const start = this.#position;
-    if (this.#scratch.batch < n) this.#scratch = new Scratch(this.#model, n);
+    if (this.#scratch.batch < n) {
+      this.#scratch.release(kernels);
+      this.#scratch = new Scratch(this.#model, n);
+    }
     const { x, xb, xb2, q, k, v, hb, hb2 } = this.#scratch;
 
     // Embed: each token's row of the embedding table.
@@ -212,22 +220,36 @@ export class Session {
       keyCache.set(k.subarray(0, n * kvDim), start * kvDim);
       valueCache.set(v.subarray(0, n * kvDim), start * kvDim);
 
-      // Each head of each new token attends to every cached position up to its own.
-      const scale = 1 / Math.sqrt(headSize);
-      for (let t = 0; t < n; t++) {
-        const position = start + t;
-        for (let h = 0; h < nHeads; h++) {
-          const queryOffset = t * dim + h * headSize;
-          const kvHead = Math.floor(h / headsPerKv);
-          const kvOffset = kvHead * headSize;
-          const weightsOut = this.onAttention ? new Float32Array(position + 1) : undefined;
-          attendTo(
-            this.#positions.subarray(0, position + 1),
-            (i) => dot(q, queryOffset, keyCache, i * kvDim + kvOffset, headSize) * scale,
-            (i) => valueVectors[i * nKvHeads + kvHead],
-            { out: xb.subarray(queryOffset, queryOffset + headSize), weights: weightsOut },
-          );
-          if (weightsOut) this.onAttention!({ layer: l, head: h, position, weights: weightsOut });
+      // Each head of each new token attends to every cached position up to its own: with the kernels' fast path
+      // when they have one (it computes the same average), else with attendTo, which also reports the weights.
+      const job = {
+        q,
+        n,
+        start,
+        keys: keyCache,
+        values: valueCache,
+        heads: nHeads,
+        kvHeads: nKvHeads,
+        headSize,
+        out: xb,
+      };
+      if (this.onAttention || !kernels.attend?.(job)) {
+        const scale = 1 / Math.sqrt(headSize);
+        for (let t = 0; t < n; t++) {
+          const position = start + t;
+          for (let h = 0; h < nHeads; h++) {
+            const queryOffset = t * dim + h * headSize;
+            const kvHead = Math.floor(h / headsPerKv);
+            const kvOffset = kvHead * headSize;
+            const weightsOut = this.onAttention ? new Float32Array(position + 1) : undefined;
+            attendTo(
+              this.#positions.subarray(0, position + 1),
+              (i) => dot(q, queryOffset, keyCache, i * kvDim + kvOffset, headSize) * scale,
+              (i) => valueVectors[i * nKvHeads + kvHead],
+              { out: xb.subarray(queryOffset, queryOffset + headSize), weights: weightsOut },
+            );
+            if (weightsOut) this.onAttention!({ layer: l, head: h, position, weights: weightsOut });
+          }
         }
       }
       kernels.matmul(xb, n, [{ w: layer.wo, out: xb2 }]);
@@ -289,6 +311,13 @@ class Scratch {
     this.v = kernels.allocate(batch * kvDim);
     this.hb = kernels.allocate(batch * hiddenDim);
     this.hb2 = kernels.allocate(batch * hiddenDim);
+  }
+
+  /** Gives the buffers back to the kernels (when a bigger batch replaces them). */
+  release(kernels: Kernels): void {
+    for (const buffer of [this.x, this.xb, this.xb2, this.q, this.k, this.v, this.hb, this.hb2]) {
+      kernels.release?.(buffer);
+    }
   }
 }
 

@@ -2,7 +2,8 @@
 // without relaxed SIMD, one thread and a pool whose thread count does not
 // divide the rows, one input and a batch of seven, every weight encoding.
 import assert from "node:assert/strict";
-import type { Kernels } from "../lib/kernels/kernels.ts";
+import type { AttentionJob, Kernels } from "../lib/kernels/kernels.ts";
+import { attendTo } from "../lib/attention.ts";
 import { PlainKernels } from "../lib/kernels/plain.ts";
 import { createKernels } from "../lib/kernels/select.ts";
 import { WasmKernels } from "../lib/kernels/wasm_kernels.ts";
@@ -268,3 +269,115 @@ for (const type of ["Q8_0", "Q4_0"]) {
     }
   });
 }
+
+/** The reference: attendTo for every query token and head, as the forward pass calls it. */
+function referenceAttention(job: AttentionJob): Float32Array {
+  const { q, n, start, keys, values, heads, kvHeads, headSize } = job;
+  const dim = heads * headSize, kvDim = kvHeads * headSize;
+  const out = new Float32Array(n * dim);
+  for (let t = 0; t < n; t++) {
+    for (let h = 0; h < heads; h++) {
+      const kv = Math.floor(h / (heads / kvHeads)) * headSize;
+      const query = q.subarray(t * dim + h * headSize, t * dim + (h + 1) * headSize);
+      attendTo(
+        Array.from({ length: start + t + 1 }, (_, i) => i),
+        (i) => query.reduce((sum, v, j) => sum + v * keys[i * kvDim + kv + j], 0) / Math.sqrt(headSize),
+        (i) => values.subarray(i * kvDim + kv, i * kvDim + kv + headSize),
+        { out: out.subarray(t * dim + h * headSize, t * dim + (h + 1) * headSize) },
+      );
+    }
+  }
+  return out;
+}
+
+for (
+  const [label, options] of [
+    ["wasm, one thread, plain SIMD", { threads: 1, relaxed: false }],
+    ["wasm, one thread, relaxed SIMD", { threads: 1, relaxed: true }],
+    ["wasm, three threads", { threads: 3 }],
+  ] as const
+) {
+  Deno.test(`${label}: attention matches attendTo`, async () => {
+    const kernels = await WasmKernels.create(options);
+    const random = new Random(5);
+    try {
+      // Head sizes with and without 32- and 8-wide parts; grouped-query heads; one token and a batch; scores
+      // spread wide enough (keys scaled by 4) that the largest dominates, where an inexact exp would show.
+      for (
+        const { heads, kvHeads, headSize, n, start } of [
+          { heads: 4, kvHeads: 4, headSize: 64, n: 1, start: 37 },
+          { heads: 6, kvHeads: 2, headSize: 12, n: 7, start: 5 },
+          { heads: 2, kvHeads: 1, headSize: 4, n: 3, start: 0 },
+          { heads: 3, kvHeads: 3, headSize: 100, n: 5, start: 130 },
+        ]
+      ) {
+        const dim = heads * headSize, kvDim = kvHeads * headSize, positions = start + n;
+        const fill = (array: Float32Array, scale: number) => {
+          for (let i = 0; i < array.length; i++) array[i] = random.next() * scale;
+          return array;
+        };
+        const job = {
+          q: fill(kernels.allocate(n * dim), 1),
+          n,
+          start,
+          keys: fill(kernels.allocate(positions * kvDim), 4),
+          values: fill(kernels.allocate(positions * kvDim), 1),
+          heads,
+          kvHeads,
+          headSize,
+          out: kernels.allocate(n * dim),
+        };
+        assert.ok(kernels.attend(job), `the job was refused: ${JSON.stringify({ heads, kvHeads, headSize })}`);
+        const expected = referenceAttention(job);
+        // float32 sums and a polynomial exp (a few ulp) against attendTo's double sums: 1e-5 of the value scale.
+        for (let i = 0; i < expected.length; i++) {
+          assert.ok(Math.abs(job.out[i] - expected[i]) <= 1e-5, `${headSize}/${n}/${start} [${i}]: ${job.out[i]}`);
+        }
+      }
+    } finally {
+      kernels.close();
+    }
+  });
+}
+
+Deno.test("fast attention declines what it cannot do, leaving the output untouched", async () => {
+  const kernels = await WasmKernels.create({ threads: 2 });
+  try {
+    const job = {
+      q: kernels.allocate(8),
+      n: 1,
+      start: 0,
+      keys: kernels.allocate(8),
+      values: kernels.allocate(8),
+      heads: 1,
+      kvHeads: 1,
+      headSize: 8,
+      out: kernels.allocate(8).fill(3),
+    };
+    // A cache outside the kernels' memory, a head size that is not a multiple of 4: the caller uses attendTo.
+    assert.equal(kernels.attend({ ...job, keys: new Float32Array(8) }), false);
+    assert.equal(kernels.attend({ ...job, headSize: 6, q: job.q.subarray(0, 6) }), false);
+    assert.deepEqual(Array.from(job.out), Array(8).fill(3));
+    assert.equal(kernels.attend({ ...job, heads: 2, headSize: 4, kvHeads: 2 }), true);
+    assert.throws(() => kernels.attend({ ...job, start: 5 }), RangeError);
+  } finally {
+    kernels.close();
+  }
+});
+
+Deno.test("kernel memory given back is reused, and comes back zeroed", async () => {
+  const kernels = await WasmKernels.create({ threads: 1 });
+  try {
+    const first = kernels.allocate(1000).fill(7);
+    const at = first.byteOffset;
+    kernels.release(first);
+    const second = kernels.allocate(1000);
+    assert.equal(second.byteOffset, at);
+    assert.ok(second.every((v) => v === 0));
+    // A second, live block is not handed out twice.
+    const third = kernels.allocate(1000);
+    assert.notEqual(third.byteOffset, second.byteOffset);
+  } finally {
+    kernels.close();
+  }
+});

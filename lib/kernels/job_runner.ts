@@ -39,7 +39,49 @@ export const SLOT = {
   FAILED: 12,
   /** The next task to take (reset to 0 for each batch). */
   NEXT_TASK: 13,
+  /** What the batch is: {@link WORK.MATMUL} (the job table) or {@link WORK.ATTENTION} (the attention fields). */
+  WORK: 14,
 } as const;
+
+/** Kinds of batch. */
+export const WORK = { MATMUL: 0, ATTENTION: 1 } as const;
+
+/**
+ * Fields of an attention batch (they share the space of the job table, which
+ * such a batch does not use). Pointers are byte addresses in the memory.
+ */
+export const ATTENTION = {
+  /** Queries: `n` vectors of `heads * headSize` floats. */
+  Q: 16,
+  /** The key cache: `kvHeads * headSize` floats per position. */
+  KEYS: 17,
+  /** The value cache, laid out like the keys. */
+  VALUES: 18,
+  /** Results, laid out like the queries. */
+  OUT: 19,
+  /** Scratch for scores: `SCORES_STRIDE` bytes per thread. */
+  SCORES: 20,
+  SCORES_STRIDE: 21,
+  /** Query vectors. */
+  N: 22,
+  /** Position of the first query: query t attends to positions `0 ..= START + t`. */
+  START: 23,
+  HEADS: 24,
+  KV_HEADS: 25,
+  HEAD_SIZE: 26,
+} as const;
+
+/** The module's `attend` (see `wasm_module.ts`). */
+export type AttendFunction = (
+  q: number,
+  keys: number,
+  values: number,
+  out: number,
+  scores: number,
+  positions: number,
+  headSize: number,
+  kvStride: number,
+) => void;
 
 /** Where the job table starts, and the ints per job. */
 export const JOB_BASE = 16, JOB_INTS = 8;
@@ -85,12 +127,46 @@ export function rowsPerTask(rows: number, participants: number): number {
   return Math.max(4, Math.ceil(rows / (8 * participants)));
 }
 
+/** What one thread has to run its share: the module's exports on the shared memory, and its index. */
+export interface Participant {
+  /** 0 for the calling thread, 1.. for the workers. */
+  index: number;
+  kernels: KernelFunction[];
+  attend: AttendFunction;
+  memory: WebAssembly.Memory;
+}
+
 /**
- * Computes tasks of the job table until none is left: every thread (main and
- * workers) calls this after a hand-off and takes the next task by an atomic
- * increment of {@link SLOT.NEXT_TASK}.
+ * Computes tasks of the current batch until none is left: every thread (main
+ * and workers) calls this after a hand-off and takes the next task by an
+ * atomic increment of {@link SLOT.NEXT_TASK}.
  */
-export function runShare(control: Int32Array, kernels: KernelFunction[], memory: WebAssembly.Memory): void {
+export function runShare(control: Int32Array, participant: Participant): void {
+  if (control[SLOT.WORK] === WORK.ATTENTION) runAttention(control, participant);
+  else runMatmul(control, participant.kernels, participant.memory);
+}
+
+/** Attention tasks: one head of one query each. */
+function runAttention(control: Int32Array, { index, attend }: Participant): void {
+  const n = control[ATTENTION.N], heads = control[ATTENTION.HEADS], headSize = control[ATTENTION.HEAD_SIZE];
+  const kvHeads = control[ATTENTION.KV_HEADS], start = control[ATTENTION.START];
+  const q = control[ATTENTION.Q] >>> 0, out = control[ATTENTION.OUT] >>> 0;
+  const keys = control[ATTENTION.KEYS] >>> 0, values = control[ATTENTION.VALUES] >>> 0;
+  const scores = (control[ATTENTION.SCORES] >>> 0) + index * control[ATTENTION.SCORES_STRIDE];
+  const dim = heads * headSize, kvStride = kvHeads * headSize * 4, headsPerKv = heads / kvHeads;
+  for (
+    let task = Atomics.add(control, SLOT.NEXT_TASK, 1);
+    task < n * heads;
+    task = Atomics.add(control, SLOT.NEXT_TASK, 1)
+  ) {
+    const t = Math.floor(task / heads), h = task % heads;
+    const kv = Math.floor(h / headsPerKv) * headSize * 4;
+    const at = (t * dim + h * headSize) * 4;
+    attend(q + at, keys + kv, values + kv, out + at, scores, start + t + 1, headSize, kvStride);
+  }
+}
+
+function runMatmul(control: Int32Array, kernels: KernelFunction[], memory: WebAssembly.Memory): void {
   const jobs = control[SLOT.JOB_COUNT];
   const n = control[SLOT.N];
   const participants = control[SLOT.PARTICIPANTS];

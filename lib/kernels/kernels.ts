@@ -16,6 +16,32 @@ export interface MatmulJob {
   out: Float32Array;
 }
 
+/**
+ * Attention of `n` consecutive query tokens over a key/value cache: for each
+ * token t and head h, `out` gets the weighted average that `attendTo` computes
+ * with scores `exp(q · key / √headSize)` over cached positions `0 ..= start + t`.
+ */
+export interface AttentionJob {
+  /** Queries, `n` vectors of `heads * headSize` floats (already rotated). */
+  q: Float32Array;
+  /** Number of query tokens. */
+  n: number;
+  /** Position of the first query token. */
+  start: number;
+  /** Key cache: `kvHeads * headSize` floats per position, positions `0 .. start + n` filled. */
+  keys: Float32Array;
+  /** Value cache, laid out like `keys`. */
+  values: Float32Array;
+  /** Query heads; a multiple of `kvHeads` (query head h reads key/value head `h / (heads / kvHeads)`). */
+  heads: number;
+  /** Key/value heads. */
+  kvHeads: number;
+  /** Floats per head. */
+  headSize: number;
+  /** Results, laid out like `q`. */
+  out: Float32Array;
+}
+
 /** Matrix products over weights in any {@link Matrix} encoding. */
 export interface Kernels {
   /** Short name shown by `--kernels` and the benchmark. */
@@ -27,8 +53,20 @@ export interface Kernels {
    * out together with one synchronisation.
    */
   matmul(x: Float32Array, n: number, jobs: MatmulJob[]): void;
-  /** A zeroed activation buffer these kernels can work on (shared memory when they use workers). */
+  /**
+   * A zeroed buffer for activations or a key/value cache, in memory these
+   * kernels work on directly when they have room (keep the returned array
+   * itself alive while using views of it).
+   */
   allocate(length: number): Float32Array;
+  /** Optional: gives back an array from {@link Kernels.allocate} that is no longer used. */
+  release?(array: Float32Array): void;
+  /**
+   * Optional: a fast path for attention. Returns false, having done nothing,
+   * when it cannot take this job (e.g. the cache is not in its memory); the
+   * caller then runs `attendTo`, the reference.
+   */
+  attend?(job: AttentionJob): boolean;
   /**
    * Optional: `byteLength` bytes (8-byte aligned) in memory these kernels
    * read directly, to load a model file into (`readFileBytes(path, align,

@@ -6,8 +6,10 @@
  * Weights must live in that memory for wasm to read them. A loader that calls
  * {@link WasmKernels.allocateBytes} and reads the file into the returned bytes
  * costs nothing extra; matrices found elsewhere are copied in once, on first
- * use. Inputs and outputs are copied in and out on each call: that is
- * O(n·(rows + cols)) against the product's O(n·rows·cols).
+ * use. Buffers from {@link WasmKernels.allocate} (activations, the key/value
+ * cache) live in the memory too, so products and attention read and write them
+ * in place; other inputs and outputs are copied in and out on each call
+ * (O(n·(rows + cols)) against the product's O(n·rows·cols)).
  *
  * @module
  */
@@ -16,8 +18,10 @@ import { TensorlessError } from "../errors.ts";
 import { halfToFloat } from "../quant.ts";
 import type { Matrix } from "../tensor.ts";
 import { rowBytes } from "../tensor.ts";
-import type { Kernels, MatmulJob } from "./kernels.ts";
+import type { AttentionJob, Kernels, MatmulJob } from "./kernels.ts";
 import {
+  type AttendFunction,
+  ATTENTION,
   CONTROL_LENGTH,
   JOB,
   JOB_BASE,
@@ -26,10 +30,12 @@ import {
   KIND_JS,
   kindOf,
   MAX_JOBS,
+  type Participant,
   runShare,
   SLOT,
   TYPE_NAMES,
   waitWhileEquals,
+  WORK,
 } from "./job_runner.ts";
 import { buildKernelModule, fillHalfTable, relaxedSimdSupported, RESERVED_BYTES, WASM_KERNELS } from "./wasm_module.ts";
 import type { WorkerSetup } from "./worker.ts";
@@ -37,6 +43,14 @@ import type { WorkerSetup } from "./worker.ts";
 const PAGE = 65536;
 /** wasm32 addresses reach 4 GiB. */
 const MAX_PAGES = 65536;
+/**
+ * Room {@link WasmKernels.allocate} leaves free for scratch space: past this, new buffers (a growing key/value
+ * cache) go to ordinary shared memory, where the reference attention still works on them.
+ */
+const ALLOCATE_HEADROOM = 256 * 2 ** 20;
+
+/** Rounds a byte count or address up to a 64-byte boundary (a cache line, and SIMD-friendly). */
+const align64 = (bytes: number) => Math.ceil(bytes / 64) * 64;
 
 /** The module's `quantize(x, blocks, q16, q8, xd, xc)`. */
 type QuantizeFunction = (x: number, blocks: number, q16: number, q8: number, xd: number, xc: number) => void;
@@ -59,7 +73,7 @@ export class WasmKernels implements Kernels {
   /** Whether the module uses relaxed-SIMD instructions. */
   readonly relaxed: boolean;
   readonly #memory: WebAssembly.Memory;
-  readonly #kernels: KernelFunction[];
+  readonly #participant: Participant;
   readonly #quantize: QuantizeFunction;
   readonly #control: Int32Array;
   readonly #workers: Worker[];
@@ -67,10 +81,18 @@ export class WasmKernels implements Kernels {
   readonly #ownBuffers = new WeakSet<ArrayBufferLike>();
   /** Where matrices that were not loaded into the memory were copied. */
   readonly #copies = new WeakMap<Uint8Array, number>();
-  /** Next free byte (a bump allocator: weights live as long as the kernels). */
+  /** End of the used part of the memory: blocks are taken from the free list first, then from here. */
   #top = RESERVED_BYTES;
+  /** Released blocks, by address, merged with free neighbours. */
+  #free: { start: number; size: number }[] = [];
+  /** Size of every block that can be released (weights from allocateBytes never are), by address. */
+  readonly #blocks = new Map<number, number>();
+  /** Releases the blocks of arrays from {@link WasmKernels.allocate} that were dropped without `release`. */
+  readonly #finalizer = new FinalizationRegistry<number>((start) => this.#releaseBlock(start));
   #scratch = 0;
   #scratchBytes = 0;
+  #scores = 0;
+  #scoresBytes = 0;
   #closed = false;
 
   private constructor(
@@ -84,7 +106,12 @@ export class WasmKernels implements Kernels {
     this.name = name;
     this.relaxed = relaxed;
     this.#memory = memory;
-    this.#kernels = WASM_KERNELS.map((kernel) => instance.exports[kernel] as KernelFunction);
+    this.#participant = {
+      index: 0,
+      kernels: WASM_KERNELS.map((kernel) => instance.exports[kernel] as KernelFunction),
+      attend: instance.exports.attend as AttendFunction,
+      memory,
+    };
     this.#quantize = instance.exports.quantize as QuantizeFunction;
     this.#control = control;
     this.#workers = workers;
@@ -120,7 +147,7 @@ export class WasmKernels implements Kernels {
             };
           }),
         );
-        worker.postMessage({ module, memory, control } satisfies WorkerSetup);
+        worker.postMessage({ module, memory, control, index: i } satisfies WorkerSetup);
       }
       await Promise.all(ready);
     } catch (error) {
@@ -133,16 +160,74 @@ export class WasmKernels implements Kernels {
 
   /**
    * `size` bytes inside the kernels' memory, 64-byte aligned, for a loader to
-   * read a model file into: matrices viewing these bytes need no copy.
+   * read a model file into: matrices viewing these bytes need no copy. They
+   * stay for the life of the kernels.
    */
   allocateBytes(size: number): Uint8Array {
     const start = this.#reserve(size);
     return new Uint8Array(this.#buffer(), start, size);
   }
 
-  /** A zeroed activation buffer (shared memory, so it could be handed to workers too). */
+  /**
+   * A zeroed buffer inside the kernels' memory (products and attention use it
+   * in place), or in ordinary shared memory once the kernels' memory is nearly
+   * full. Its space is reused after {@link WasmKernels.release}, or after the
+   * returned array is garbage collected.
+   */
   allocate(length: number): Float32Array {
-    return new Float32Array(new SharedArrayBuffer(length * 4));
+    const start = this.#closed ? undefined : this.#tryReserve(Math.max(64, align64(length * 4)), ALLOCATE_HEADROOM);
+    if (start === undefined) return new Float32Array(new SharedArrayBuffer(length * 4));
+    const array = new Float32Array(this.#buffer(), start, length);
+    array.fill(0);
+    this.#finalizer.register(array, start, array);
+    return array;
+  }
+
+  /** Gives back the space of an array returned by {@link WasmKernels.allocate}; the array must not be used after. */
+  release(array: Float32Array): void {
+    if (!this.#ownBuffers.has(array.buffer) || !this.#blocks.has(array.byteOffset)) return;
+    this.#finalizer.unregister(array);
+    this.#releaseBlock(array.byteOffset);
+  }
+
+  /**
+   * Attention with the module's `attend`, one task per query token and head,
+   * shared by the pool like a product. Takes the job only when the queries,
+   * the cache and the output all live in the kernels' memory.
+   */
+  attend(job: AttentionJob): boolean {
+    const { q, n, start, keys, values, heads, kvHeads, headSize, out } = job;
+    if (this.#closed || n === 0 || headSize % 4 !== 0 || kvHeads <= 0 || heads % kvHeads !== 0) return false;
+    if (![q, keys, values, out].every((array) => this.#ownBuffers.has(array.buffer))) return false;
+    const dim = heads * headSize, kvDim = kvHeads * headSize;
+    if (q.length < n * dim || out.length < n * dim) throw new RangeError("attention queries or output too short");
+    if (keys.length < (start + n) * kvDim || values.length < (start + n) * kvDim) {
+      throw new RangeError("attention cache shorter than the positions attended to");
+    }
+    const overlaps = (a: Float32Array, b: Float32Array) =>
+      a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+    if (overlaps(out, q) || overlaps(out, keys) || overlaps(out, values)) return false;
+    const stride = align64((start + n) * 4);
+    if (stride * this.threads > this.#scoresBytes) {
+      if (this.#scoresBytes > 0) this.#releaseBlock(this.#scores);
+      this.#scoresBytes = Math.max(stride * this.threads, 2 * this.#scoresBytes);
+      this.#scores = this.#reserve(this.#scoresBytes, true);
+    }
+    const control = this.#control;
+    control[SLOT.WORK] = WORK.ATTENTION;
+    control[ATTENTION.Q] = q.byteOffset;
+    control[ATTENTION.KEYS] = keys.byteOffset;
+    control[ATTENTION.VALUES] = values.byteOffset;
+    control[ATTENTION.OUT] = out.byteOffset;
+    control[ATTENTION.SCORES] = this.#scores;
+    control[ATTENTION.SCORES_STRIDE] = stride;
+    control[ATTENTION.N] = n;
+    control[ATTENTION.START] = start;
+    control[ATTENTION.HEADS] = heads;
+    control[ATTENTION.KV_HEADS] = kvHeads;
+    control[ATTENTION.HEAD_SIZE] = headSize;
+    this.#runBatch();
+    return true;
   }
 
   matmul(x: Float32Array, n: number, jobs: MatmulJob[]): void {
@@ -161,59 +246,76 @@ export class WasmKernels implements Kernels {
     const weights = jobs.map(({ w }) => this.#weightsOf(w));
     const kinds = jobs.map(({ w }) => kindOf(w.type));
 
-    // Scratch layout: floats, int16, int8, scales, corrections, then each job's output.
+    // Inputs and outputs in the memory are used in place (an output overlapping the input goes through scratch).
+    const own = (array: Float32Array) => this.#ownBuffers.has(array.buffer);
+    const xInPlace = own(x);
+    const xStart = x.byteOffset, xEnd = xStart + n * cols * 4;
+    const outInPlace = jobs.map(({ out }) =>
+      own(out) && (!xInPlace || out.byteOffset >= xEnd || out.byteOffset + out.byteLength <= xStart)
+    );
+
+    // Scratch layout: floats, int16, int8, scales, corrections, then each copied output.
     const blocks = Math.ceil(cols / 32);
-    const align = (bytes: number) => Math.ceil(bytes / 64) * 64;
-    const xfBytes = align(n * cols * 4), xq16Bytes = align(n * cols * 2), xq8Bytes = align(n * cols);
-    const xdBytes = align(n * blocks * 4), xcBytes = align(n * blocks * 16);
+    const xfBytes = xInPlace ? 0 : align64(n * cols * 4), xq16Bytes = align64(n * cols * 2);
+    const xq8Bytes = align64(n * cols), xdBytes = align64(n * blocks * 4), xcBytes = align64(n * blocks * 16);
     let total = xfBytes + xq16Bytes + xq8Bytes + xdBytes + xcBytes;
-    const outOffsets = jobs.map(({ w }) => {
+    const outOffsets = jobs.map(({ w }, j) => {
+      if (outInPlace[j]) return -1;
       const at = total;
-      total += align(n * w.rows * 4);
+      total += align64(n * w.rows * 4);
       return at;
     });
     const base = this.#scratchOf(total);
-    const xf = base, xq16 = xf + xfBytes, xq8 = xq16 + xq16Bytes, xd = xq8 + xq8Bytes, xc = xd + xdBytes;
-    const buffer = this.#buffer();
-    new Float32Array(buffer, xf, n * cols).set(x.subarray(0, n * cols));
+    const xq16 = base + xfBytes, xq8 = xq16 + xq16Bytes, xd = xq8 + xq8Bytes, xc = xd + xdBytes;
+    const xf = xInPlace ? xStart : base;
+    if (!xInPlace) new Float32Array(this.#buffer(), xf, n * cols).set(x.subarray(0, n * cols));
     // Quantized kernels read the input as 8-bit blocks, made once here for every job and thread.
     if (kinds.some((k) => k === kindOf("Q8_0") || k === kindOf("Q4_0"))) {
       this.#quantize(xf, (n * cols) / 32, xq16, xq8, xd, xc);
     }
 
     const control = this.#control;
+    control[SLOT.WORK] = WORK.MATMUL;
     control[SLOT.JOB_COUNT] = jobs.length;
     control[SLOT.N] = n;
-    control[SLOT.PARTICIPANTS] = this.threads;
     control[SLOT.XF] = xf;
     control[SLOT.XQ16] = xq16;
     control[SLOT.XQ8] = xq8;
     control[SLOT.XD] = xd;
     control[SLOT.XC] = xc;
-    jobs.forEach(({ w }, j) => {
+    jobs.forEach(({ w, out }, j) => {
       const at = JOB_BASE + j * JOB_INTS;
       control[at + JOB.KIND] = kinds[j];
       control[at + JOB.W] = weights[j];
       control[at + JOB.ROWS] = w.rows;
       control[at + JOB.COLS] = w.cols;
-      control[at + JOB.OUT] = base + outOffsets[j];
+      control[at + JOB.OUT] = outInPlace[j] ? out.byteOffset : base + outOffsets[j];
       control[at + JOB.TYPE] = kinds[j] === KIND_JS ? TYPE_NAMES.indexOf(w.type) : 0;
     });
+    this.#runBatch();
+    const buffer = this.#buffer();
+    jobs.forEach(({ w, out }, j) => {
+      if (!outInPlace[j]) out.set(new Float32Array(buffer, base + outOffsets[j], n * w.rows));
+    });
+  }
 
+  /** Hands the batch described by the control array to the workers, runs a share of it here, waits for the rest. */
+  #runBatch(): void {
+    const control = this.#control;
+    control[SLOT.PARTICIPANTS] = this.threads;
     control[SLOT.NEXT_TASK] = 0;
     if (this.#workers.length > 0) {
       Atomics.store(control, SLOT.PENDING, this.#workers.length);
       Atomics.add(control, SLOT.GENERATION, 1);
       Atomics.notify(control, SLOT.GENERATION);
     }
-    runShare(control, this.#kernels, this.#memory);
+    runShare(control, this.#participant);
     if (this.#workers.length > 0) {
       for (let pending; (pending = Atomics.load(control, SLOT.PENDING)) !== 0;) {
         waitWhileEquals(control, SLOT.PENDING, pending);
       }
       if (Atomics.exchange(control, SLOT.FAILED, 0) === 1) throw new TensorlessError("a kernel worker failed");
     }
-    jobs.forEach(({ w, out }, j) => out.set(new Float32Array(buffer, base + outOffsets[j], n * w.rows)));
   }
 
   /** Stops the workers; the kernels are unusable afterwards. */
@@ -234,26 +336,74 @@ export class WasmKernels implements Kernels {
     return buffer;
   }
 
-  /** Reserves `size` bytes at a 64-byte boundary, growing the memory as needed. */
-  #reserve(size: number): number {
-    const start = Math.ceil(this.#top / 64) * 64;
-    const end = start + size;
-    if (end > MAX_PAGES * PAGE) {
+  /** Reserves `size` bytes at a 64-byte boundary, or throws when the memory is full. */
+  #reserve(size: number, releasable = false): number {
+    const start = this.#tryReserve(size, 0, releasable);
+    if (start === undefined) {
+      const needed = (align64(this.#top) + size) / 2 ** 30;
       throw new TensorlessError(
-        `the fast kernels hold at most 4 GiB; ${(end / 2 ** 30).toFixed(2)} GiB needed (use --kernels plain)`,
+        `the fast kernels hold at most 4 GiB; ${needed.toFixed(2)} GiB needed (use --kernels plain)`,
       );
     }
-    const have = this.#memory.buffer.byteLength;
-    if (end > have) this.#memory.grow(Math.ceil((end - have) / PAGE));
-    this.#top = end;
     return start;
+  }
+
+  /**
+   * `size` bytes at a 64-byte boundary: the first released block big enough, else new space at the top (growing the
+   * memory), as long as `headroom` bytes stay below 4 GiB. Undefined when there is no room.
+   */
+  #tryReserve(size: number, headroom: number, releasable = true): number | undefined {
+    size = align64(size);
+    let start: number | undefined;
+    const fit = this.#free.findIndex((block) => block.size >= size);
+    if (fit >= 0) {
+      const block = this.#free[fit];
+      start = block.start;
+      block.start += size;
+      block.size -= size;
+      if (block.size === 0) this.#free.splice(fit, 1);
+    } else {
+      start = align64(this.#top);
+      const end = start + size;
+      if (end > MAX_PAGES * PAGE - headroom) return undefined;
+      const have = this.#memory.buffer.byteLength;
+      if (end > have) this.#memory.grow(Math.ceil((end - have) / PAGE));
+      this.#top = end;
+    }
+    if (releasable) this.#blocks.set(start, size);
+    return start;
+  }
+
+  /** Puts a block back on the free list, merged with free neighbours (and into the top when it ends there). */
+  #releaseBlock(start: number): void {
+    const size = this.#blocks.get(start);
+    if (size === undefined) return;
+    this.#blocks.delete(start);
+    const free = this.#free;
+    let at = free.findIndex((block) => block.start > start);
+    if (at < 0) at = free.length;
+    free.splice(at, 0, { start, size });
+    if (at + 1 < free.length && free[at].start + free[at].size === free[at + 1].start) {
+      free[at].size += free[at + 1].size;
+      free.splice(at + 1, 1);
+    }
+    if (at > 0 && free[at - 1].start + free[at - 1].size === free[at].start) {
+      free[at - 1].size += free[at].size;
+      free.splice(at, 1);
+      at--;
+    }
+    if (free[at].start + free[at].size === this.#top) {
+      this.#top = free[at].start;
+      free.splice(at, 1);
+    }
   }
 
   /** Scratch space of at least `bytes`, reused across calls (regrown, never shrunk). */
   #scratchOf(bytes: number): number {
     if (bytes > this.#scratchBytes) {
+      if (this.#scratchBytes > 0) this.#releaseBlock(this.#scratch);
       this.#scratchBytes = Math.max(bytes, 2 * this.#scratchBytes);
-      this.#scratch = this.#reserve(this.#scratchBytes);
+      this.#scratch = this.#reserve(this.#scratchBytes, true);
     }
     return this.#scratch;
   }

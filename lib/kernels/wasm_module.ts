@@ -79,7 +79,7 @@ const f32 = (value: number): Code => {
 const add = op(0x6a), mul = op(0x6c), and = op(0x71), shl = op(0x74), shrU = op(0x76);
 const ltU = op(0x49), leU = op(0x4d);
 const fadd = op(0x92), fmul = op(0x94), fdiv = op(0x95), fmax = op(0x97), copysign = op(0x98), asFloat = op(0xbe);
-const fne = op(0x5c);
+const fne = op(0x5c), fsub = op(0x93), fsqrt = op(0x91), convertU = op(0xb3);
 const fload = (addr: Code, offset = 0): Code => [...addr, 0x2a, 2, ...uleb(offset)];
 const fstore = (addr: Code, value: Code): Code => [...addr, ...value, 0x38, 2, 0];
 const load16u = (addr: Code, offset = 0): Code => [...addr, 0x2f, 1, ...uleb(offset)];
@@ -94,7 +94,8 @@ const i32x4ExtaddPairwise = simd(0x7e);
 const i16x8ExtendLowS = simd(0x87), i16x8ExtendHighS = simd(0x88);
 const i32x4ExtendLowU = simd(0xa9), i32x4ExtendHighU = simd(0xaa);
 const i32x4Shl = simd(0xab), i32x4Add = simd(0xae), i32x4Dot = simd(0xba);
-const f32x4Add = simd(0xe4), f32x4Mul = simd(0xe6), f32x4FromI32 = simd(0xfa);
+const f32x4Add = simd(0xe4), f32x4Sub = simd(0xe5), f32x4Mul = simd(0xe6), f32x4FromI32 = simd(0xfa);
+const f32x4Min = simd(0xe8), f32x4Floor = simd(0x68);
 const relaxedMadd = simd(0x105), relaxedDot = simd(0x112);
 const f32x4Abs = simd(0xe0), f32x4Max = simd(0xe9), f32x4Nearest = simd(0x6a), i32x4TruncSat = simd(0xf8);
 const i16x8Narrow = simd(0x85), i8x16Narrow = simd(0x65);
@@ -429,6 +430,133 @@ function quantizeFunction(): Code {
   return f.encode(whileLoop(ltU(get(b), get(BLOCKS)), ...body));
 }
 
+/** Signature of the exported `attend`; see {@link attendFunction}. */
+const Q = 0, KEYS = 1, VALUES = 2, OUT_HEAD = 3, SCORES = 4, POSITIONS = 5, HEAD_SIZE = 6, KV_STRIDE = 7;
+
+/**
+ * `attend(q, keys, values, out, scores, positions, headSize, kvStride)`: one
+ * head of one query, the same weighted average as `attendTo` in
+ * `lib/attention.ts`. Scores `q · key / √headSize` of the first `positions`
+ * cached keys (one every `kvStride` bytes from `keys`) go to `scores`; they
+ * become `exp(score - max)`; `out` gets `Σ exp · value / Σ exp`. Floats
+ * throughout, `headSize` a multiple of 4.
+ */
+function attendFunction(relaxed: boolean): Code {
+  const f = new Fn(8);
+  const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
+  const i = f.local(I32), c = f.local(I32), p = f.local(I32);
+  const scale = f.local(F32), max = f.local(F32), total = f.local(F32), s = f.local(F32);
+  const acc = Array.from({ length: 8 }, () => f.local(V128));
+  const e = f.local(V128);
+  const exp = vectorExp(f);
+  const at = (base: Code, index: Code): Code => add(base, shl(index, i32(2)));
+
+  // Pass 1: scores and their maximum, four positions at a time (each query load serves four keys), then the rest.
+  const scoresOf = (count: number): Code[] => {
+    const key = (j: number): Code => add(add(get(p), mul(get(KV_STRIDE), i32(j))), shl(get(c), i32(2)));
+    const body: Code[] = [
+      ...acc.slice(0, count).map((a) => set(a, zero())),
+      set(c, i32(0)),
+      whileLoop(
+        ltU(get(c), get(HEAD_SIZE)),
+        set(e, vload(at(get(Q), get(c)))),
+        ...acc.slice(0, count).map((a, j) => set(a, madd(get(e), vload(key(j)), get(a)))),
+        set(c, add(get(c), i32(4))),
+      ),
+    ];
+    for (let j = 0; j < count; j++) {
+      body.push(
+        set(s, fmul(hsum(acc[j]), get(scale))),
+        fstore(at(get(SCORES), add(get(i), i32(j))), get(s)),
+        set(max, fmax(get(max), get(s))),
+      );
+    }
+    body.push(set(p, add(get(p), mul(get(KV_STRIDE), i32(count)))), set(i, add(get(i), i32(count))));
+    return body;
+  };
+  const scoresPass = [
+    ...set(p, get(KEYS)),
+    ...set(i, i32(0)),
+    ...whileLoop(leU(add(get(i), i32(4)), get(POSITIONS)), ...scoresOf(4)),
+    ...whileLoop(ltU(get(i), get(POSITIONS)), ...scoresOf(1)),
+  ];
+
+  // Pass 2: exp(score - max) in place, four at a time, and their total.
+  const expPass = [
+    ...set(acc[0], zero()),
+    ...set(i, i32(0)),
+    ...whileLoop(
+      leU(add(get(i), i32(4)), get(POSITIONS)),
+      set(e, exp(f32x4Sub(vload(at(get(SCORES), get(i))), f32x4Splat(get(max))))),
+      vstore(at(get(SCORES), get(i)), 0, get(e)),
+      set(acc[0], f32x4Add(get(acc[0]), get(e))),
+      set(i, add(get(i), i32(4))),
+    ),
+    ...set(total, hsum(acc[0])),
+    ...whileLoop(
+      ltU(get(i), get(POSITIONS)),
+      set(s, f32x4Lane(exp(f32x4Splat(fsub(fload(at(get(SCORES), get(i))), get(max)))), 0)),
+      fstore(at(get(SCORES), get(i)), get(s)),
+      set(total, fadd(get(total), get(s))),
+      set(i, add(get(i), i32(1))),
+    ),
+    ...set(s, fdiv(f32(1), get(total))),
+  ];
+
+  // Pass 3: the weighted sum of values, 32 (then 4) dimensions at a time so the sums stay in registers.
+  const valuesPass = (width: number): Code =>
+    whileLoop(
+      leU(add(get(c), i32(width)), get(HEAD_SIZE)),
+      ...acc.slice(0, width / 4).map((a) => set(a, zero())),
+      set(p, at(get(VALUES), get(c))),
+      set(i, i32(0)),
+      whileLoop(
+        ltU(get(i), get(POSITIONS)),
+        set(e, f32x4Splat(fload(at(get(SCORES), get(i))))),
+        ...acc.slice(0, width / 4).map((a, u) => set(a, madd(get(e), vload(get(p), 16 * u), get(a)))),
+        set(p, add(get(p), get(KV_STRIDE))),
+        set(i, add(get(i), i32(1))),
+      ),
+      ...acc.slice(0, width / 4).map((a, u) =>
+        vstore(at(get(OUT_HEAD), get(c)), 16 * u, f32x4Mul(get(a), f32x4Splat(get(s))))
+      ),
+      set(c, add(get(c), i32(width))),
+    );
+
+  return f.encode([
+    ...set(scale, fdiv(f32(1), fsqrt(convertU(get(HEAD_SIZE))))),
+    ...set(max, f32(-Infinity)),
+    ...scoresPass,
+    ...expPass,
+    ...set(c, i32(0)),
+    ...valuesPass(32),
+    ...valuesPass(4),
+  ]);
+}
+
+/**
+ * `e^x` lane by lane for an f32x4 (Cephes' expf: x = n·ln 2 + r, a degree-6
+ * polynomial for e^r, 2^n put in the exponent bits), within a few float
+ * rounding steps of Math.exp. Inputs are clamped to [-87, 88] so 2^n stays a
+ * normal float; attention only asks for x <= 0, where e^-87 is as good as 0.
+ */
+function vectorExp(f: Fn): (x: Code) => Code {
+  const x = f.local(V128), n = f.local(V128), y = f.local(V128);
+  const k = (value: number): Code => f32x4Splat(f32(value));
+  return (value: Code): Code => [
+    ...set(x, f32x4Min(f32x4Max(value, k(-87)), k(88))),
+    ...set(n, f32x4Floor(f32x4Add(f32x4Mul(get(x), k(Math.LOG2E)), k(0.5)))),
+    // r = x - n·ln 2, with ln 2 split in two so the first product is exact.
+    ...set(x, f32x4Sub(f32x4Sub(get(x), f32x4Mul(get(n), k(0.693359375))), f32x4Mul(get(n), k(-2.12194440e-4)))),
+    ...set(y, k(1.9875691500e-4)),
+    ...[1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1].flatMap((coefficient) =>
+      set(y, f32x4Add(f32x4Mul(get(y), get(x)), k(coefficient)))
+    ),
+    ...set(y, f32x4Add(f32x4Add(f32x4Mul(f32x4Mul(get(y), get(x)), get(x)), get(x)), k(1))),
+    ...f32x4Mul(get(y), i32x4Shl(i32x4Add(i32x4TruncSat(get(n)), i32x4Splat(i32(127))), i32(23))),
+  ];
+}
+
 /** The module's bytes. `relaxed` selects relaxed-SIMD instructions (fused multiply-add, 8-bit dot products). */
 export function buildKernelModule({ relaxed }: { relaxed: boolean }): Uint8Array<ArrayBuffer> {
   const kernels = [
@@ -444,14 +572,15 @@ export function buildKernelModule({ relaxed }: { relaxed: boolean }): Uint8Array
   };
   const kernelType = [0x60, 10, ...Array(10).fill(I32), 0];
   const quantizeType = [0x60, 6, ...Array(6).fill(I32), 0];
-  const functions = [...kernels, quantizeFunction()];
-  const exports = [...WASM_KERNELS, "quantize"];
+  const attendType = [0x60, 8, ...Array(8).fill(I32), 0];
+  const functions = [...kernels, quantizeFunction(), attendFunction(relaxed)];
+  const exports = [...WASM_KERNELS, "quantize", "attend"];
   const bytes = [
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
-    ...section(1, [2, ...kernelType, ...quantizeType]),
+    ...section(1, [3, ...kernelType, ...quantizeType, ...attendType]),
     // Import env.memory: shared, 0 pages minimum, 65536 (4 GiB) maximum.
     ...section(2, [1, ...name("env"), ...name("memory"), 0x02, 0x03, 0, ...uleb(65536)]),
-    ...section(3, [functions.length, ...kernels.map(() => 0), 1]),
+    ...section(3, [functions.length, ...kernels.map(() => 0), 1, 2]),
     ...section(7, [exports.length, ...exports.flatMap((n, i) => [...name(n), 0x00, i])]),
     ...section(10, [functions.length, ...functions.flat()]),
   ];

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { type KernelFunction, runShare, SLOT, waitWhileEquals } from "./job_runner.ts";
+import { type AttendFunction, type KernelFunction, runShare, SLOT, waitWhileEquals } from "./job_runner.ts";
 import { WASM_KERNELS } from "./wasm_module.ts";
 
 /** What the pool sends a new worker. */
@@ -15,6 +15,8 @@ export interface WorkerSetup {
   module: WebAssembly.Module;
   memory: WebAssembly.Memory;
   control: Int32Array;
+  /** This worker's participant index, from 1 (the calling thread is 0). */
+  index: number;
 }
 
 const scope = globalThis as unknown as {
@@ -25,9 +27,10 @@ const scope = globalThis as unknown as {
 
 scope.onmessage = (event) => {
   scope.onmessage = null;
-  const { module, memory, control } = event.data;
+  const { module, memory, control, index } = event.data;
   const instance = new WebAssembly.Instance(module, { env: { memory } });
   const kernels = WASM_KERNELS.map((name) => instance.exports[name] as KernelFunction);
+  const participant = { index, kernels, attend: instance.exports.attend as AttendFunction, memory };
   let seen = Atomics.load(control, SLOT.GENERATION);
   scope.postMessage("ready");
   while (true) {
@@ -35,7 +38,7 @@ scope.onmessage = (event) => {
     seen = Atomics.load(control, SLOT.GENERATION);
     if (Atomics.load(control, SLOT.QUIT) === 1) break;
     try {
-      runShare(control, kernels, memory);
+      runShare(control, participant);
     } catch (error) {
       // Keep serving: the main thread reports the failure and the pool stays usable.
       console.error(error);
