@@ -39,13 +39,13 @@ export interface AttendOptions {
  * assert.ok(Math.abs(answer * totals.total - 1.9) < 1e-6); // the sum before normalizing
  * ```
  *
- * @param inputs the things to attend to (in a transformer: the cached positions)
+ * @param inputs the things to attend to, an array or array-like (in a transformer: the cached positions)
  * @param logScore the logarithm of each input's score (in a transformer: `query · key / √d`)
  * @param value each input's value vector
  * @returns the weighted average of the values (all zeros if every score is 0)
  */
 export function attendTo<T>(
-  inputs: Iterable<T>,
+  inputs: ArrayLike<T>,
   logScore: (input: T) => number,
   value: (input: T) => ArrayLike<number>,
   options: AttendOptions = {},
@@ -54,12 +54,12 @@ export function attendTo<T>(
   out?.fill(0);
   let maxLogScore = -Infinity;
   let total = 0;
-  let index = 0;
   const logScores = options.weights;
-  for (const input of inputs) {
+  const count = inputs.length;
+  for (let index = 0; index < count; index++) {
+    const input = inputs[index];
     const s = logScore(input);
     if (logScores) logScores[index] = s;
-    index++;
     if (s === -Infinity) continue;
     const v = value(input);
     if (!out) out = new Float32Array(v.length);
@@ -67,23 +67,38 @@ export function attendTo<T>(
       // A new maximum: rescale what has been summed so far to the new reference.
       const rescale = Math.exp(maxLogScore - s);
       total *= rescale;
-      for (let j = 0; j < out.length; j++) out[j] *= rescale;
+      multiply(out, rescale);
       maxLogScore = s;
     }
     const score = Math.exp(s - maxLogScore);
     total += score;
-    for (let j = 0; j < out.length; j++) out[j] += score * v[j];
+    addScaled(out, score, v);
   }
   out ??= new Float32Array(0);
-  if (total > 0) {
-    for (let j = 0; j < out.length; j++) out[j] /= total;
-  }
+  if (total > 0) divide(out, total);
   if (logScores) {
-    for (let i = 0; i < index; i++) logScores[i] = total > 0 ? Math.exp(logScores[i] - maxLogScore) / total : 0;
+    for (let i = 0; i < count; i++) logScores[i] = total > 0 ? Math.exp(logScores[i] - maxLogScore) / total : 0;
   }
   if (options.totals) {
     options.totals.total = total;
     options.totals.maxLogScore = maxLogScore;
   }
   return out;
+}
+
+// The loops over a vector are small functions of their own: the engine compiles each for one array type.
+
+/** `out[j] *= factor`. */
+function multiply(out: Float32Array, factor: number): void {
+  for (let j = 0; j < out.length; j++) out[j] *= factor;
+}
+
+/** `out[j] /= divisor`. */
+function divide(out: Float32Array, divisor: number): void {
+  for (let j = 0; j < out.length; j++) out[j] /= divisor;
+}
+
+/** `out[j] += factor · v[j]`. */
+function addScaled(out: Float32Array, factor: number, v: ArrayLike<number>): void {
+  for (let j = 0; j < out.length; j++) out[j] += factor * v[j];
 }

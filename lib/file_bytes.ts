@@ -1,6 +1,6 @@
 /**
- * Reading whole files into memory that worker threads can share. Model
- * weights are views on these bytes, never copies.
+ * Reading whole files into memory. Model weights are views on these bytes,
+ * never copies.
  *
  * @module
  */
@@ -8,7 +8,8 @@
 import { FileFormatError } from "./errors.ts";
 
 /**
- * Reads a file into a SharedArrayBuffer. `alignOffset` is a byte offset inside
+ * Reads a file into an ArrayBuffer (plain JavaScript reads an unshared buffer
+ * faster than a SharedArrayBuffer). `alignOffset` is a byte offset inside
  * the file that should land on an 8-byte boundary in memory (for formats whose
  * tensor data starts at an odd place, such as safetensors), so typed-array
  * views on the tensors need no copy. `allocate`, when given, supplies the
@@ -33,7 +34,7 @@ export async function readFileBytes(
     const pad = (8 - (alignOffset % 8)) % 8;
     const bytes = allocate
       ? allocate(size + pad).subarray(pad, pad + size)
-      : new Uint8Array(new SharedArrayBuffer(size + pad), pad, size);
+      : new Uint8Array(new ArrayBuffer(size + pad), pad, size);
     let done = 0;
     while (done < size) {
       const n = await file.read(bytes.subarray(done));

@@ -131,7 +131,7 @@ export function parseSafetensors(bytes: Uint8Array, path: string): Map<string, S
  *
  * @param dir the directory
  * @param allocate where to read the files (e.g. `Kernels.allocateBytes`, so kernels read weights in place);
- *   default: a SharedArrayBuffer
+ *   default: an ArrayBuffer
  */
 export async function loadSafetensorsDirectory(
   dir: string,
@@ -339,7 +339,7 @@ function toMatrix(
   name: string,
   [rows, cols]: number[],
   dir: string,
-  allocate = (byteLength: number): Uint8Array => new Uint8Array(new SharedArrayBuffer(byteLength)),
+  allocate = (byteLength: number): Uint8Array => new Uint8Array(byteLength),
 ): Matrix {
   const tensor = tensors.get(name);
   if (!tensor) throw new FileFormatError(dir, `tensor "${name}" is missing`);

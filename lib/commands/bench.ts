@@ -20,7 +20,8 @@ const help = `Usage: tensorless bench [--model FILE | --shape 15M|42M|110M|7B] [
 Measures generation and prefill tokens/s, time to first token, load time and
 peak resident memory, per kernel path and thread count. Token ids are fed
 directly (no text), so models without a tokenizer work too. Each
-configuration runs in a fresh process.
+configuration runs in fresh processes, --runs times; the table shows the
+median of each number (--json also lists every run).
 
 Options:
   -m, --model FILE       a model file to measure (llama2.c or GGUF)
@@ -32,6 +33,7 @@ Options:
       --threads LIST     thread counts for fast (default: 1 and navigator.hardwareConcurrency)
       --tokens N         tokens to generate (default 256)
       --prompt-tokens N  prompt length for the prefill measurement (default 128)
+      --runs N           processes per configuration (default 3)
       --cache DIR        where random models are kept (default ~/.cache/tensorless/bench)
       --json             print JSON instead of a table
   -h, --help             show this help
@@ -53,6 +55,8 @@ export interface BenchResult {
   /** Peak resident memory of the process (VmHWM), bytes. */
   peakRssBytes: number;
   fileBytes: number;
+  /** Every run's numbers when several were made; the fields above are their medians. */
+  runs?: BenchResult[];
 }
 
 interface ChildRequest {
@@ -77,6 +81,7 @@ export const command: Command = {
       threads: { type: "string" },
       tokens: { type: "string" },
       "prompt-tokens": { type: "string" },
+      runs: { type: "string" },
       cache: { type: "string" },
       json: { type: "boolean" },
     });
@@ -86,6 +91,7 @@ export const command: Command = {
     }
     const tokens = numberFlag("tokens", values.tokens, 256, { min: 2, integer: true });
     const promptTokens = numberFlag("prompt-tokens", values["prompt-tokens"], 128, { min: 1, integer: true });
+    const runs = numberFlag("runs", values.runs, 3, { min: 1, max: 100, integer: true });
     const kinds = list(values.kernels ?? "plain,fast").map((k) => {
       if (!KERNEL_KINDS.includes(k as KernelKind)) throw new UsageError(`unknown kernels "${k}"`);
       return k as KernelKind;
@@ -116,7 +122,11 @@ export const command: Command = {
     for (const model of models) {
       for (const kernels of kinds) {
         for (const threads of kernels === "fast" ? threadCounts : [1]) {
-          const result = await runChild({ model, kernels, threads, tokens, promptTokens });
+          const each: BenchResult[] = [];
+          for (let run = 0; run < runs; run++) {
+            each.push(await runChild({ model, kernels, threads, tokens, promptTokens }));
+          }
+          const result = runs === 1 ? each[0] : medianOf(each);
           results.push(result);
           if (!values.json) console.log(tableRow(result));
         }
@@ -126,6 +136,24 @@ export const command: Command = {
     return 0;
   },
 };
+
+/** The median of every number over several runs of one configuration (the runs themselves kept in `runs`). */
+function medianOf(runs: BenchResult[]): BenchResult {
+  const median = (pick: (r: BenchResult) => number) => {
+    const sorted = runs.map(pick).sort((a, b) => a - b);
+    const middle = Math.floor(sorted.length / 2);
+    return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+  };
+  return {
+    ...runs[0],
+    loadSeconds: median((r) => r.loadSeconds),
+    generateTokensPerSecond: median((r) => r.generateTokensPerSecond),
+    prefillTokensPerSecond: median((r) => r.prefillTokensPerSecond),
+    timeToFirstToken: median((r) => r.timeToFirstToken),
+    peakRssBytes: median((r) => r.peakRssBytes),
+    runs,
+  };
+}
 
 function list(value: string): string[] {
   return value.split(",").map((s) => s.trim()).filter((s) => s !== "");

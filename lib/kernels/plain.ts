@@ -12,11 +12,18 @@ import { f32View } from "../tensor.ts";
 /** Matrix products as plain loops over rows. */
 export class PlainKernels implements Kernels {
   readonly name = "plain";
+  /** The inputs widened to float64 once per call, so the inner loop converts only the weights. */
+  #wide = new Float64Array(0);
 
   matmul(x: Float32Array, n: number, jobs: MatmulJob[]): void {
+    if (jobs.some(({ w }) => w.type === "F32")) {
+      const cols = jobs[0].w.cols;
+      if (this.#wide.length < n * cols) this.#wide = new Float64Array(n * cols);
+      for (let i = 0; i < n * cols; i++) this.#wide[i] = x[i];
+    }
     for (const { w, out } of jobs) {
       if (w.type === "F32") {
-        matmulF32(out, f32View(w), w.rows, w.cols, x, n);
+        matmulF32(out, f32View(w), w.rows, w.cols, this.#wide, n);
       } else {
         // Row by row, each row against every input while it is in cache.
         for (let r = 0; r < w.rows; r++) {
@@ -34,41 +41,55 @@ export class PlainKernels implements Kernels {
 }
 
 /**
- * `out[t*rows + r] = Σ_c w[r*cols + c] * x[t*cols + c]`. Two rows at a time
- * share each input load, with two partial sums per row: about twice the speed
- * of one row with one sum, whose additions wait on each other. Each pair of
- * rows meets every input while it is in cache.
+ * `out[t*rows + r] = Σ_c w[r*cols + c] * x[t*cols + c]`. Four rows at a time
+ * share each input load, with two partial sums per row (even and odd columns):
+ * eight additions that do not wait on each other, about twice the speed of one
+ * row with one sum. Each group of rows meets every input while it is in cache.
  */
-function matmulF32(out: Float32Array, w: Float32Array, rows: number, cols: number, x: Float32Array, n: number): void {
+function matmulF32(out: Float32Array, w: Float32Array, rows: number, cols: number, x: Float64Array, n: number): void {
   const even = cols & ~1;
   let r = 0;
-  for (; r + 1 < rows; r += 2) {
-    const a = r * cols, b = a + cols;
+  for (; r + 3 < rows; r += 4) {
+    const a = r * cols, b = a + cols, c = b + cols, d = c + cols;
     for (let t = 0; t < n; t++) {
-      const xt = n === 1 ? x : x.subarray(t * cols, (t + 1) * cols);
-      let a0 = 0, a1 = 0, b0 = 0, b1 = 0;
-      for (let c = 0; c < even; c += 2) {
-        const x0 = xt[c], x1 = xt[c + 1];
-        a0 += w[a + c] * x0;
-        a1 += w[a + c + 1] * x1;
-        b0 += w[b + c] * x0;
-        b1 += w[b + c + 1] * x1;
+      const xt = t * cols;
+      let a0 = 0, a1 = 0, b0 = 0, b1 = 0, c0 = 0, c1 = 0, d0 = 0, d1 = 0;
+      for (let i = 0; i < even; i += 2) {
+        const x0 = x[xt + i], x1 = x[xt + i + 1];
+        a0 += w[a + i] * x0;
+        a1 += w[a + i + 1] * x1;
+        b0 += w[b + i] * x0;
+        b1 += w[b + i + 1] * x1;
+        c0 += w[c + i] * x0;
+        c1 += w[c + i + 1] * x1;
+        d0 += w[d + i] * x0;
+        d1 += w[d + i + 1] * x1;
       }
       if (even < cols) {
-        a0 += w[a + even] * xt[even];
-        b0 += w[b + even] * xt[even];
+        const last = x[xt + even];
+        a0 += w[a + even] * last;
+        b0 += w[b + even] * last;
+        c0 += w[c + even] * last;
+        d0 += w[d + even] * last;
       }
       out[t * rows + r] = a0 + a1;
       out[t * rows + r + 1] = b0 + b1;
+      out[t * rows + r + 2] = c0 + c1;
+      out[t * rows + r + 3] = d0 + d1;
     }
   }
-  if (r < rows) {
-    // The odd last row.
+  for (; r < rows; r++) {
+    // The last rows % 4 rows, one at a time, with the same two sums.
     const a = r * cols;
     for (let t = 0; t < n; t++) {
-      let sum = 0;
-      for (let c = 0; c < cols; c++) sum += w[a + c] * x[t * cols + c];
-      out[t * rows + r] = sum;
+      const xt = t * cols;
+      let a0 = 0, a1 = 0;
+      for (let i = 0; i < even; i += 2) {
+        a0 += w[a + i] * x[xt + i];
+        a1 += w[a + i + 1] * x[xt + i + 1];
+      }
+      if (even < cols) a0 += w[a + even] * x[xt + even];
+      out[t * rows + r] = a0 + a1;
     }
   }
 }
