@@ -258,10 +258,7 @@ export class Session {
       // Feed-forward: normalize, SwiGLU (silu(w1 x) * w3 x), project down.
       for (let t = 0; t < n; t++) rmsNorm(xb, x, t * dim, layer.ffnNorm, numerics.normEps);
       kernels.matmul(xb, n, [{ w: layer.w1, out: hb }, { w: layer.w3, out: hb2 }]);
-      for (let i = 0; i < n * hiddenDim; i++) {
-        const gate = hb[i];
-        hb[i] = (gate / (1 + Math.exp(-gate))) * hb2[i];
-      }
+      if (!kernels.swiglu?.(hb, hb2, n * hiddenDim)) swiglu(hb, hb2, n * hiddenDim);
       kernels.matmul(hb, n, [{ w: layer.w2, out: xb }]);
       addInto(x, xb, n * dim);
     }
@@ -370,6 +367,11 @@ function dot(a: Float32Array, aOffset: number, b: Float32Array, bOffset: number,
   }
   for (; i < length; i++) s0 += a[aOffset + i] * b[bOffset + i];
   return s0 + s1 + s2 + s3;
+}
+
+/** `gate[i] = silu(gate[i]) · up[i]` with `silu(g) = g / (1 + e^-g)`: SwiGLU after its two products. */
+function swiglu(gate: Float32Array, up: Float32Array, length: number): void {
+  for (let i = 0; i < length; i++) gate[i] = (gate[i] / (1 + Math.exp(-gate[i]))) * up[i];
 }
 
 /** `x[i] += y[i]` for the first `length` values: the residual connection. */

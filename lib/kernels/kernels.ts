@@ -73,6 +73,12 @@ export interface Kernels {
    * kernels.allocateBytes)`). Kernels without it read weights wherever they are.
    */
   allocateBytes?(byteLength: number): Uint8Array;
+  /**
+   * Optional: SwiGLU's elementwise step, `gate[i] = silu(gate[i]) · up[i]`
+   * for `i < length`, with `silu(g) = g / (1 + e^-g)`. Returns false, having
+   * done nothing, when it cannot (the caller then runs the plain loop).
+   */
+  swiglu?(gate: Float32Array, up: Float32Array, length: number): boolean;
   /** Releases workers or other resources. The kernels are unusable afterwards. */
   close(): void;
 }

@@ -94,7 +94,8 @@ const i32x4ExtaddPairwise = simd(0x7e);
 const i16x8ExtendLowS = simd(0x87), i16x8ExtendHighS = simd(0x88);
 const i32x4ExtendLowU = simd(0xa9), i32x4ExtendHighU = simd(0xaa);
 const i32x4Shl = simd(0xab), i32x4Add = simd(0xae), i32x4Dot = simd(0xba);
-const f32x4Add = simd(0xe4), f32x4Sub = simd(0xe5), f32x4Mul = simd(0xe6), f32x4FromI32 = simd(0xfa);
+const f32x4Add = simd(0xe4), f32x4Sub = simd(0xe5), f32x4Mul = simd(0xe6), f32x4Div = simd(0xe7);
+const f32x4FromI32 = simd(0xfa);
 const f32x4Min = simd(0xe8), f32x4Floor = simd(0x68);
 const relaxedMadd = simd(0x105), relaxedDot = simd(0x112);
 const f32x4Abs = simd(0xe0), f32x4Max = simd(0xe9), f32x4Nearest = simd(0x6a), i32x4TruncSat = simd(0xf8);
@@ -535,6 +536,35 @@ function attendFunction(relaxed: boolean): Code {
 }
 
 /**
+ * `swiglu(gate, up, length)`: `gate[i] = silu(gate[i]) · up[i]` with
+ * `silu(g) = g / (1 + e^-g)`, four at a time, then the rest one by one.
+ */
+function swigluFunction(): Code {
+  const f = new Fn(3);
+  const [GATE, UP, LENGTH] = [0, 1, 2];
+  const i = f.local(I32), g = f.local(V128);
+  const exp = vectorExp(f);
+  const at = (base: number): Code => add(get(base), shl(get(i), i32(2)));
+  const swiglu = (gate: Code, up: Code): Code =>
+    f32x4Mul(f32x4Div(gate, f32x4Add(f32x4Splat(f32(1)), exp(f32x4Sub(zero(), gate)))), up);
+  return f.encode([
+    ...set(i, i32(0)),
+    ...whileLoop(
+      leU(add(get(i), i32(4)), get(LENGTH)),
+      set(g, vload(at(GATE))),
+      vstore(at(GATE), 0, swiglu(get(g), vload(at(UP)))),
+      set(i, add(get(i), i32(4))),
+    ),
+    ...whileLoop(
+      ltU(get(i), get(LENGTH)),
+      set(g, f32x4Splat(fload(at(GATE)))),
+      fstore(at(GATE), f32x4Lane(swiglu(get(g), f32x4Splat(fload(at(UP)))), 0)),
+      set(i, add(get(i), i32(1))),
+    ),
+  ]);
+}
+
+/**
  * `e^x` lane by lane for an f32x4 (Cephes' expf: x = n·ln 2 + r, a degree-6
  * polynomial for e^r, 2^n put in the exponent bits), within a few float
  * rounding steps of Math.exp. Inputs are clamped to [-87, 88] so 2^n stays a
@@ -573,14 +603,15 @@ export function buildKernelModule({ relaxed }: { relaxed: boolean }): Uint8Array
   const kernelType = [0x60, 10, ...Array(10).fill(I32), 0];
   const quantizeType = [0x60, 6, ...Array(6).fill(I32), 0];
   const attendType = [0x60, 8, ...Array(8).fill(I32), 0];
-  const functions = [...kernels, quantizeFunction(), attendFunction(relaxed)];
-  const exports = [...WASM_KERNELS, "quantize", "attend"];
+  const swigluType = [0x60, 3, ...Array(3).fill(I32), 0];
+  const functions = [...kernels, quantizeFunction(), attendFunction(relaxed), swigluFunction()];
+  const exports = [...WASM_KERNELS, "quantize", "attend", "swiglu"];
   const bytes = [
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
-    ...section(1, [3, ...kernelType, ...quantizeType, ...attendType]),
+    ...section(1, [4, ...kernelType, ...quantizeType, ...attendType, ...swigluType]),
     // Import env.memory: shared, 0 pages minimum, 65536 (4 GiB) maximum.
     ...section(2, [1, ...name("env"), ...name("memory"), 0x02, 0x03, 0, ...uleb(65536)]),
-    ...section(3, [functions.length, ...kernels.map(() => 0), 1, 2]),
+    ...section(3, [functions.length, ...kernels.map(() => 0), 1, 2, 3]),
     ...section(7, [exports.length, ...exports.flatMap((n, i) => [...name(n), 0x00, i])]),
     ...section(10, [functions.length, ...functions.flat()]),
   ];
