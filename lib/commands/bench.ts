@@ -183,8 +183,18 @@ async function runChild(request: ChildRequest): Promise<BenchResult> {
     stdout: "piped",
     stderr: "inherit",
   }).output();
-  if (!output.success) throw new TensorlessError(`benchmark of ${request.model} (${request.kernels}) failed`);
-  return JSON.parse(new TextDecoder().decode(output.stdout));
+  const reply = new TextDecoder().decode(output.stdout);
+  if (!output.success) {
+    // The child reports a TensorlessError as {"error": message}; anything else is a crash, already on stderr.
+    let message = `benchmark of ${request.model} (${request.kernels}) failed`;
+    try {
+      message = JSON.parse(reply).error ?? message;
+    } catch {
+      // not JSON: keep the generic message
+    }
+    throw new TensorlessError(message);
+  }
+  return JSON.parse(reply);
 }
 
 /** Loads a model with its file read straight into the kernels' memory when they offer it. */
@@ -288,7 +298,12 @@ function tableRow(r: BenchResult): string {
 }
 
 if (import.meta.main) {
-  const result = await measure(JSON.parse(Deno.args[0]));
-  console.log(JSON.stringify(result));
-  Deno.exit(0);
+  try {
+    console.log(JSON.stringify(await measure(JSON.parse(Deno.args[0]))));
+    Deno.exit(0);
+  } catch (error) {
+    if (!(error instanceof TensorlessError)) throw error;
+    console.log(JSON.stringify({ error: error.message }));
+    Deno.exit(1);
+  }
 }

@@ -1,0 +1,71 @@
+// `tensorless bench`, spawned on a tiny model: what it reports and how it fails. Speeds are never asserted
+// (machines are noisy); only that every number is there, consistent, and the medians are the runs' medians.
+import assert from "node:assert/strict";
+import type { BenchResult } from "../lib/commands/bench.ts";
+import { TINY_CONFIG, writeTinyModel } from "./fixtures.ts";
+import { runCli } from "./spawn.ts";
+
+Deno.test("bench: JSON with medians over runs, a table, one-line errors", async () => {
+  const { dir, model } = await writeTinyModel();
+  try {
+    const json = await runCli([
+      "bench",
+      "--model",
+      model,
+      "--kernels",
+      "plain,fast",
+      "--threads",
+      "2",
+      "--tokens",
+      "8",
+      "--prompt-tokens",
+      "5",
+      "--runs",
+      "3",
+      "--json",
+    ]);
+    assert.equal(json.code, 0, json.stderr);
+    const results: BenchResult[] = JSON.parse(json.stdout);
+    assert.deepEqual(results.map((r) => [r.kernels, r.threads]), [["plain", 1], ["fast", 2]]);
+    for (const r of results) {
+      assert.equal(r.runs?.length, 3);
+      for (const key of ["generateTokensPerSecond", "prefillTokensPerSecond", "loadSeconds", "peakRssBytes"] as const) {
+        const values = r.runs!.map((run) => run[key]).sort((a, b) => a - b);
+        assert.equal(r[key], values[1], key);
+        assert.ok(values[0] > 0, key);
+      }
+      for (const run of r.runs!) assert.ok(Math.abs(run.prefillTokensPerSecond * run.timeToFirstToken - 5) < 1e-9);
+      assert.equal(r.fileBytes, (await Deno.stat(model)).size);
+    }
+
+    const table = await runCli(
+      ["bench", "--model", model, "--kernels", "plain", "--tokens", "4", "--prompt-tokens", "3", "--runs", "1"],
+    );
+    assert.equal(table.code, 0, table.stderr);
+    const lines = table.stdout.trim().split("\n");
+    assert.equal(lines.length, 3);
+    assert.match(lines[0], /\| model \| kernels \| thr \| gen tok\/s \| prefill tok\/s \|/);
+    assert.match(lines[2], /^\| model\.bin \| plain \| 1 \| [\d.]+ \| [\d.]+ \|/);
+
+    // The model's context (48) is shorter than 100 tokens: one line, exit 1.
+    const long = await runCli([
+      "bench",
+      "--model",
+      model,
+      "--kernels",
+      "plain",
+      "--tokens",
+      String(100),
+      "--runs",
+      "1",
+    ]);
+    assert.equal(long.code, 1);
+    assert.equal(long.stderr.trim().split("\n").length, 1, long.stderr);
+    assert.match(long.stderr, new RegExp(`context \\(${TINY_CONFIG.seqLen}\\)`));
+    const usage = await runCli(["bench", "--runs", "0"]);
+    assert.equal(usage.code, 2);
+    assert.match(usage.stderr, /--runs/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
