@@ -45,11 +45,15 @@ const MAX_BATCH = 64;
 export class Session {
   readonly #model: Transformer;
   #position = 0;
-  /** Per layer: key and value vectors, `kvDim` floats per position. Grown as positions fill. */
+  /**
+   * Per layer: key and value vectors, head by head: key/value head g at position p is `headSize` floats at
+   * `(g * capacity + p) * headSize`, so each head's cache is one contiguous run that attention streams
+   * through. Grown as positions fill.
+   */
   #keys: Float32Array[];
   #values: Float32Array[];
   /**
-   * Per layer, a view on each cached value vector (index `position * nKvHeads + kvHead`), made once when the
+   * Per layer, a view on each cached value vector (index `kvHead * capacity + position`), made once when the
    * cache grows: attention reads every value each step, and a fresh view per read is measurable garbage.
    */
   #valueVectors: Float32Array[][] = [];
@@ -118,15 +122,21 @@ export class Session {
     this.#position = position;
   }
 
-  /** The cached keys and values of positions `0..position` (copies), e.g. to save a conversation. */
+  /**
+   * The cached keys and values of positions `0..position` (copies, position by position: `kvDim` floats each),
+   * e.g. to save a conversation.
+   */
   exportCache(): { position: number; keys: Float32Array[]; values: Float32Array[] } {
-    const kvDim = this.#kvDim;
-    const length = this.#position * kvDim;
-    return {
-      position: this.#position,
-      keys: this.#keys.map((k) => k.slice(0, length)),
-      values: this.#values.map((v) => v.slice(0, length)),
+    const positions = this.#position;
+    const gather = (cache: Float32Array) => {
+      const out = new Float32Array(positions * this.#kvDim);
+      this.#eachHeadRun(
+        positions,
+        (cacheAt, flatAt, length) => out.set(cache.subarray(cacheAt, cacheAt + length), flatAt),
+      );
+      return out;
     };
+    return { position: positions, keys: this.#keys.map(gather), values: this.#values.map(gather) };
   }
 
   /** Restores a cache made by {@link Session.exportCache} for the same model. */
@@ -141,11 +151,27 @@ export class Session {
       throw new TensorlessError("the saved cache does not fit this model");
     }
     this.#reserve(cache.position);
-    for (let l = 0; l < nLayers; l++) {
-      this.#keys[l].set(cache.keys[l]);
-      this.#values[l].set(cache.values[l]);
-    }
+    this.#eachHeadRun(cache.position, (cacheAt, flatAt, length) => {
+      for (let l = 0; l < nLayers; l++) {
+        this.#keys[l].set(cache.keys[l].subarray(flatAt, flatAt + length), cacheAt);
+        this.#values[l].set(cache.values[l].subarray(flatAt, flatAt + length), cacheAt);
+      }
+    });
     this.#position = cache.position;
+  }
+
+  /**
+   * Calls `each(cacheAt, flatAt, headSize)` for every position below `positions` and key/value head: where that
+   * vector is in the head-by-head cache, and where in a position-by-position copy (`kvDim` floats per position).
+   */
+  #eachHeadRun(positions: number, each: (cacheAt: number, flatAt: number, length: number) => void): void {
+    const { nKvHeads } = this.#model.config;
+    const headSize = this.#kvDim / nKvHeads;
+    for (let p = 0; p < positions; p++) {
+      for (let g = 0; g < nKvHeads; g++) {
+        each((g * this.#capacity + p) * headSize, (p * nKvHeads + g) * headSize, headSize);
+      }
+    }
   }
 
   get #kvDim(): number {
@@ -163,11 +189,17 @@ export class Session {
     const capacity = Math.min(seqLen, Math.max(positions, 2 * this.#capacity, 64));
     const kvDim = this.#kvDim;
     const { kernels } = this.#model;
-    // The kernels' memory, where their attention (if any) can read the cache in place.
+    const { nKvHeads } = this.#model.config;
+    const headSize = kvDim / nKvHeads;
+    // The kernels' memory, where their attention (if any) can read the cache in place. Each head's run moves to
+    // its place in the bigger cache.
     const grow = (old: Float32Array | undefined) => {
       const bigger = kernels.allocate(capacity * kvDim);
       if (old) {
-        bigger.set(old);
+        for (let g = 0; g < nKvHeads; g++) {
+          const from = g * this.#capacity * headSize;
+          bigger.set(old.subarray(from, from + this.#position * headSize), g * capacity * headSize);
+        }
         kernels.release?.(old);
       }
       return bigger;
@@ -177,8 +209,6 @@ export class Session {
       this.#values[l] = grow(this.#values[l]);
     }
     this.#capacity = capacity;
-    const { nKvHeads } = this.#model.config;
-    const headSize = kvDim / nKvHeads;
     this.#valueVectors = this.#values.map((values) =>
       Array.from({ length: capacity * nKvHeads }, (_, i) => values.subarray(i * headSize, (i + 1) * headSize))
     );
@@ -195,6 +225,7 @@ export class Session {
     const kvDim = headSize * nKvHeads;
     const headsPerKv = nHeads / nKvHeads;
     const start = this.#position;
+    const capacity = this.#capacity;
     if (this.#scratch.batch < n) {
       this.#scratch.release(kernels);
       this.#scratch = new Scratch(this.#model, n);
@@ -217,8 +248,13 @@ export class Session {
         this.#rotate(q, t * dim, dim, headSize, start + t);
         this.#rotate(k, t * kvDim, kvDim, headSize, start + t);
       }
-      keyCache.set(k.subarray(0, n * kvDim), start * kvDim);
-      valueCache.set(v.subarray(0, n * kvDim), start * kvDim);
+      for (let t = 0; t < n; t++) {
+        for (let g = 0; g < nKvHeads; g++) {
+          const from = t * kvDim + g * headSize, to = (g * capacity + start + t) * headSize;
+          keyCache.set(k.subarray(from, from + headSize), to);
+          valueCache.set(v.subarray(from, from + headSize), to);
+        }
+      }
 
       // Each head of each new token attends to every cached position up to its own: with the kernels' fast path
       // when they have one (it computes the same average), else with attendTo, which also reports the weights.
@@ -228,6 +264,7 @@ export class Session {
         start,
         keys: keyCache,
         values: valueCache,
+        capacity,
         heads: nHeads,
         kvHeads: nKvHeads,
         headSize,
@@ -240,12 +277,12 @@ export class Session {
           for (let h = 0; h < nHeads; h++) {
             const queryOffset = t * dim + h * headSize;
             const kvHead = Math.floor(h / headsPerKv);
-            const kvOffset = kvHead * headSize;
+            const headRun = kvHead * capacity;
             const weightsOut = this.onAttention ? new Float32Array(position + 1) : undefined;
             attendTo(
               this.#positions.subarray(0, position + 1),
-              (i) => dot(q, queryOffset, keyCache, i * kvDim + kvOffset, headSize) * scale,
-              (i) => valueVectors[i * nKvHeads + kvHead],
+              (i) => dot(q, queryOffset, keyCache, (headRun + i) * headSize, headSize) * scale,
+              (i) => valueVectors[headRun + i],
               { out: xb.subarray(queryOffset, queryOffset + headSize), weights: weightsOut },
             );
             if (weightsOut) this.onAttention!({ layer: l, head: h, position, weights: weightsOut });

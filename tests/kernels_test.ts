@@ -272,17 +272,18 @@ for (const type of ["Q8_0", "Q4_0"]) {
 
 /** The reference: attendTo for every query token and head, as the forward pass calls it. */
 function referenceAttention(job: AttentionJob): Float32Array {
-  const { q, n, start, keys, values, heads, kvHeads, headSize } = job;
-  const dim = heads * headSize, kvDim = kvHeads * headSize;
+  const { q, n, start, keys, values, capacity, heads, kvHeads, headSize } = job;
+  const dim = heads * headSize;
   const out = new Float32Array(n * dim);
   for (let t = 0; t < n; t++) {
     for (let h = 0; h < heads; h++) {
-      const kv = Math.floor(h / (heads / kvHeads)) * headSize;
+      // Key/value head g's vector for position i starts at (g * capacity + i) * headSize.
+      const at = (i: number) => (Math.floor(h / (heads / kvHeads)) * capacity + i) * headSize;
       const query = q.subarray(t * dim + h * headSize, t * dim + (h + 1) * headSize);
       attendTo(
         Array.from({ length: start + t + 1 }, (_, i) => i),
-        (i) => query.reduce((sum, v, j) => sum + v * keys[i * kvDim + kv + j], 0) / Math.sqrt(headSize),
-        (i) => values.subarray(i * kvDim + kv, i * kvDim + kv + headSize),
+        (i) => query.reduce((sum, v, j) => sum + v * keys[at(i) + j], 0) / Math.sqrt(headSize),
+        (i) => values.subarray(at(i), at(i) + headSize),
         { out: out.subarray(t * dim + h * headSize, t * dim + (h + 1) * headSize) },
       );
     }
@@ -311,7 +312,9 @@ for (
           { heads: 3, kvHeads: 3, headSize: 100, n: 5, start: 130 },
         ]
       ) {
-        const dim = heads * headSize, kvDim = kvHeads * headSize, positions = start + n;
+        // Room for more positions than are filled: each head's run starts where the layout says, not where the
+        // previous one ends.
+        const dim = heads * headSize, kvDim = kvHeads * headSize, capacity = start + n + 3;
         const fill = (array: Float32Array, scale: number) => {
           for (let i = 0; i < array.length; i++) array[i] = random.next() * scale;
           return array;
@@ -320,8 +323,9 @@ for (
           q: fill(kernels.allocate(n * dim), 1),
           n,
           start,
-          keys: fill(kernels.allocate(positions * kvDim), 4),
-          values: fill(kernels.allocate(positions * kvDim), 1),
+          keys: fill(kernels.allocate(capacity * kvDim), 4),
+          values: fill(kernels.allocate(capacity * kvDim), 1),
+          capacity,
           heads,
           kvHeads,
           headSize,
@@ -349,6 +353,7 @@ Deno.test("fast attention declines what it cannot do, leaving the output untouch
       start: 0,
       keys: kernels.allocate(8),
       values: kernels.allocate(8),
+      capacity: 1,
       heads: 1,
       kvHeads: 1,
       headSize: 8,

@@ -48,6 +48,46 @@ Deno.test("feeding a prompt as one batch equals feeding it token by token", asyn
   await Deno.remove(dir, { recursive: true });
 });
 
+for (const kernels of ["plain", "fast"] as const) {
+  Deno.test(`${kernels} kernels: a cache grown past 64 and 128 positions, exported and imported, continues exactly`, async () => {
+    // A longer context than the tiny default, so the cache doubles twice on the way.
+    const config = { ...TINY_CONFIG, seqLen: 200 };
+    const { dir, model, tokenizer } = await writeTinyModel({ config });
+    const m = await loadModel(model, { tokenizer, kernels, threads: 2 });
+    try {
+      const ids = Array.from({ length: 150 }, (_, i) => (i * 53 + 7) % config.vocabSize);
+      // Fed as a batch of 3, then one by one through both growths, then a batch of 10; and all as one prompt. The
+      // plain loops sum in the same order either way; the SIMD products of one input and of a batch do not (1e-5).
+      const grown = m.newSession();
+      grown.feed(ids.slice(0, 3));
+      for (const id of ids.slice(3, 140)) grown.feed([id]);
+      const expected = grown.feed(ids.slice(140)).slice();
+      assertClose(m.newSession().feed(ids), expected, kernels === "plain" ? 0 : 1e-5);
+
+      // Exported position by position at 140, imported into a new session: the same copy, the same next logits.
+      const partial = m.newSession();
+      partial.feed(ids.slice(0, 140));
+      const saved = partial.exportCache();
+      assert.equal(saved.keys[0].length, 140 * (config.dim / config.nHeads) * config.nKvHeads);
+      const restored = m.newSession();
+      restored.importCache(saved);
+      assert.deepEqual(restored.exportCache(), saved);
+      assert.deepEqual(restored.feed(ids.slice(140)), partial.feed(ids.slice(140)));
+    } finally {
+      m.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}
+
+/** |actual - expected| <= tolerance · max|expected| everywhere. */
+function assertClose(actual: Float32Array, expected: Float32Array, tolerance: number): void {
+  const scale = Math.max(...expected.map(Math.abs));
+  for (let i = 0; i < expected.length; i++) {
+    assert.ok(Math.abs(actual[i] - expected[i]) <= tolerance * scale, `[${i}]: ${actual[i]} vs ${expected[i]}`);
+  }
+}
+
 Deno.test("a session refuses tokens past the context length and ids outside the vocabulary", async () => {
   const { dir, model, tokenizer } = await writeTinyModel();
   const session = (await loadModel(model, { tokenizer })).newSession();

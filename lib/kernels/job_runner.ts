@@ -53,7 +53,7 @@ export const WORK = { MATMUL: 0, ATTENTION: 1 } as const;
 export const ATTENTION = {
   /** Queries: `n` vectors of `heads * headSize` floats. */
   Q: 16,
-  /** The key cache: `kvHeads * headSize` floats per position. */
+  /** The key cache, head by head: `CAPACITY` positions of `headSize` floats each. */
   KEYS: 17,
   /** The value cache, laid out like the keys. */
   VALUES: 18,
@@ -69,6 +69,7 @@ export const ATTENTION = {
   HEADS: 24,
   KV_HEADS: 25,
   HEAD_SIZE: 26,
+  CAPACITY: 27,
 } as const;
 
 /** The module's `attend` (see `wasm_module.ts`). */
@@ -153,16 +154,17 @@ function runAttention(control: Int32Array, { index, attend }: Participant): void
   const q = control[ATTENTION.Q] >>> 0, out = control[ATTENTION.OUT] >>> 0;
   const keys = control[ATTENTION.KEYS] >>> 0, values = control[ATTENTION.VALUES] >>> 0;
   const scores = (control[ATTENTION.SCORES] >>> 0) + index * control[ATTENTION.SCORES_STRIDE];
-  const dim = heads * headSize, kvStride = kvHeads * headSize * 4, headsPerKv = heads / kvHeads;
+  const dim = heads * headSize, headBytes = headSize * 4, headsPerKv = heads / kvHeads;
+  const runBytes = control[ATTENTION.CAPACITY] * headBytes;
   for (
     let task = Atomics.add(control, SLOT.NEXT_TASK, 1);
     task < n * heads;
     task = Atomics.add(control, SLOT.NEXT_TASK, 1)
   ) {
     const t = Math.floor(task / heads), h = task % heads;
-    const kv = Math.floor(h / headsPerKv) * headSize * 4;
+    const run = Math.floor(h / headsPerKv) * runBytes;
     const at = (t * dim + h * headSize) * 4;
-    attend(q + at, keys + kv, values + kv, out + at, scores, start + t + 1, headSize, kvStride);
+    attend(q + at, keys + run, values + run, out + at, scores, start + t + 1, headSize, headBytes);
   }
 }
 

@@ -28,10 +28,15 @@ export interface AttentionJob {
   n: number;
   /** Position of the first query token. */
   start: number;
-  /** Key cache: `kvHeads * headSize` floats per position, positions `0 .. start + n` filled. */
+  /**
+   * Key cache, head by head: key head g at position p is `headSize` floats at `(g * capacity + p) * headSize`;
+   * positions `0 .. start + n` filled.
+   */
   keys: Float32Array;
   /** Value cache, laid out like `keys`. */
   values: Float32Array;
+  /** Positions each head's run of the cache has room for. */
+  capacity: number;
   /** Query heads; a multiple of `kvHeads` (query head h reads key/value head `h / (heads / kvHeads)`). */
   heads: number;
   /** Key/value heads. */

@@ -198,12 +198,12 @@ export class WasmKernels implements Kernels {
    * the cache and the output all live in the kernels' memory.
    */
   attend(job: AttentionJob): boolean {
-    const { q, n, start, keys, values, heads, kvHeads, headSize, out } = job;
+    const { q, n, start, keys, values, capacity, heads, kvHeads, headSize, out } = job;
     if (this.#closed || n === 0 || headSize % 4 !== 0 || kvHeads <= 0 || heads % kvHeads !== 0) return false;
     if (![q, keys, values, out].every((array) => this.#ownBuffers.has(array.buffer))) return false;
     const dim = heads * headSize, kvDim = kvHeads * headSize;
     if (q.length < n * dim || out.length < n * dim) throw new RangeError("attention queries or output too short");
-    if (keys.length < (start + n) * kvDim || values.length < (start + n) * kvDim) {
+    if (start + n > capacity || keys.length < capacity * kvDim || values.length < capacity * kvDim) {
       throw new RangeError("attention cache shorter than the positions attended to");
     }
     const overlaps = (a: Float32Array, b: Float32Array) =>
@@ -228,6 +228,7 @@ export class WasmKernels implements Kernels {
     control[ATTENTION.HEADS] = heads;
     control[ATTENTION.KV_HEADS] = kvHeads;
     control[ATTENTION.HEAD_SIZE] = headSize;
+    control[ATTENTION.CAPACITY] = capacity;
     this.#runBatch();
     return true;
   }
