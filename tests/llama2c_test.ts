@@ -32,6 +32,8 @@ Deno.test("a separate classifier is used when present", async () => {
   // Same seed: the same embeddings and layers; only the classifier differs.
   const a = await logitsAfter(shared.model, shared.tokenizer, [1, 2, 3]);
   const b = await logitsAfter(separate.model, separate.tokenizer, [1, 2, 3]);
+  await Deno.remove(shared.dir, { recursive: true });
+  await Deno.remove(separate.dir, { recursive: true });
   assert.notDeepEqual(a, b);
 });
 
