@@ -1,6 +1,8 @@
 /**
- * The small interface every matrix-product implementation provides. The
- * forward pass calls only this, so the plain loops, WebAssembly SIMD and the
+ * The small interface the forward pass computes through: matrix products
+ * (every implementation), and optional fast paths for attention and SwiGLU's
+ * elementwise step, for which the forward pass keeps the plain loops (and
+ * `attendTo`) as the fallback. So the plain loops, WebAssembly SIMD and the
  * worker pool are interchangeable and testable against each other.
  *
  * @module
