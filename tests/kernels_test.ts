@@ -1,6 +1,7 @@
 // Every fast kernel path against the plain reference: WebAssembly with and
 // without relaxed SIMD, one thread and a pool whose thread count does not
-// divide the rows, one input and a batch of seven, every weight encoding.
+// divide the rows, one input and batches of seven and nine (one and two groups of four, then the rest), every
+// weight encoding.
 import assert from "node:assert/strict";
 import type { AttentionJob, Kernels } from "../lib/kernels/kernels.ts";
 import { attendTo } from "../lib/attention.ts";
@@ -93,7 +94,7 @@ function checkAgainstPlain(kernels: Kernels): void {
   const plain = new PlainKernels();
   const random = new Random(7);
   for (const { type, cols } of CASES) {
-    for (const n of [1, 7]) {
+    for (const n of [1, 7, 9]) {
       // Three jobs sharing one input, with row counts that do not divide among 2 or 3 threads.
       const matrices = [37, 50, 5].map((rows) => randomMatrix(type, rows, cols, random));
       const x = Float32Array.from({ length: n * cols }, () => random.next());

@@ -41,6 +41,10 @@ export const SLOT = {
   NEXT_TASK: 13,
   /** What the batch is: {@link WORK.MATMUL} (the job table) or {@link WORK.ATTENTION} (the attention fields). */
   WORK: 14,
+  /** Input scales by groups of four inputs: per group and block, the four inputs' scales as one vector. */
+  XD4: 15,
+  /** Q4_0 corrections laid out the same way: per group and block, the four inputs' `-8·Σq`. */
+  XC4: 16,
 } as const;
 
 /** Kinds of batch. */
@@ -52,24 +56,24 @@ export const WORK = { MATMUL: 0, ATTENTION: 1 } as const;
  */
 export const ATTENTION = {
   /** Queries: `n` vectors of `heads * headSize` floats. */
-  Q: 16,
+  Q: 20,
   /** The key cache, head by head: `CAPACITY` positions of `headSize` floats each. */
-  KEYS: 17,
+  KEYS: 21,
   /** The value cache, laid out like the keys. */
-  VALUES: 18,
+  VALUES: 22,
   /** Results, laid out like the queries. */
-  OUT: 19,
+  OUT: 23,
   /** Scratch for scores: `SCORES_STRIDE` bytes per thread. */
-  SCORES: 20,
-  SCORES_STRIDE: 21,
+  SCORES: 24,
+  SCORES_STRIDE: 25,
   /** Query vectors. */
-  N: 22,
+  N: 26,
   /** Position of the first query: query t attends to positions `0 ..= START + t`. */
-  START: 23,
-  HEADS: 24,
-  KV_HEADS: 25,
-  HEAD_SIZE: 26,
-  CAPACITY: 27,
+  START: 27,
+  HEADS: 28,
+  KV_HEADS: 29,
+  HEAD_SIZE: 30,
+  CAPACITY: 31,
 } as const;
 
 /** The module's `attend` (see `wasm_module.ts`). */
@@ -85,7 +89,7 @@ export type AttendFunction = (
 ) => void;
 
 /** Where the job table starts, and the ints per job. */
-export const JOB_BASE = 16, JOB_INTS = 8;
+export const JOB_BASE = 20, JOB_INTS = 8;
 /** The most jobs one matmul call may carry. */
 export const MAX_JOBS = 8;
 /** Length of the control array. */
@@ -118,6 +122,8 @@ export type KernelFunction = (
   n: number,
   out: number,
   rows: number,
+  xd4: number,
+  xc4: number,
 ) => void;
 
 /**
@@ -199,7 +205,8 @@ function runMatmul(control: Int32Array, kernels: KernelFunction[], memory: WebAs
     const name = WASM_KERNELS[kind];
     const int8 = name === "q4_0" && control[SLOT.RELAXED] === 1;
     const x = name === "f32" || name === "f16" ? control[SLOT.XF] : control[int8 ? SLOT.XQ8 : SLOT.XQ16];
-    kernels[kind](w, r0, r1, cols, x, control[SLOT.XD], control[SLOT.XC], n, out, rows);
+    const [xd, xc, xd4, xc4] = [control[SLOT.XD], control[SLOT.XC], control[SLOT.XD4], control[SLOT.XC4]];
+    kernels[kind](w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4);
   }
 }
 

@@ -269,7 +269,8 @@ export class WasmKernels implements Kernels {
     const blocks = Math.ceil(cols / 32);
     const xfBytes = xInPlace ? 0 : align64(n * cols * 4), xq16Bytes = align64(n * cols * 2);
     const xq8Bytes = align64(n * cols), xdBytes = align64(n * blocks * 4), xcBytes = align64(n * blocks * 16);
-    let total = xfBytes + xq16Bytes + xq8Bytes + xdBytes + xcBytes;
+    const groups = n >> 2, groupedBytes = align64(groups * blocks * 16);
+    let total = xfBytes + xq16Bytes + xq8Bytes + xdBytes + xcBytes + 2 * groupedBytes;
     const outOffsets = jobs.map(({ w }, j) => {
       if (outInPlace[j]) return -1;
       const at = total;
@@ -278,11 +279,24 @@ export class WasmKernels implements Kernels {
     });
     const base = this.#scratchOf(total);
     const xq16 = base + xfBytes, xq8 = xq16 + xq16Bytes, xd = xq8 + xq8Bytes, xc = xd + xdBytes;
+    const xd4 = xc + xcBytes, xc4 = xd4 + groupedBytes;
     const xf = xInPlace ? xStart : base;
     if (!xInPlace) new Float32Array(this.#buffer(), xf, n * cols).set(x.subarray(0, n * cols));
     // Quantized kernels read the input as 8-bit blocks, made once here for every job and thread.
     if (kinds.some((k) => k === kindOf("Q8_0") || k === kindOf("Q4_0"))) {
       this.#quantize(xf, (n * cols) / 32, xq16, xq8, xd, xc);
+      // The same scales and corrections regrouped by four inputs, for the kernels' four-input path.
+      const buffer = this.#buffer();
+      const scales = new Float32Array(buffer, xd, n * blocks), corrections = new Int32Array(buffer, xc, n * blocks * 4);
+      const scales4 = new Float32Array(buffer, xd4, groups * blocks * 4);
+      const corrections4 = new Int32Array(buffer, xc4, groups * blocks * 4);
+      for (let t = 0; t < 4 * groups; t++) {
+        for (let b = 0; b < blocks; b++) {
+          const at = ((t >> 2) * blocks + b) * 4 + (t & 3);
+          scales4[at] = scales[t * blocks + b];
+          corrections4[at] = corrections[(t * blocks + b) * 4];
+        }
+      }
     }
 
     const control = this.#control;
@@ -294,6 +308,8 @@ export class WasmKernels implements Kernels {
     control[SLOT.XQ8] = xq8;
     control[SLOT.XD] = xd;
     control[SLOT.XC] = xc;
+    control[SLOT.XD4] = xd4;
+    control[SLOT.XC4] = xc4;
     jobs.forEach(({ w, out }, j) => {
       const at = JOB_BASE + j * JOB_INTS;
       control[at + JOB.KIND] = kinds[j];

@@ -7,7 +7,7 @@
  * Every exported kernel has the same signature:
  *
  * ```
- * (w, r0, r1, cols, x, xd, xc, n, out, rows)
+ * (w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4)
  * ```
  *
  * and computes `out[t*rows + r] = row r of w · input t` for rows `r0 <= r < r1`
@@ -19,10 +19,15 @@
  *   -127..127); `x` holds them as int16 (`q8_0`, and `q4_0` without relaxed
  *   SIMD) or int8 (`q4_0` with relaxed SIMD), and `xc` holds per block the
  *   i32x4 `[-8·Σq, 0, 0, 0]` that folds Q4_0's offset of 8 into the sum.
+ *   `xd4` and `xc4` hold the same scales and corrections regrouped by four
+ *   inputs (per group and block, one vector of the four inputs' values), for
+ *   the four-input path, which folds the four block sums into one vector and
+ *   converts and scales them together.
  *
  * Each kernel handles four inputs at a time when it can, so a weight row is
  * read from memory once and reused from cache for the whole batch. The module
- * also exports `quantize`, which prepares `x`, `xd` and `xc` from floats.
+ * also exports `quantize`, which prepares `x`, `xd` and `xc` from floats (the
+ * caller regroups `xd4` and `xc4`).
  *
  * Half-precision weights are widened with integer and float arithmetic that
  * is exact for every finite half (subnormals included); infinities and NaNs
@@ -102,6 +107,14 @@ const f32x4Abs = simd(0xe0), f32x4Max = simd(0xe9), f32x4Nearest = simd(0x6a), i
 const i16x8Narrow = simd(0x85), i8x16Narrow = simd(0x65);
 const i32Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1b, lane];
 const i32x4ReplaceLane0 = (v: Code, value: Code): Code => [...v, ...value, 0xfd, 0x1c, 0];
+/** `i8x16.shuffle` picking four 32-bit lanes from `a` (0-3) and `b` (4-7). */
+const shuffle32 = (a: Code, b: Code, lanes: number[]): Code => [
+  ...a,
+  ...b,
+  0xfd,
+  0x0d,
+  ...lanes.flatMap((lane) => [4 * lane, 4 * lane + 1, 4 * lane + 2, 4 * lane + 3]),
+];
 const vstore = (addr: Code, offset: number, value: Code): Code => [...addr, ...value, 0xfd, 0x0b, 0, ...uleb(offset)];
 const zero = (): Code => i32x4Splat(i32(0));
 const i8x16Splat = (value: number): Code => simd(0x0f)(i32(value));
@@ -137,11 +150,14 @@ export const WASM_KERNELS = ["f32", "f16", "q8_0", "q4_0"] as const;
 export type WasmKernelName = (typeof WASM_KERNELS)[number];
 
 /** Parameter indices shared by every kernel. */
-const W = 0, R0 = 1, R1 = 2, COLS = 3, X = 4, XD = 5, XC = 6, N = 7, OUT = 8, ROWS = 9;
+const W = 0, R0 = 1, R1 = 2, COLS = 3, X = 4, XD = 5, XC = 6, N = 7, OUT = 8, ROWS = 9, XD4 = 10, XC4 = 11;
 
 /** Horizontal sum of an f32x4: (l0 + l1) + (l2 + l3). */
 const hsum = (v: number): Code =>
   fadd(fadd(f32x4Lane(get(v), 0), f32x4Lane(get(v), 1)), fadd(f32x4Lane(get(v), 2), f32x4Lane(get(v), 3)));
+
+/** Horizontal sum of two f32x4 added: the two accumulators of one dot product. */
+const hsum2 = (a: number, b: number): Code => [...set(a, f32x4Add(get(a), get(b))), ...hsum(a)];
 
 /** IEEE half bits → float: shift into float position, rescale the exponent by 2^112, restore the sign. */
 const halfToFloat = (bits: Code): Code =>
@@ -190,7 +206,7 @@ function rowsByInputs(
 
 /** F32 and F16 rows: float dot products, 4 floats per step, a scalar tail for odd widths. */
 function floatKernel(half: boolean, relaxed: boolean): Code {
-  const f = new Fn(10);
+  const f = new Fn(12);
   const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
   const c = f.local(I32), vecEnd = f.local(I32), wv = f.local(V128);
   const acc = Array.from({ length: 8 }, () => f.local(V128));
@@ -282,7 +298,7 @@ export function fillHalfTable(memory: WebAssembly.Memory, halfToFloat: (bits: nu
  * integer dot product, then one float multiply-add by the two scales.
  */
 function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
-  const f = new Fn(10);
+  const f = new Fn(12);
   const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
   const blockBytes = type === "q8_0" ? 34 : 18;
   // The int8 path (relaxed Q4_0) reads x as bytes; the others as int16.
@@ -293,68 +309,62 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
   const xp = f.local(I32), dp = f.local(I32), cp = f.local(I32);
   const xStride = f.local(I32), dStride = f.local(I32), cStride = f.local(I32);
   const wv = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
-  const acc = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
+  const acc = [f.local(V128), f.local(V128)];
+  // The four inputs' block sums, and the bytes per group of four inputs in XD4/XC4 (16 per block).
+  const sums = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)], groupStride = f.local(I32);
   // Constants live in locals: an engine may rematerialise a splat inside the loop each time.
   const low4 = f.local(V128), eights = f.local(V128);
-  const dot = (k: number, row: number, t: number, results: number[]): Code => {
-    // One input: two accumulators, alternating blocks. Four inputs: one each.
-    const unroll = k === 1 ? 2 : 1;
-    const accOf = (j: number, u: number) => acc[j * unroll + u];
-    const setup: Code[] = [
-      set(xp, add(get(X), mul(get(t), get(xStride)))),
-      set(dp, add(get(XD), mul(get(t), get(dStride)))),
-      set(cp, add(get(XC), mul(get(t), get(cStride)))),
-      set(bp, get(row)),
-      set(b, i32(0)),
-    ];
-    for (let a = 0; a < k * unroll; a++) setup.push(set(acc[a], zero()));
-    /** Input j's pointer `p` (x, d or c) with stride `stride`. */
-    const input = (p: number, stride: number, j: number): Code =>
-      j === 0 ? get(p) : add(get(p), mul(get(stride), i32(j)));
-    /** Block `at` (0 or 1) after the pointers, into accumulator u. */
-    const blockStep = (at: number, u: number): Code[] => {
-      const body: Code[] = [];
-      const w = (offset: number) => vload(get(bp), at * blockBytes + offset);
-      // Decode the block's 32 weights once for all k inputs.
-      if (type === "q8_0") {
-        body.push(set(wv[1], w(2)), set(wv[3], w(18)));
-        body.push(set(wv[0], i16x8ExtendLowS(get(wv[1]))), set(wv[1], i16x8ExtendHighS(get(wv[1]))));
-        body.push(set(wv[2], i16x8ExtendLowS(get(wv[3]))), set(wv[3], i16x8ExtendHighS(get(wv[3]))));
-      } else if (int8x) {
-        // Nibbles stay unsigned 0..15: the 7-bit operand of the relaxed dot product.
-        body.push(set(wv[0], w(2)));
-        body.push(set(wv[1], vand(get(wv[0]), get(low4))));
-        body.push(set(wv[2], vand(i16x8ShrU(get(wv[0]), i32(4)), get(low4))));
-      } else {
-        // Nibbles minus 8, widened to int16.
-        const eight = get(eights);
-        body.push(set(wv[0], w(2)));
-        body.push(set(wv[1], i8x16Sub(vand(get(wv[0]), get(low4)), eight)));
-        body.push(set(wv[2], i8x16Sub(vand(i16x8ShrU(get(wv[0]), i32(4)), get(low4)), eight)));
-        body.push(set(wv[0], i16x8ExtendLowS(get(wv[1]))), set(wv[1], i16x8ExtendHighS(get(wv[1]))));
-        body.push(set(wv[3], i16x8ExtendHighS(get(wv[2]))), set(wv[2], i16x8ExtendLowS(get(wv[2]))));
-      }
-      const halfBits = [...get(bp), 0x2f, 1, ...uleb(at * blockBytes)];
-      body.push(set(d, fload(shl(halfBits, i32(2)), HALF_TABLE)));
-      for (let j = 0; j < k; j++) {
-        const x = input(xp, xStride, j);
-        const xo = at * xBlockBytes;
-        let sum: Code;
-        if (int8x) {
-          const correction = vload(input(cp, cStride, j), at * 16);
-          // Two 8-bit dot products into int16 lanes (each |lane| <= 2·127·15), added, then widened once.
-          const pairs = i16x8Add(relaxedDot(vload(x, xo), get(wv[1])), relaxedDot(vload(x, xo + 16), get(wv[2])));
-          sum = i32x4Add(i32x4ExtaddPairwise(pairs), correction);
-        } else {
-          sum = i32x4Add(
-            i32x4Add(i32x4Dot(get(wv[0]), vload(x, xo)), i32x4Dot(get(wv[1]), vload(x, xo + 16))),
-            i32x4Add(i32x4Dot(get(wv[2]), vload(x, xo + 32)), i32x4Dot(get(wv[3]), vload(x, xo + 48))),
-          );
-        }
-        const scale = fmul(get(d), fload(input(dp, dStride, j), at * 4));
-        body.push(set(accOf(j, u), madd(f32x4FromI32(sum), f32x4Splat(scale), get(accOf(j, u)))));
-      }
-      return body;
+  /** Decodes the block at `bp + at·blockBytes` into `wv` (its 32 weights) and `d` (its scale). */
+  const decode = (at: number): Code[] => {
+    const body: Code[] = [];
+    const w = (offset: number) => vload(get(bp), at * blockBytes + offset);
+    if (type === "q8_0") {
+      body.push(set(wv[1], w(2)), set(wv[3], w(18)));
+      body.push(set(wv[0], i16x8ExtendLowS(get(wv[1]))), set(wv[1], i16x8ExtendHighS(get(wv[1]))));
+      body.push(set(wv[2], i16x8ExtendLowS(get(wv[3]))), set(wv[3], i16x8ExtendHighS(get(wv[3]))));
+    } else if (int8x) {
+      // Nibbles stay unsigned 0..15: the 7-bit operand of the relaxed dot product.
+      body.push(set(wv[0], w(2)));
+      body.push(set(wv[1], vand(get(wv[0]), get(low4))));
+      body.push(set(wv[2], vand(i16x8ShrU(get(wv[0]), i32(4)), get(low4))));
+    } else {
+      // Nibbles minus 8, widened to int16.
+      const eight = get(eights);
+      body.push(set(wv[0], w(2)));
+      body.push(set(wv[1], i8x16Sub(vand(get(wv[0]), get(low4)), eight)));
+      body.push(set(wv[2], i8x16Sub(vand(i16x8ShrU(get(wv[0]), i32(4)), get(low4)), eight)));
+      body.push(set(wv[0], i16x8ExtendLowS(get(wv[1]))), set(wv[1], i16x8ExtendHighS(get(wv[1]))));
+      body.push(set(wv[3], i16x8ExtendHighS(get(wv[2]))), set(wv[2], i16x8ExtendLowS(get(wv[2]))));
+    }
+    const halfBits = [...get(bp), 0x2f, 1, ...uleb(at * blockBytes)];
+    body.push(set(d, fload(shl(halfBits, i32(2)), HALF_TABLE)));
+    return body;
+  };
+  /** The decoded block times one input block at `x` (+ `offset`): an i32x4 whose lanes sum to the integer dot. */
+  const blockSum = (x: Code, offset: number): Code => {
+    if (int8x) {
+      // Two 8-bit dot products into int16 lanes (each |lane| <= 2·127·15), added, then widened once.
+      const pairs = i16x8Add(relaxedDot(vload(x, offset), get(wv[1])), relaxedDot(vload(x, offset + 16), get(wv[2])));
+      return i32x4ExtaddPairwise(pairs);
+    }
+    return i32x4Add(
+      i32x4Add(i32x4Dot(get(wv[0]), vload(x, offset)), i32x4Dot(get(wv[1]), vload(x, offset + 16))),
+      i32x4Add(i32x4Dot(get(wv[2]), vload(x, offset + 32)), i32x4Dot(get(wv[3]), vload(x, offset + 48))),
+    );
+  };
+  /** Input j's pointer `p` (x, d or c) with stride `stride`. */
+  const input = (p: number, stride: number, j: number): Code =>
+    j === 0 ? get(p) : add(get(p), mul(get(stride), i32(j)));
+  const dot = (k: number, row: number, t: number, results: number[]): Code =>
+    k === 4 ? dotFour(row, t, results) : dotOne(row, t, results);
+
+  // One input: two accumulators, alternating blocks; per block, the sum is scaled by both scales.
+  const dotOne = (row: number, t: number, results: number[]): Code => {
+    const blockStep = (at: number): Code[] => {
+      let sum = blockSum(get(xp), at * xBlockBytes);
+      if (int8x) sum = i32x4Add(sum, vload(get(cp), at * 16));
+      const scale = fmul(get(d), fload(get(dp), at * 4));
+      return [...decode(at), set(acc[at], madd(f32x4FromI32(sum), f32x4Splat(scale), get(acc[at])))];
     };
     const advance = (count: number): Code[] => [
       set(b, add(get(b), i32(count))),
@@ -363,18 +373,53 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       set(dp, add(get(dp), i32(count * 4))),
       set(cp, add(get(cp), i32(count * 16))),
     ];
-    const unrolled: Code[] = [];
-    for (let u = 0; u < unroll; u++) unrolled.push(...blockStep(u, u));
-    const finish: Code[] = [];
-    for (let j = 0; j < k; j++) {
-      for (let u = 1; u < unroll; u++) finish.push(set(accOf(j, 0), f32x4Add(get(accOf(j, 0)), get(accOf(j, u)))));
-      finish.push(set(results[j], hsum(accOf(j, 0))));
-    }
     return [
-      ...setup.flat(),
-      ...whileLoop(leU(add(get(b), i32(unroll)), get(blocks)), ...unrolled, ...advance(unroll)),
-      ...whileLoop(ltU(get(b), get(blocks)), ...blockStep(0, 0), ...advance(1)),
-      ...finish.flat(),
+      ...set(xp, add(get(X), mul(get(t), get(xStride)))),
+      ...set(dp, add(get(XD), mul(get(t), get(dStride)))),
+      ...set(cp, add(get(XC), mul(get(t), get(cStride)))),
+      ...set(bp, get(row)),
+      ...set(b, i32(0)),
+      ...set(acc[0], zero()),
+      ...set(acc[1], zero()),
+      ...whileLoop(leU(add(get(b), i32(2)), get(blocks)), ...blockStep(0), ...blockStep(1), ...advance(2)),
+      ...whileLoop(ltU(get(b), get(blocks)), ...blockStep(0), ...advance(1)),
+      ...set(results[0], hsum2(acc[0], acc[1])),
+    ];
+  };
+
+  // Four inputs: the block is decoded once; the four integer sums are folded into one vector (lane j: input j)
+  // so that converting and scaling (by the four inputs' scales, read as one vector from `XD4`) happens once.
+  const dotFour = (row: number, t: number, results: number[]): Code => {
+    // [a0+a2, a1+a3, b0+b2, b1+b3], then of two such: [Σa, Σb, Σc, Σd].
+    const fold = (a: number, b: number, lanes: number[][]): Code =>
+      i32x4Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
+    const pairs = [[0, 1, 4, 5], [2, 3, 6, 7]], lanes = [[0, 2, 4, 6], [1, 3, 5, 7]];
+    const folded = (): Code[] => [
+      set(sums[0], fold(sums[0], sums[1], pairs)),
+      set(sums[2], fold(sums[2], sums[3], pairs)),
+      set(sums[0], fold(sums[0], sums[2], lanes)),
+    ];
+    return [
+      ...set(xp, add(get(X), mul(get(t), get(xStride)))),
+      ...set(dp, add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride)))),
+      ...set(cp, add(get(XC4), mul(shrU(get(t), i32(2)), get(groupStride)))),
+      ...set(bp, get(row)),
+      ...set(b, i32(0)),
+      ...set(acc[0], zero()),
+      ...whileLoop(
+        ltU(get(b), get(blocks)),
+        ...decode(0),
+        ...sums.map((sum, j) => set(sum, blockSum(input(xp, xStride, j), 0))),
+        ...folded(),
+        int8x ? set(sums[0], i32x4Add(get(sums[0]), vload(get(cp)))) : [],
+        set(acc[0], madd(f32x4FromI32(get(sums[0])), f32x4Mul(vload(get(dp)), f32x4Splat(get(d))), get(acc[0]))),
+        set(b, add(get(b), i32(1))),
+        set(bp, add(get(bp), i32(blockBytes))),
+        set(xp, add(get(xp), i32(xBlockBytes))),
+        set(dp, add(get(dp), i32(16))),
+        set(cp, add(get(cp), i32(16))),
+      ),
+      ...results.flatMap((result, j) => set(result, f32x4Lane(get(acc[0]), j))),
     ];
   };
   return f.encode([
@@ -384,6 +429,7 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
     ...set(xStride, mul(get(COLS), i32(int8x ? 1 : 2))),
     ...set(dStride, shl(get(blocks), i32(2))),
     ...set(cStride, shl(get(blocks), i32(4))),
+    ...set(groupStride, shl(get(blocks), i32(4))),
     ...rowsByInputs(f, mul(get(blocks), i32(blockBytes)), dot),
   ]);
 }
@@ -600,7 +646,7 @@ export function buildKernelModule({ relaxed }: { relaxed: boolean }): Uint8Array
     const bytes = new TextEncoder().encode(text);
     return [...uleb(bytes.length), ...bytes];
   };
-  const kernelType = [0x60, 10, ...Array(10).fill(I32), 0];
+  const kernelType = [0x60, 12, ...Array(12).fill(I32), 0];
   const quantizeType = [0x60, 6, ...Array(6).fill(I32), 0];
   const attendType = [0x60, 8, ...Array(8).fill(I32), 0];
   const swigluType = [0x60, 3, ...Array(3).fill(I32), 0];
