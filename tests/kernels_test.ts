@@ -123,13 +123,14 @@ Deno.test("the kernel module is valid WebAssembly with and without relaxed SIMD"
   if (relaxedSimdSupported()) assert.ok(WebAssembly.validate(buildKernelModule({ relaxed: true })));
 });
 
-for (
-  const [label, options] of [
-    ["wasm, one thread, plain SIMD", { threads: 1, relaxed: false }],
-    ["wasm, one thread, relaxed SIMD", { threads: 1, relaxed: true }],
-    ["wasm, three threads", { threads: 3 }],
-  ] as const
-) {
+/** The fast configurations every fast path is checked in: with and without relaxed SIMD, and a pool of three. */
+const WASM_CONFIGURATIONS = [
+  ["wasm, one thread, plain SIMD", { threads: 1, relaxed: false }],
+  ["wasm, one thread, relaxed SIMD", { threads: 1, relaxed: true }],
+  ["wasm, three threads", { threads: 3 }],
+] as const;
+
+for (const [label, options] of WASM_CONFIGURATIONS) {
   Deno.test(`${label}: every encoding matches the plain kernels`, async () => {
     const kernels = await WasmKernels.create(options);
     try {
@@ -292,13 +293,7 @@ function referenceAttention(job: AttentionJob): Float32Array {
   return out;
 }
 
-for (
-  const [label, options] of [
-    ["wasm, one thread, plain SIMD", { threads: 1, relaxed: false }],
-    ["wasm, one thread, relaxed SIMD", { threads: 1, relaxed: true }],
-    ["wasm, three threads", { threads: 3 }],
-  ] as const
-) {
+for (const [label, options] of WASM_CONFIGURATIONS) {
   Deno.test(`${label}: attention matches attendTo`, async () => {
     const kernels = await WasmKernels.create(options);
     const random = new Random(5);
