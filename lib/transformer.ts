@@ -130,10 +130,9 @@ export class Session {
     const positions = this.#position;
     const gather = (cache: Float32Array) => {
       const out = new Float32Array(positions * this.#kvDim);
-      this.#eachHeadRun(
-        positions,
-        (cacheAt, flatAt, length) => out.set(cache.subarray(cacheAt, cacheAt + length), flatAt),
-      );
+      this.#eachHeadVector(0, positions, (cacheAt, flatAt, length) => {
+        out.set(cache.subarray(cacheAt, cacheAt + length), flatAt);
+      });
       return out;
     };
     return { position: positions, keys: this.#keys.map(gather), values: this.#values.map(gather) };
@@ -151,7 +150,7 @@ export class Session {
       throw new TensorlessError("the saved cache does not fit this model");
     }
     this.#reserve(cache.position);
-    this.#eachHeadRun(cache.position, (cacheAt, flatAt, length) => {
+    this.#eachHeadVector(0, cache.position, (cacheAt, flatAt, length) => {
       for (let l = 0; l < nLayers; l++) {
         this.#keys[l].set(cache.keys[l].subarray(flatAt, flatAt + length), cacheAt);
         this.#values[l].set(cache.values[l].subarray(flatAt, flatAt + length), cacheAt);
@@ -161,15 +160,20 @@ export class Session {
   }
 
   /**
-   * Calls `each(cacheAt, flatAt, headSize)` for every position below `positions` and key/value head: where that
-   * vector is in the head-by-head cache, and where in a position-by-position copy (`kvDim` floats per position).
+   * The cache's layout in one place: calls `each(cacheAt, flatAt, headSize)` for every key/value head of the
+   * `count` positions from `first`: where that head's vector is in the head-by-head cache, and where in a
+   * position-by-position array that starts at position `first` (`kvDim` floats per position).
    */
-  #eachHeadRun(positions: number, each: (cacheAt: number, flatAt: number, length: number) => void): void {
+  #eachHeadVector(
+    first: number,
+    count: number,
+    each: (cacheAt: number, flatAt: number, length: number) => void,
+  ): void {
     const { nKvHeads } = this.#model.config;
     const headSize = this.#kvDim / nKvHeads;
-    for (let p = 0; p < positions; p++) {
+    for (let p = 0; p < count; p++) {
       for (let g = 0; g < nKvHeads; g++) {
-        each((g * this.#capacity + p) * headSize, (p * nKvHeads + g) * headSize, headSize);
+        each((g * this.#capacity + first + p) * headSize, (p * nKvHeads + g) * headSize, headSize);
       }
     }
   }
@@ -248,13 +252,10 @@ export class Session {
         this.#rotate(q, t * dim, dim, headSize, start + t);
         this.#rotate(k, t * kvDim, kvDim, headSize, start + t);
       }
-      for (let t = 0; t < n; t++) {
-        for (let g = 0; g < nKvHeads; g++) {
-          const from = t * kvDim + g * headSize, to = (g * capacity + start + t) * headSize;
-          keyCache.set(k.subarray(from, from + headSize), to);
-          valueCache.set(v.subarray(from, from + headSize), to);
-        }
-      }
+      this.#eachHeadVector(start, n, (cacheAt, flatAt, length) => {
+        keyCache.set(k.subarray(flatAt, flatAt + length), cacheAt);
+        valueCache.set(v.subarray(flatAt, flatAt + length), cacheAt);
+      });
 
       // Each head of each new token attends to every cached position up to its own: with the kernels' fast path
       // when they have one (it computes the same average), else with attendTo, which also reports the weights.

@@ -90,10 +90,9 @@ export class WasmKernels implements Kernels {
   readonly #blocks = new Map<number, number>();
   /** Releases the blocks of arrays from {@link WasmKernels.allocate} that were dropped without `release`. */
   readonly #finalizer = new FinalizationRegistry<number>((start) => this.#releaseBlock(start));
-  #scratch = 0;
-  #scratchBytes = 0;
-  #scores = 0;
-  #scoresBytes = 0;
+  /** Scratch for products (inputs quantized, outputs copied) and for attention scores, regrown as needed. */
+  readonly #scratch = { start: 0, bytes: 0 };
+  readonly #scores = { start: 0, bytes: 0 };
   #closed = false;
 
   private constructor(
@@ -187,7 +186,7 @@ export class WasmKernels implements Kernels {
 
   /** Gives back the space of an array returned by {@link WasmKernels.allocate}; the array must not be used after. */
   release(array: Float32Array): void {
-    if (!this.#ownBuffers.has(array.buffer) || !this.#blocks.has(array.byteOffset)) return;
+    if (!this.#owns(array) || !this.#blocks.has(array.byteOffset)) return;
     this.#finalizer.unregister(array);
     this.#releaseBlock(array.byteOffset);
   }
@@ -200,7 +199,7 @@ export class WasmKernels implements Kernels {
   attend(job: AttentionJob): boolean {
     const { q, n, start, keys, values, capacity, heads, kvHeads, headSize, out } = job;
     if (this.#closed || n === 0 || headSize % 4 !== 0 || kvHeads <= 0 || heads % kvHeads !== 0) return false;
-    if (![q, keys, values, out].every((array) => this.#ownBuffers.has(array.buffer))) return false;
+    if (![q, keys, values, out].every((array) => this.#owns(array))) return false;
     const dim = heads * headSize, kvDim = kvHeads * headSize;
     if (q.length < n * dim || out.length < n * dim) throw new RangeError("attention queries or output too short");
     if (start + n > capacity || keys.length < capacity * kvDim || values.length < capacity * kvDim) {
@@ -210,18 +209,14 @@ export class WasmKernels implements Kernels {
       a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
     if (overlaps(out, q) || overlaps(out, keys) || overlaps(out, values)) return false;
     const stride = align64((start + n) * 4);
-    if (stride * this.threads > this.#scoresBytes) {
-      if (this.#scoresBytes > 0) this.#releaseBlock(this.#scores);
-      this.#scoresBytes = Math.max(stride * this.threads, 2 * this.#scoresBytes);
-      this.#scores = this.#reserve(this.#scoresBytes, true);
-    }
+    const scores = this.#regionOf(this.#scores, stride * this.threads);
     const control = this.#control;
     control[SLOT.WORK] = WORK.ATTENTION;
     control[ATTENTION.Q] = q.byteOffset;
     control[ATTENTION.KEYS] = keys.byteOffset;
     control[ATTENTION.VALUES] = values.byteOffset;
     control[ATTENTION.OUT] = out.byteOffset;
-    control[ATTENTION.SCORES] = this.#scores;
+    control[ATTENTION.SCORES] = scores;
     control[ATTENTION.SCORES_STRIDE] = stride;
     control[ATTENTION.N] = n;
     control[ATTENTION.START] = start;
@@ -235,7 +230,7 @@ export class WasmKernels implements Kernels {
 
   /** SwiGLU's elementwise step in SIMD (Math.exp is most of its cost in JavaScript), when both arrays are in memory. */
   swiglu(gate: Float32Array, up: Float32Array, length: number): boolean {
-    if (this.#closed || !this.#ownBuffers.has(gate.buffer) || !this.#ownBuffers.has(up.buffer)) return false;
+    if (this.#closed || !this.#owns(gate) || !this.#owns(up)) return false;
     if (gate.length < length || up.length < length) throw new RangeError("swiglu: arrays shorter than the length");
     this.#swiglu(gate.byteOffset, up.byteOffset, length);
     return true;
@@ -258,11 +253,10 @@ export class WasmKernels implements Kernels {
     const kinds = jobs.map(({ w }) => kindOf(w.type));
 
     // Inputs and outputs in the memory are used in place (an output overlapping the input goes through scratch).
-    const own = (array: Float32Array) => this.#ownBuffers.has(array.buffer);
-    const xInPlace = own(x);
+    const xInPlace = this.#owns(x);
     const xStart = x.byteOffset, xEnd = xStart + n * cols * 4;
     const outInPlace = jobs.map(({ out }) =>
-      own(out) && (!xInPlace || out.byteOffset >= xEnd || out.byteOffset + out.byteLength <= xStart)
+      this.#owns(out) && (!xInPlace || out.byteOffset >= xEnd || out.byteOffset + out.byteLength <= xStart)
     );
 
     // Scratch layout: floats, int16, int8, scales, corrections, then each copied output.
@@ -277,14 +271,17 @@ export class WasmKernels implements Kernels {
       total += align64(n * w.rows * 4);
       return at;
     });
-    const base = this.#scratchOf(total);
+    const base = this.#regionOf(this.#scratch, total);
     const xq16 = base + xfBytes, xq8 = xq16 + xq16Bytes, xd = xq8 + xq8Bytes, xc = xd + xdBytes;
     const xd4 = xc + xcBytes, xc4 = xd4 + groupedBytes;
     const xf = xInPlace ? xStart : base;
     if (!xInPlace) new Float32Array(this.#buffer(), xf, n * cols).set(x.subarray(0, n * cols));
     // Quantized kernels read the input as 8-bit blocks, made once here for every job and thread.
-    if (kinds.some((k) => k === kindOf("Q8_0") || k === kindOf("Q4_0"))) {
+    const quantized = kinds.some((k) => k === kindOf("Q8_0") || k === kindOf("Q4_0"));
+    if (quantized) {
       this.#quantize(xf, (n * cols) / 32, xq16, xq8, xd, xc);
+    }
+    if (quantized && groups > 0) {
       // The same scales and corrections regrouped by four inputs, for the kernels' four-input path.
       const buffer = this.#buffer();
       const scales = new Float32Array(buffer, xd, n * blocks), corrections = new Int32Array(buffer, xc, n * blocks * 4);
@@ -425,14 +422,19 @@ export class WasmKernels implements Kernels {
     }
   }
 
-  /** Scratch space of at least `bytes`, reused across calls (regrown, never shrunk). */
-  #scratchOf(bytes: number): number {
-    if (bytes > this.#scratchBytes) {
-      if (this.#scratchBytes > 0) this.#releaseBlock(this.#scratch);
-      this.#scratchBytes = Math.max(bytes, 2 * this.#scratchBytes);
-      this.#scratch = this.#reserve(this.#scratchBytes, true);
+  /** The address of `region`, a scratch space of at least `bytes` reused across calls (regrown, never shrunk). */
+  #regionOf(region: { start: number; bytes: number }, bytes: number): number {
+    if (bytes > region.bytes) {
+      if (region.bytes > 0) this.#releaseBlock(region.start);
+      region.bytes = Math.max(bytes, 2 * region.bytes);
+      region.start = this.#reserve(region.bytes, true);
     }
-    return this.#scratch;
+    return region.start;
+  }
+
+  /** Whether `array` views the kernels' memory (so the module can read and write it in place). */
+  #owns(array: Float32Array): boolean {
+    return this.#ownBuffers.has(array.buffer);
   }
 
   /** The address of `w`'s data in the memory, copying it in on first use if it lives elsewhere. */
