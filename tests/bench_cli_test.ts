@@ -62,6 +62,11 @@ Deno.test("bench: JSON with medians over runs, a table, one-line errors", async 
     assert.equal(long.code, 1);
     assert.equal(long.stderr.trim().split("\n").length, 1, long.stderr);
     assert.match(long.stderr, new RegExp(`context \\(${TINY_CONFIG.seqLen}\\)`));
+    // A missing model: one line, and nothing on stdout (no half table).
+    const missing = await runCli(["bench", "--model", `${dir}/missing.bin`, "--runs", "1"]);
+    assert.equal(missing.code, 1);
+    assert.equal(missing.stdout, "");
+    assert.match(missing.stderr, /^tensorless: .*missing\.bin: no such file or directory\n$/);
     const usage = await runCli(["bench", "--runs", "0"]);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /--runs/);

@@ -7,7 +7,8 @@
  * @module
  */
 
-import { TensorlessError } from "../errors.ts";
+import { FileFormatError, TensorlessError } from "../errors.ts";
+import { describeOpenError } from "../file_bytes.ts";
 import { createKernels, KERNEL_KINDS, type KernelKind } from "../kernels/select.ts";
 import { findTokenizer, Model, readModelFile } from "../model.ts";
 import { fillerVocabulary, type RandomModelType, SHAPES, writeRandomModel } from "../random_model.ts";
@@ -104,6 +105,12 @@ export const command: Command = {
     const models: string[] = [];
     if (values.model) {
       if (values.shape || values.type) throw new UsageError("--model and --shape/--type exclude each other");
+      // A missing file is reported before the table starts, so no half table is left on stdout.
+      try {
+        await Deno.stat(values.model);
+      } catch (error) {
+        throw new FileFormatError(values.model, describeOpenError(error));
+      }
       models.push(values.model);
     } else {
       const cache = values.cache ?? defaultCache();
