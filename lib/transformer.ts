@@ -195,10 +195,10 @@ export class Session {
     const { kernels } = this.#model;
     const { nKvHeads } = this.#model.config;
     const headSize = kvDim / nKvHeads;
-    // The kernels' memory, where their attention (if any) can read the cache in place. Each head's run moves to
-    // its place in the bigger cache.
+    // The kernels' cache memory, where their attention (if any) reads the cache in place. Each head's run moves
+    // to its place in the bigger cache.
     const grow = (old: Float32Array | undefined) => {
-      const bigger = kernels.allocate(capacity * kvDim);
+      const bigger = kernels.allocateCache?.(capacity * kvDim) ?? kernels.allocate(capacity * kvDim);
       if (old) {
         for (let g = 0; g < nKvHeads; g++) {
           const from = g * this.#capacity * headSize;

@@ -8,7 +8,7 @@ import { attendTo } from "../lib/attention.ts";
 import { PlainKernels } from "../lib/kernels/plain.ts";
 import { createKernels } from "../lib/kernels/select.ts";
 import { WasmKernels } from "../lib/kernels/wasm_kernels.ts";
-import { buildKernelModule, relaxedSimdSupported } from "../lib/kernels/wasm_module.ts";
+import { buildKernelModule, multiMemorySupported, relaxedSimdSupported } from "../lib/kernels/wasm_module.ts";
 import { dequantizeRow } from "../lib/quant.ts";
 import { floatToHalf, quantizeQ4_0, quantizeQ8_0, Random, writeRandomModel } from "../lib/random_model.ts";
 import { readFileBytes } from "../lib/file_bytes.ts";
@@ -120,6 +120,7 @@ function checkAgainstPlain(kernels: Kernels): void {
 
 Deno.test("the kernel module is valid WebAssembly with and without relaxed SIMD", () => {
   assert.ok(WebAssembly.validate(buildKernelModule({ relaxed: false })));
+  assert.ok(WebAssembly.validate(buildKernelModule({ relaxed: false, cacheMemory: true })));
   if (relaxedSimdSupported()) assert.ok(WebAssembly.validate(buildKernelModule({ relaxed: true })));
 });
 
@@ -319,8 +320,8 @@ for (const [label, options] of WASM_CONFIGURATIONS) {
           q: fill(kernels.allocate(n * dim), 1),
           n,
           start,
-          keys: fill(kernels.allocate(capacity * kvDim), 4),
-          values: fill(kernels.allocate(capacity * kvDim), 1),
+          keys: fill(kernels.allocateCache(capacity * kvDim), 4),
+          values: fill(kernels.allocateCache(capacity * kvDim), 1),
           capacity,
           heads,
           kvHeads,
@@ -347,20 +348,71 @@ Deno.test("fast attention declines what it cannot do, leaving the output untouch
       q: kernels.allocate(8),
       n: 1,
       start: 0,
-      keys: kernels.allocate(8),
-      values: kernels.allocate(8),
+      keys: kernels.allocateCache(8),
+      values: kernels.allocateCache(8),
       capacity: 1,
       heads: 1,
       kvHeads: 1,
       headSize: 8,
       out: kernels.allocate(8).fill(3),
     };
-    // A cache outside the kernels' memory, a head size that is not a multiple of 4: the caller uses attendTo.
+    // A cache outside the kernels' cache memory, queries outside their main memory, a head size that is not a
+    // multiple of 4: the caller uses attendTo.
     assert.equal(kernels.attend({ ...job, keys: new Float32Array(8) }), false);
+    assert.equal(kernels.attend({ ...job, values: new Float32Array(new SharedArrayBuffer(32)) }), false);
+    assert.equal(kernels.attend({ ...job, q: new Float32Array(8) }), false);
+    if (multiMemorySupported()) {
+      // The cache has a memory of its own: keys in the main memory are at addresses attend does not read.
+      assert.equal(kernels.attend({ ...job, keys: kernels.allocate(8) }), false);
+      assert.equal(kernels.attend({ ...job, out: kernels.allocateCache(8) }), false);
+    }
     assert.equal(kernels.attend({ ...job, headSize: 6, q: job.q.subarray(0, 6) }), false);
     assert.deepEqual(Array.from(job.out), Array(8).fill(3));
     assert.equal(kernels.attend({ ...job, heads: 2, headSize: 4, kvHeads: 2 }), true);
     assert.throws(() => kernels.attend({ ...job, start: 5 }), RangeError);
+  } finally {
+    kernels.close();
+  }
+});
+
+Deno.test("with weights filling the kernels' 4 GiB, the key/value cache still has SIMD attention", async (t) => {
+  if (!multiMemorySupported()) {
+    t.step({ name: "skipped: this engine has no WebAssembly multi-memory", ignore: true, fn: () => {} });
+    return;
+  }
+  const kernels = await WasmKernels.create({ threads: 2 });
+  try {
+    // 3.6 GiB of "weights" (untouched, so not resident), as Llama 2 7B's Q4_0 file: room left for activations,
+    // not for a cache of 25000 positions x 1024 floats (2 x 100 MB).
+    kernels.allocateBytes(3.6 * 2 ** 30);
+    const [heads, headSize, positions] = [8, 128, 25000];
+    const random = new Random(3);
+    const fill = (array: Float32Array) => {
+      for (let i = 0; i < array.length; i++) array[i] = random.next();
+      return array;
+    };
+    const q = fill(kernels.allocate(heads * headSize)), out = kernels.allocate(heads * headSize);
+    const keys = fill(kernels.allocateCache(positions * heads * headSize));
+    const values = fill(kernels.allocateCache(positions * heads * headSize));
+    const job = {
+      q,
+      n: 1,
+      start: positions - 1,
+      keys,
+      values,
+      capacity: positions,
+      heads,
+      kvHeads: heads,
+      headSize,
+      out,
+    };
+    assert.ok(kernels.attend(job), "attention over a cache in the cache memory was refused");
+    const expected = referenceAttention(job);
+    for (let i = 0; i < expected.length; i++) assert.ok(Math.abs(out[i] - expected[i]) <= 1e-5, `[${i}]`);
+    // What no longer fits the main memory goes to ordinary shared memory, which attend does not read.
+    const outside = kernels.allocate(100 * 2 ** 20);
+    assert.ok(!(outside.buffer instanceof WebAssembly.Memory) && outside.buffer.byteLength === outside.byteLength);
+    assert.equal(kernels.attend({ ...job, q: outside }), false);
   } finally {
     kernels.close();
   }
@@ -378,6 +430,14 @@ Deno.test("kernel memory given back is reused, and comes back zeroed", async () 
     // A second, live block is not handed out twice.
     const third = kernels.allocate(1000);
     assert.notEqual(third.byteOffset, second.byteOffset);
+    // The same for the key/value cache's memory.
+    const cache = kernels.allocateCache(5000).fill(7);
+    const cacheAt = cache.byteOffset;
+    kernels.release(cache);
+    const again = kernels.allocateCache(5000);
+    assert.equal(again.byteOffset, cacheAt);
+    assert.ok(again.every((v) => v === 0));
+    assert.notEqual(kernels.allocateCache(5000).byteOffset, cacheAt);
   } finally {
     kernels.close();
   }

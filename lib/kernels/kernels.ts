@@ -66,7 +66,12 @@ export interface Kernels {
    * itself alive while using views of it).
    */
   allocate(length: number): Float32Array;
-  /** Optional: gives back an array from {@link Kernels.allocate} that is no longer used. */
+  /**
+   * Optional: a zeroed buffer for a key/value cache, in memory that {@link Kernels.attend} reads directly.
+   * Without it, caches come from {@link Kernels.allocate}.
+   */
+  allocateCache?(length: number): Float32Array;
+  /** Optional: gives back an array from {@link Kernels.allocate} or {@link Kernels.allocateCache} that is no longer used. */
   release?(array: Float32Array): void;
   /**
    * Optional: a fast path for attention. Returns false, having done nothing,

@@ -9,7 +9,10 @@
  * use. Buffers from {@link WasmKernels.allocate} (activations, the key/value
  * cache) live in the memory too, so products and attention read and write them
  * in place; other inputs and outputs are copied in and out on each call
- * (O(n·(rows + cols)) against the product's O(n·rows·cols)).
+ * (O(n·(rows + cols)) against the product's O(n·rows·cols)). The key/value
+ * cache ({@link WasmKernels.allocateCache}) has a second memory of its own
+ * (WebAssembly multi-memory), so a model whose weights fill most of the 4 GiB
+ * of the first (Llama 2 7B) still attends in SIMD over thousands of positions.
  *
  * @module
  */
@@ -37,20 +40,23 @@ import {
   waitWhileEquals,
   WORK,
 } from "./job_runner.ts";
-import { buildKernelModule, fillHalfTable, relaxedSimdSupported, RESERVED_BYTES, WASM_KERNELS } from "./wasm_module.ts";
+import { align64, MAX_BYTES, MemoryBlocks } from "./memory_blocks.ts";
+import {
+  buildKernelModule,
+  fillHalfTable,
+  multiMemorySupported,
+  relaxedSimdSupported,
+  RESERVED_BYTES,
+  WASM_KERNELS,
+} from "./wasm_module.ts";
 import type { WorkerSetup } from "./worker.ts";
 
 const PAGE = 65536;
-/** wasm32 addresses reach 4 GiB. */
-const MAX_PAGES = 65536;
 /**
- * Room {@link WasmKernels.allocate} leaves free for scratch space: past this, new buffers (a growing key/value
- * cache) go to ordinary shared memory, where the reference attention still works on them.
+ * Room {@link WasmKernels.allocate} leaves free for scratch space: past this, new buffers go to ordinary shared
+ * memory, where the plain loops still work on them.
  */
 const ALLOCATE_HEADROOM = 256 * 2 ** 20;
-
-/** Rounds a byte count or address up to a 64-byte boundary (a cache line, and SIMD-friendly). */
-const align64 = (bytes: number) => Math.ceil(bytes / 64) * 64;
 
 /** The module's `quantize(x, blocks, q16, q8, xd, xc)`. */
 type QuantizeFunction = (x: number, blocks: number, q16: number, q8: number, xd: number, xc: number) => void;
@@ -72,24 +78,21 @@ export class WasmKernels implements Kernels {
   readonly threads: number;
   /** Whether the module uses relaxed-SIMD instructions. */
   readonly relaxed: boolean;
-  readonly #memory: WebAssembly.Memory;
+  /** Weights, activations and scratch. */
+  readonly #main: MemoryBlocks;
+  /** The key/value cache: a second memory when the engine has multi-memory, else {@link WasmKernels.#main}. */
+  readonly #cache: MemoryBlocks;
   readonly #participant: Participant;
   readonly #quantize: QuantizeFunction;
   readonly #swiglu: (gate: number, up: number, length: number) => void;
   readonly #control: Int32Array;
   readonly #workers: Worker[];
-  /** Every ArrayBuffer object this memory has shown, to recognise views on it. */
-  readonly #ownBuffers = new WeakSet<ArrayBufferLike>();
   /** Where matrices that were not loaded into the memory were copied. */
   readonly #copies = new WeakMap<Uint8Array, number>();
-  /** End of the used part of the memory: blocks are taken from the free list first, then from here. */
-  #top = RESERVED_BYTES;
-  /** Released blocks, by address, merged with free neighbours. */
-  #free: { start: number; size: number }[] = [];
-  /** Size of every block that can be released (weights from allocateBytes never are), by address. */
-  readonly #blocks = new Map<number, number>();
   /** Releases the blocks of arrays from {@link WasmKernels.allocate} that were dropped without `release`. */
-  readonly #finalizer = new FinalizationRegistry<number>((start) => this.#releaseBlock(start));
+  readonly #finalizer = new FinalizationRegistry<{ blocks: MemoryBlocks; start: number }>(({ blocks, start }) =>
+    blocks.release(start)
+  );
   /** Scratch for products (inputs quantized, outputs copied) and for attention scores, regrown as needed. */
   readonly #scratch = { start: 0, bytes: 0 };
   readonly #scores = { start: 0, bytes: 0 };
@@ -99,13 +102,15 @@ export class WasmKernels implements Kernels {
     name: string,
     relaxed: boolean,
     memory: WebAssembly.Memory,
+    cache: WebAssembly.Memory | undefined,
     instance: WebAssembly.Instance,
     control: Int32Array,
     workers: Worker[],
   ) {
     this.name = name;
     this.relaxed = relaxed;
-    this.#memory = memory;
+    this.#main = new MemoryBlocks(memory, RESERVED_BYTES);
+    this.#cache = cache ? new MemoryBlocks(cache, 64) : this.#main;
     this.#participant = {
       index: 0,
       kernels: WASM_KERNELS.map((kernel) => instance.exports[kernel] as KernelFunction),
@@ -123,14 +128,14 @@ export class WasmKernels implements Kernels {
   static async create(options: WasmKernelsOptions = {}): Promise<WasmKernels> {
     const threads = Math.max(1, Math.floor(options.threads ?? 1));
     const relaxed = (options.relaxed ?? true) && relaxedSimdSupported();
-    const module = new WebAssembly.Module(buildKernelModule({ relaxed }));
-    const memory = new WebAssembly.Memory({
-      initial: Math.ceil(RESERVED_BYTES / PAGE),
-      maximum: MAX_PAGES,
-      shared: true,
-    });
+    const cacheMemory = multiMemorySupported();
+    const module = new WebAssembly.Module(buildKernelModule({ relaxed, cacheMemory }));
+    const maximum = MAX_BYTES / PAGE;
+    const memory = new WebAssembly.Memory({ initial: Math.ceil(RESERVED_BYTES / PAGE), maximum, shared: true });
+    // Address 0 of the cache memory stays unused, like the reserved bytes of the main one.
+    const cache = cacheMemory ? new WebAssembly.Memory({ initial: 1, maximum, shared: true }) : undefined;
     fillHalfTable(memory, halfToFloat);
-    const instance = new WebAssembly.Instance(module, { env: { memory } });
+    const instance = new WebAssembly.Instance(module, { env: cache ? { memory, cache } : { memory } });
     const control = new Int32Array(new SharedArrayBuffer(CONTROL_LENGTH * 4));
     control[SLOT.RELAXED] = relaxed ? 1 : 0;
     const workers: Worker[] = [];
@@ -148,7 +153,7 @@ export class WasmKernels implements Kernels {
             };
           }),
         );
-        worker.postMessage({ module, memory, control, index: i } satisfies WorkerSetup);
+        worker.postMessage({ module, memory, cache, control, index: i } satisfies WorkerSetup);
       }
       await Promise.all(ready);
     } catch (error) {
@@ -156,7 +161,7 @@ export class WasmKernels implements Kernels {
       throw error;
     }
     const name = options.name ?? (threads > 1 ? "fast" : "wasm");
-    return new WasmKernels(name, relaxed, memory, instance, control, workers);
+    return new WasmKernels(name, relaxed, memory, cache, instance, control, workers);
   }
 
   /**
@@ -166,7 +171,7 @@ export class WasmKernels implements Kernels {
    */
   allocateBytes(size: number): Uint8Array {
     const start = this.#reserve(size);
-    return new Uint8Array(this.#buffer(), start, size);
+    return new Uint8Array(this.#main.buffer(), start, size);
   }
 
   /**
@@ -176,30 +181,50 @@ export class WasmKernels implements Kernels {
    * returned array is garbage collected.
    */
   allocate(length: number): Float32Array {
-    const start = this.#closed ? undefined : this.#tryReserve(Math.max(64, align64(length * 4)), ALLOCATE_HEADROOM);
+    return this.#allocateIn(this.#main, length, ALLOCATE_HEADROOM);
+  }
+
+  /**
+   * A zeroed buffer for a key/value cache, in the memory that {@link WasmKernels.attend} reads: a second
+   * memory of up to 4 GiB beside the one holding the weights (or, past that, ordinary shared memory). Released
+   * like {@link WasmKernels.allocate}'s buffers.
+   */
+  allocateCache(length: number): Float32Array {
+    return this.#allocateIn(this.#cache, length, this.#cache === this.#main ? ALLOCATE_HEADROOM : 0);
+  }
+
+  /** A zeroed Float32Array of `length` in `blocks`' memory, or in ordinary shared memory when it is full. */
+  #allocateIn(blocks: MemoryBlocks, length: number, headroom: number): Float32Array {
+    const start = this.#closed ? undefined : blocks.reserve(Math.max(64, length * 4), headroom, true);
     if (start === undefined) return new Float32Array(new SharedArrayBuffer(length * 4));
-    const array = new Float32Array(this.#buffer(), start, length);
+    const array = new Float32Array(blocks.buffer(), start, length);
     array.fill(0);
-    this.#finalizer.register(array, start, array);
+    this.#finalizer.register(array, { blocks, start }, array);
     return array;
   }
 
-  /** Gives back the space of an array returned by {@link WasmKernels.allocate}; the array must not be used after. */
+  /**
+   * Gives back the space of an array returned by {@link WasmKernels.allocate} or
+   * {@link WasmKernels.allocateCache}; the array must not be used after.
+   */
   release(array: Float32Array): void {
-    if (!this.#owns(array) || !this.#blocks.has(array.byteOffset)) return;
+    const blocks = [this.#main, this.#cache].find((each) => each.owns(array) && each.releasable(array.byteOffset));
+    if (!blocks) return;
     this.#finalizer.unregister(array);
-    this.#releaseBlock(array.byteOffset);
+    blocks.release(array.byteOffset);
   }
 
   /**
    * Attention with the module's `attend`, one task per query token and head,
-   * shared by the pool like a product. Takes the job only when the queries,
-   * the cache and the output all live in the kernels' memory.
+   * shared by the pool like a product. Takes the job only when the queries and
+   * the output live in the kernels' memory and the cache in their cache memory
+   * ({@link WasmKernels.allocateCache}).
    */
   attend(job: AttentionJob): boolean {
     const { q, n, start, keys, values, capacity, heads, kvHeads, headSize, out } = job;
     if (this.#closed || n === 0 || headSize % 4 !== 0 || kvHeads <= 0 || heads % kvHeads !== 0) return false;
-    if (![q, keys, values, out].every((array) => this.#owns(array))) return false;
+    if (![q, out].every((array) => this.#main.owns(array))) return false;
+    if (![keys, values].every((array) => this.#cache.owns(array))) return false;
     const dim = heads * headSize, kvDim = kvHeads * headSize;
     if (q.length < n * dim || out.length < n * dim) throw new RangeError("attention queries or output too short");
     if (start + n > capacity || keys.length < capacity * kvDim || values.length < capacity * kvDim) {
@@ -207,7 +232,8 @@ export class WasmKernels implements Kernels {
     }
     const overlaps = (a: Float32Array, b: Float32Array) =>
       a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
-    if (overlaps(out, q) || overlaps(out, keys) || overlaps(out, values)) return false;
+    const cacheApart = this.#cache !== this.#main;
+    if (overlaps(out, q) || (!cacheApart && (overlaps(out, keys) || overlaps(out, values)))) return false;
     const stride = align64((start + n) * 4);
     const scores = this.#regionOf(this.#scores, stride * this.threads);
     const control = this.#control;
@@ -230,7 +256,7 @@ export class WasmKernels implements Kernels {
 
   /** SwiGLU's elementwise step in SIMD (Math.exp is most of its cost in JavaScript), when both arrays are in memory. */
   swiglu(gate: Float32Array, up: Float32Array, length: number): boolean {
-    if (this.#closed || !this.#owns(gate) || !this.#owns(up)) return false;
+    if (this.#closed || !this.#main.owns(gate) || !this.#main.owns(up)) return false;
     if (gate.length < length || up.length < length) throw new RangeError("swiglu: arrays shorter than the length");
     this.#swiglu(gate.byteOffset, up.byteOffset, length);
     return true;
@@ -253,10 +279,10 @@ export class WasmKernels implements Kernels {
     const kinds = jobs.map(({ w }) => kindOf(w.type));
 
     // Inputs and outputs in the memory are used in place (an output overlapping the input goes through scratch).
-    const xInPlace = this.#owns(x);
+    const xInPlace = this.#main.owns(x);
     const xStart = x.byteOffset, xEnd = xStart + n * cols * 4;
     const outInPlace = jobs.map(({ out }) =>
-      this.#owns(out) && (!xInPlace || out.byteOffset >= xEnd || out.byteOffset + out.byteLength <= xStart)
+      this.#main.owns(out) && (!xInPlace || out.byteOffset >= xEnd || out.byteOffset + out.byteLength <= xStart)
     );
 
     // Scratch layout: floats, int16, int8, scales, corrections, then each copied output.
@@ -275,7 +301,7 @@ export class WasmKernels implements Kernels {
     const xq16 = base + xfBytes, xq8 = xq16 + xq16Bytes, xd = xq8 + xq8Bytes, xc = xd + xdBytes;
     const xd4 = xc + xcBytes, xc4 = xd4 + groupedBytes;
     const xf = xInPlace ? xStart : base;
-    if (!xInPlace) new Float32Array(this.#buffer(), xf, n * cols).set(x.subarray(0, n * cols));
+    if (!xInPlace) new Float32Array(this.#main.buffer(), xf, n * cols).set(x.subarray(0, n * cols));
     // Quantized kernels read the input as 8-bit blocks, made once here for every job and thread.
     const quantized = kinds.some((k) => k === kindOf("Q8_0") || k === kindOf("Q4_0"));
     if (quantized) {
@@ -283,7 +309,7 @@ export class WasmKernels implements Kernels {
     }
     if (quantized && groups > 0) {
       // The same scales and corrections regrouped by four inputs, for the kernels' four-input path.
-      const buffer = this.#buffer();
+      const buffer = this.#main.buffer();
       const scales = new Float32Array(buffer, xd, n * blocks), corrections = new Int32Array(buffer, xc, n * blocks * 4);
       const scales4 = new Float32Array(buffer, xd4, groups * blocks * 4);
       const corrections4 = new Int32Array(buffer, xc4, groups * blocks * 4);
@@ -317,7 +343,7 @@ export class WasmKernels implements Kernels {
       control[at + JOB.TYPE] = kinds[j] === KIND_JS ? TYPE_NAMES.indexOf(w.type) : 0;
     });
     this.#runBatch();
-    const buffer = this.#buffer();
+    const buffer = this.#main.buffer();
     jobs.forEach(({ w, out }, j) => {
       if (!outInPlace[j]) out.set(new Float32Array(buffer, base + outOffsets[j], n * w.rows));
     });
@@ -353,18 +379,11 @@ export class WasmKernels implements Kernels {
     for (const worker of this.#workers) worker.terminate();
   }
 
-  /** The memory's current buffer, remembered as ours. */
-  #buffer(): ArrayBufferLike {
-    const buffer = this.#memory.buffer;
-    this.#ownBuffers.add(buffer);
-    return buffer;
-  }
-
   /** Reserves `size` bytes at a 64-byte boundary, or throws when the memory is full. */
   #reserve(size: number, releasable = false): number {
-    const start = this.#tryReserve(size, 0, releasable);
+    const start = this.#main.reserve(size, 0, releasable);
     if (start === undefined) {
-      const needed = (align64(this.#top) + size) / 2 ** 30;
+      const needed = (align64(this.#main.top) + size) / 2 ** 30;
       throw new TensorlessError(
         `the fast kernels hold at most 4 GiB; ${needed.toFixed(2)} GiB needed (use --kernels plain)`,
       );
@@ -372,79 +391,24 @@ export class WasmKernels implements Kernels {
     return start;
   }
 
-  /**
-   * `size` bytes at a 64-byte boundary: the first released block big enough, else new space at the top (growing the
-   * memory), as long as `headroom` bytes stay below 4 GiB. Undefined when there is no room.
-   */
-  #tryReserve(size: number, headroom: number, releasable = true): number | undefined {
-    size = align64(size);
-    let start: number | undefined;
-    const fit = this.#free.findIndex((block) => block.size >= size);
-    if (fit >= 0) {
-      const block = this.#free[fit];
-      start = block.start;
-      block.start += size;
-      block.size -= size;
-      if (block.size === 0) this.#free.splice(fit, 1);
-    } else {
-      start = align64(this.#top);
-      const end = start + size;
-      if (end > MAX_PAGES * PAGE - headroom) return undefined;
-      const have = this.#memory.buffer.byteLength;
-      if (end > have) this.#memory.grow(Math.ceil((end - have) / PAGE));
-      this.#top = end;
-    }
-    if (releasable) this.#blocks.set(start, size);
-    return start;
-  }
-
-  /** Puts a block back on the free list, merged with free neighbours (and into the top when it ends there). */
-  #releaseBlock(start: number): void {
-    const size = this.#blocks.get(start);
-    if (size === undefined) return;
-    this.#blocks.delete(start);
-    const free = this.#free;
-    let at = free.findIndex((block) => block.start > start);
-    if (at < 0) at = free.length;
-    free.splice(at, 0, { start, size });
-    if (at + 1 < free.length && free[at].start + free[at].size === free[at + 1].start) {
-      free[at].size += free[at + 1].size;
-      free.splice(at + 1, 1);
-    }
-    if (at > 0 && free[at - 1].start + free[at - 1].size === free[at].start) {
-      free[at - 1].size += free[at].size;
-      free.splice(at, 1);
-      at--;
-    }
-    if (free[at].start + free[at].size === this.#top) {
-      this.#top = free[at].start;
-      free.splice(at, 1);
-    }
-  }
-
   /** The address of `region`, a scratch space of at least `bytes` reused across calls (regrown, never shrunk). */
   #regionOf(region: { start: number; bytes: number }, bytes: number): number {
     if (bytes > region.bytes) {
-      if (region.bytes > 0) this.#releaseBlock(region.start);
+      if (region.bytes > 0) this.#main.release(region.start);
       region.bytes = Math.max(bytes, 2 * region.bytes);
       region.start = this.#reserve(region.bytes, true);
     }
     return region.start;
   }
 
-  /** Whether `array` views the kernels' memory (so the module can read and write it in place). */
-  #owns(array: Float32Array): boolean {
-    return this.#ownBuffers.has(array.buffer);
-  }
-
   /** The address of `w`'s data in the memory, copying it in on first use if it lives elsewhere. */
   #weightsOf(w: Matrix): number {
-    if (this.#ownBuffers.has(w.data.buffer)) return w.data.byteOffset;
+    if (this.#main.owns(w.data)) return w.data.byteOffset;
     let at = this.#copies.get(w.data);
     if (at === undefined) {
       const bytes = w.rows * rowBytes(w.type, w.cols);
       at = this.#reserve(bytes);
-      new Uint8Array(this.#buffer(), at, bytes).set(w.data.subarray(0, bytes));
+      new Uint8Array(this.#main.buffer(), at, bytes).set(w.data.subarray(0, bytes));
       this.#copies.set(w.data, at);
     }
     return at;

@@ -91,6 +91,8 @@ const load16u = (addr: Code, offset = 0): Code => [...addr, 0x2f, 1, ...uleb(off
 
 // SIMD instructions (prefix 0xfd).
 const vload = (addr: Code, offset = 0): Code => [...addr, 0xfd, 0, 0, ...uleb(offset)];
+/** `v128.load` from memory 1 (multi-memory: flag 0x40 in the alignment field, then the memory index). */
+const vloadMemory1 = (addr: Code, offset = 0): Code => [...addr, 0xfd, 0, 0x40, 1, ...uleb(offset)];
 const i32x4Splat = simd(0x11), f32x4Splat = simd(0x13);
 const f32x4Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1f, lane];
 const vand = simd(0x4e), vor = simd(0x50);
@@ -486,10 +488,12 @@ const Q = 0, KEYS = 1, VALUES = 2, OUT_HEAD = 3, SCORES = 4, POSITIONS = 5, HEAD
  * `lib/attention.ts`. Scores `q · key / √headSize` of the first `positions`
  * cached keys (one every `kvStride` bytes from `keys`) go to `scores`; they
  * become `exp(score - max)`; `out` gets `Σ exp · value / Σ exp`. Floats
- * throughout, `headSize` a multiple of 4.
+ * throughout, `headSize` a multiple of 4. With `cacheMemory`, `keys` and
+ * `values` are addresses in the second memory (the key/value cache's own).
  */
-function attendFunction(relaxed: boolean): Code {
+function attendFunction(relaxed: boolean, cacheMemory: boolean): Code {
   const f = new Fn(8);
+  const cacheLoad = cacheMemory ? vloadMemory1 : vload;
   const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
   const i = f.local(I32), c = f.local(I32), p = f.local(I32);
   const scale = f.local(F32), max = f.local(F32), total = f.local(F32), s = f.local(F32);
@@ -507,7 +511,7 @@ function attendFunction(relaxed: boolean): Code {
       whileLoop(
         ltU(get(c), get(HEAD_SIZE)),
         set(e, vload(at(get(Q), get(c)))),
-        ...acc.slice(0, count).map((a, j) => set(a, madd(get(e), vload(key(j)), get(a)))),
+        ...acc.slice(0, count).map((a, j) => set(a, madd(get(e), cacheLoad(key(j)), get(a)))),
         set(c, add(get(c), i32(4))),
       ),
     ];
@@ -560,7 +564,7 @@ function attendFunction(relaxed: boolean): Code {
       whileLoop(
         ltU(get(i), get(POSITIONS)),
         set(e, f32x4Splat(fload(at(get(SCORES), get(i))))),
-        ...acc.slice(0, width / 4).map((a, u) => set(a, madd(get(e), vload(get(p), 16 * u), get(a)))),
+        ...acc.slice(0, width / 4).map((a, u) => set(a, madd(get(e), cacheLoad(get(p), 16 * u), get(a)))),
         set(p, add(get(p), get(KV_STRIDE))),
         set(i, add(get(i), i32(1))),
       ),
@@ -633,8 +637,13 @@ function vectorExp(f: Fn): (x: Code) => Code {
   ];
 }
 
-/** The module's bytes. `relaxed` selects relaxed-SIMD instructions (fused multiply-add, 8-bit dot products). */
-export function buildKernelModule({ relaxed }: { relaxed: boolean }): Uint8Array<ArrayBuffer> {
+/**
+ * The module's bytes. `relaxed` selects relaxed-SIMD instructions (fused multiply-add, 8-bit dot products);
+ * `cacheMemory` imports a second memory, `env.cache`, that `attend` reads the key/value cache from.
+ */
+export function buildKernelModule(
+  { relaxed, cacheMemory = false }: { relaxed: boolean; cacheMemory?: boolean },
+): Uint8Array<ArrayBuffer> {
   const kernels = [
     floatKernel(false, relaxed),
     floatKernel(true, relaxed),
@@ -650,13 +659,15 @@ export function buildKernelModule({ relaxed }: { relaxed: boolean }): Uint8Array
   const quantizeType = [0x60, 6, ...Array(6).fill(I32), 0];
   const attendType = [0x60, 8, ...Array(8).fill(I32), 0];
   const swigluType = [0x60, 3, ...Array(3).fill(I32), 0];
-  const functions = [...kernels, quantizeFunction(), attendFunction(relaxed), swigluFunction()];
+  const functions = [...kernels, quantizeFunction(), attendFunction(relaxed, cacheMemory), swigluFunction()];
+  // Shared memories of 0 pages minimum, 65536 (4 GiB) maximum.
+  const memoryImport = (field: string): Code => [...name("env"), ...name(field), 0x02, 0x03, 0, ...uleb(65536)];
+  const imports = cacheMemory ? [memoryImport("memory"), memoryImport("cache")] : [memoryImport("memory")];
   const exports = [...WASM_KERNELS, "quantize", "attend", "swiglu"];
   const bytes = [
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
     ...section(1, [4, ...kernelType, ...quantizeType, ...attendType, ...swigluType]),
-    // Import env.memory: shared, 0 pages minimum, 65536 (4 GiB) maximum.
-    ...section(2, [1, ...name("env"), ...name("memory"), 0x02, 0x03, 0, ...uleb(65536)]),
+    ...section(2, [imports.length, ...imports.flat()]),
     ...section(3, [functions.length, ...kernels.map(() => 0), 1, 2, 3]),
     ...section(7, [exports.length, ...exports.flatMap((n, i) => [...name(n), 0x00, i])]),
     ...section(10, [functions.length, ...functions.flat()]),
@@ -667,4 +678,9 @@ export function buildKernelModule({ relaxed }: { relaxed: boolean }): Uint8Array
 /** Whether this engine accepts relaxed-SIMD instructions. */
 export function relaxedSimdSupported(): boolean {
   return WebAssembly.validate(buildKernelModule({ relaxed: true }));
+}
+
+/** Whether this engine accepts a second memory (WebAssembly multi-memory), for the key/value cache. */
+export function multiMemorySupported(): boolean {
+  return WebAssembly.validate(buildKernelModule({ relaxed: false, cacheMemory: true }));
 }

@@ -14,6 +14,8 @@ import { WASM_KERNELS } from "./wasm_module.ts";
 export interface WorkerSetup {
   module: WebAssembly.Module;
   memory: WebAssembly.Memory;
+  /** The key/value cache's memory, when the module imports one. */
+  cache?: WebAssembly.Memory;
   control: Int32Array;
   /** This worker's participant index, from 1 (the calling thread is 0). */
   index: number;
@@ -27,8 +29,8 @@ const scope = globalThis as unknown as {
 
 scope.onmessage = (event) => {
   scope.onmessage = null;
-  const { module, memory, control, index } = event.data;
-  const instance = new WebAssembly.Instance(module, { env: { memory } });
+  const { module, memory, cache, control, index } = event.data;
+  const instance = new WebAssembly.Instance(module, { env: cache ? { memory, cache } : { memory } });
   const kernels = WASM_KERNELS.map((name) => instance.exports[name] as KernelFunction);
   const participant = { index, kernels, attend: instance.exports.attend as AttendFunction, memory };
   let seen = Atomics.load(control, SLOT.GENERATION);
