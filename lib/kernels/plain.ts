@@ -56,15 +56,19 @@ export class PlainKernels implements Kernels {
  * `out[t*rows + r] = Σ_c w[r][c] * x[t*cols + c]`. Four rows at a time share
  * each input load, with two partial sums per row (even and odd columns): eight
  * additions that do not wait on each other, about twice the speed of one row
- * with one sum. Every row is a view of its own, so all four are indexed by the
- * same `i` (a third faster than offsets into one array). Each group of rows
- * meets every input while it is in cache.
+ * with one sum. The four rows are a quarter of the matrix apart, so each runs
+ * straight through its quarter as one long memory stream that the hardware
+ * prefetcher follows (four neighbouring rows would start four new streams every
+ * step: 1.7x slower on a 32000 x 288 classifier). Every row is a view of its
+ * own, so all four are indexed by the same `i`. Each group of rows meets every
+ * input while it is in cache.
  */
 function matmulF32(out: Float32Array, w: Float32Array[], rows: number, cols: number, x: Float64Array, n: number): void {
   const even = cols & ~1;
-  let r = 0;
-  for (; r + 3 < rows; r += 4) {
-    const wa = w[r], wb = w[r + 1], wc = w[r + 2], wd = w[r + 3];
+  const quarter = rows >> 2;
+  for (let r = 0; r < quarter; r++) {
+    const ra = r, rb = r + quarter, rc = r + 2 * quarter, rd = r + 3 * quarter;
+    const wa = w[ra], wb = w[rb], wc = w[rc], wd = w[rd];
     for (let t = 0; t < n; t++) {
       const xt = t * cols;
       let a0 = 0, a1 = 0, b0 = 0, b1 = 0, c0 = 0, c1 = 0, d0 = 0, d1 = 0;
@@ -86,13 +90,14 @@ function matmulF32(out: Float32Array, w: Float32Array[], rows: number, cols: num
         c0 += wc[even] * last;
         d0 += wd[even] * last;
       }
-      out[t * rows + r] = a0 + a1;
-      out[t * rows + r + 1] = b0 + b1;
-      out[t * rows + r + 2] = c0 + c1;
-      out[t * rows + r + 3] = d0 + d1;
+      const o = t * rows;
+      out[o + ra] = a0 + a1;
+      out[o + rb] = b0 + b1;
+      out[o + rc] = c0 + c1;
+      out[o + rd] = d0 + d1;
     }
   }
-  for (; r < rows; r++) {
+  for (let r = 4 * quarter; r < rows; r++) {
     // The last rows % 4 rows, one at a time, with the same two sums.
     const wa = w[r];
     for (let t = 0; t < n; t++) {
