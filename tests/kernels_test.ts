@@ -94,7 +94,7 @@ function checkAgainstPlain(kernels: Kernels): void {
   const plain = new PlainKernels();
   const random = new Random(7);
   for (const { type, cols } of CASES) {
-    for (const n of [1, 7, 9]) {
+    for (const n of [1, 3, 7, 9]) {
       // Three jobs sharing one input, with row counts that do not divide among 2 or 3 threads.
       const matrices = [37, 50, 5].map((rows) => randomMatrix(type, rows, cols, random));
       const x = Float32Array.from({ length: n * cols }, () => random.next());

@@ -81,7 +81,7 @@ const f32 = (value: number): Code => {
   new DataView(bytes.buffer).setFloat32(0, value, true);
   return [0x43, ...bytes];
 };
-const add = op(0x6a), mul = op(0x6c), and = op(0x71), shl = op(0x74), shrU = op(0x76);
+const add = op(0x6a), sub = op(0x6b), mul = op(0x6c), and = op(0x71), shl = op(0x74), shrU = op(0x76);
 const ltU = op(0x49), leU = op(0x4d);
 const fadd = op(0x92), fmul = op(0x94), fdiv = op(0x95), fmax = op(0x97), copysign = op(0x98), asFloat = op(0xbe);
 const fne = op(0x5c), fsub = op(0x93), fsqrt = op(0x91), convertU = op(0xb3);
@@ -177,13 +177,24 @@ const halvesToFloats = (bits: Code): Code =>
  * rest one by one. `rowBytes` computes a row's size from `cols`; `dot(k, ...)`
  * emits the product of the current row with `k` inputs starting at input `t`,
  * leaving the k results in float locals `results[0..k)`.
+ *
+ * With fewer than four inputs (generation), where the weights stream from
+ * memory once per token, rows go four at a time a quarter of the task's rows
+ * apart: `dotRows(rows, t, results)` emits the products of the four rows at
+ * addresses `rows[0..4)` with input `t`. Each of the four then runs straight
+ * through its quarter as one long memory stream, and four streams keep about
+ * twice as many cache lines in flight as one (measured: 1.8 -> 3.2 GMAC/s on
+ * one thread for a 32000 x 288 F32 matrix).
  */
 function rowsByInputs(
   f: Fn,
   rowBytes: Code,
   dot: (k: number, row: number, t: number, results: number[]) => Code,
+  dotRows: (rows: number[], t: number, results: number[]) => Code,
 ): Code {
   const r = f.local(I32), t = f.local(I32), row = f.local(I32), stride = f.local(I32);
+  const quarter = f.local(I32), quarterEnd = f.local(I32);
+  const rows = [f.local(I32), f.local(I32), f.local(I32), f.local(I32)];
   const results = [f.local(F32), f.local(F32), f.local(F32), f.local(F32)];
   const store = (k: number): Code =>
     fstore(add(get(OUT), shl(add(mul(add(get(t), i32(k)), get(ROWS)), get(r)), i32(2))), get(results[k]));
@@ -192,9 +203,36 @@ function rowsByInputs(
     ...Array.from({ length: k }, (_, j) => store(j)),
     set(t, add(get(t), i32(k))),
   ];
+  // Row r + j·quarter of input t.
+  const storeSpread = (j: number): Code =>
+    fstore(
+      add(get(OUT), shl(add(mul(get(t), get(ROWS)), add(get(r), mul(get(quarter), i32(j)))), i32(2))),
+      get(results[j]),
+    );
+  const spread = block(
+    brIf(0, leU(i32(4), get(N))),
+    set(quarter, shrU(sub(get(R1), get(R0)), i32(2))),
+    set(quarterEnd, add(get(R0), get(quarter))),
+    whileLoop(
+      ltU(get(r), get(quarterEnd)),
+      set(rows[0], add(get(W), mul(get(r), get(stride)))),
+      ...[1, 2, 3].map((j) => set(rows[j], add(get(rows[j - 1]), mul(get(quarter), get(stride))))),
+      set(t, i32(0)),
+      whileLoop(
+        ltU(get(t), get(N)),
+        dotRows(rows, t, results),
+        ...[0, 1, 2, 3].map(storeSpread),
+        set(t, add(get(t), i32(1))),
+      ),
+      set(r, add(get(r), i32(1))),
+    ),
+    // The last (r1 - r0) % 4 rows go through the loop below, one at a time.
+    set(r, add(get(R0), shl(get(quarter), i32(2)))),
+  );
   return [
     ...set(stride, rowBytes),
     ...set(r, get(R0)),
+    ...spread,
     ...whileLoop(
       ltU(get(r), get(R1)),
       set(row, add(get(W), mul(get(r), get(stride)))),
@@ -273,10 +311,58 @@ function floatKernel(half: boolean, relaxed: boolean): Code {
       ...finish.flat(),
     ];
   };
+  // Four rows, one input: each input vector load serves the four rows; two accumulators per row.
+  const dotRows = (rows: number[], t: number, results: number[]): Code => {
+    const x = xrow[0], xv = [lo, f.local(V128)];
+    const rowAt = (j: number, at: number): Code => vload(add(get(rows[j]), shl(get(c), i32(half ? 1 : 2))), at);
+    const xAt = (at: number): Code => vload(add(get(x), shl(get(c), i32(2))), at);
+    const body: Code[] = [];
+    if (half) {
+      // 8 halves per row: the low four widened into accumulator 0, the high four into accumulator 1.
+      body.push(set(xv[0], xAt(0)), set(xv[1], xAt(16)));
+      for (let j = 0; j < 4; j++) {
+        body.push(set(wv, rowAt(j, 0)));
+        body.push(set(acc[2 * j], madd(halvesToFloats(i32x4ExtendLowU(get(wv))), get(xv[0]), get(acc[2 * j]))));
+        body.push(
+          set(acc[2 * j + 1], madd(halvesToFloats(i32x4ExtendHighU(get(wv))), get(xv[1]), get(acc[2 * j + 1]))),
+        );
+      }
+      body.push(set(c, add(get(c), i32(8))));
+    } else {
+      for (let u = 0; u < 2; u++) {
+        body.push(set(xv[u], xAt(16 * u)));
+        for (let j = 0; j < 4; j++) {
+          body.push(set(acc[2 * j + u], madd(rowAt(j, 16 * u), get(xv[u]), get(acc[2 * j + u]))));
+        }
+      }
+      body.push(set(c, add(get(c), i32(8))));
+    }
+    const weight = (j: number): Code =>
+      half
+        ? halfToFloat(load16u(add(get(rows[j]), shl(get(c), i32(1)))))
+        : fload(add(get(rows[j]), shl(get(c), i32(2))));
+    const scalar: Code[] = [set(wLocal, fload(add(get(x), shl(get(c), i32(2)))))];
+    for (let j = 0; j < 4; j++) scalar.push(set(tail[j], fadd(get(tail[j]), fmul(weight(j), get(wLocal)))));
+    scalar.push(set(c, add(get(c), i32(1))));
+    // F32 rows whose width is 4 mod 8 take one more four-wide step into accumulator 0.
+    const single: Code[] = [set(xv[0], xAt(0))];
+    for (let j = 0; j < 4; j++) single.push(set(acc[2 * j], madd(rowAt(j, 0), get(xv[0]), get(acc[2 * j]))));
+    single.push(set(c, add(get(c), i32(4))));
+    return [
+      ...set(x, add(get(X), shl(mul(get(t), get(COLS)), i32(2)))),
+      ...acc.flatMap((a) => set(a, zero())),
+      ...tail.flatMap((v) => set(v, f32(0))),
+      ...set(c, i32(0)),
+      ...whileLoop(leU(add(get(c), i32(8)), get(vecEnd)), ...body),
+      ...(half ? [] : whileLoop(ltU(get(c), get(vecEnd)), ...single)),
+      ...whileLoop(ltU(get(c), get(COLS)), ...scalar),
+      ...results.flatMap((result, j) => set(result, fadd(hsum2(acc[2 * j], acc[2 * j + 1]), get(tail[j])))),
+    ];
+  };
   const step = half ? 8 : 4;
   return f.encode([
     ...set(vecEnd, and(get(COLS), i32(-step))),
-    ...rowsByInputs(f, mul(get(COLS), i32(elemBytes)), dot),
+    ...rowsByInputs(f, mul(get(COLS), i32(elemBytes)), dot, dotRows),
   ]);
 }
 
@@ -316,10 +402,10 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
   const sums = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)], groupStride = f.local(I32);
   // Constants live in locals: an engine may rematerialise a splat inside the loop each time.
   const low4 = f.local(V128), eights = f.local(V128);
-  /** Decodes the block at `bp + at·blockBytes` into `wv` (its 32 weights) and `d` (its scale). */
-  const decode = (at: number): Code[] => {
+  /** Decodes the block at `pointer + at·blockBytes` into `wv` (its 32 weights) and `d` (its scale). */
+  const decode = (at: number, pointer = bp): Code[] => {
     const body: Code[] = [];
-    const w = (offset: number) => vload(get(bp), at * blockBytes + offset);
+    const w = (offset: number) => vload(get(pointer), at * blockBytes + offset);
     if (type === "q8_0") {
       body.push(set(wv[1], w(2)), set(wv[3], w(18)));
       body.push(set(wv[0], i16x8ExtendLowS(get(wv[1]))), set(wv[1], i16x8ExtendHighS(get(wv[1]))));
@@ -338,7 +424,7 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       body.push(set(wv[0], i16x8ExtendLowS(get(wv[1]))), set(wv[1], i16x8ExtendHighS(get(wv[1]))));
       body.push(set(wv[3], i16x8ExtendHighS(get(wv[2]))), set(wv[2], i16x8ExtendLowS(get(wv[2]))));
     }
-    const halfBits = [...get(bp), 0x2f, 1, ...uleb(at * blockBytes)];
+    const halfBits = [...get(pointer), 0x2f, 1, ...uleb(at * blockBytes)];
     body.push(set(d, fload(shl(halfBits, i32(2)), HALF_TABLE)));
     return body;
   };
@@ -424,6 +510,37 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       ...results.flatMap((result, j) => set(result, f32x4Lane(get(acc[0]), j))),
     ];
   };
+  // Four rows, one input: each row's block decoded in turn against the input block, one accumulator per row.
+  const rowPointers = [f.local(I32), f.local(I32), f.local(I32), f.local(I32)];
+  const rowAcc = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
+  const dotRows = (rows: number[], t: number, results: number[]): Code => {
+    const body: Code[] = [];
+    for (let j = 0; j < 4; j++) {
+      let sum = blockSum(get(xp), 0);
+      if (int8x) sum = i32x4Add(sum, vload(get(cp)));
+      const scale = fmul(get(d), fload(get(dp)));
+      body.push(...decode(0, rowPointers[j]));
+      body.push(set(rowAcc[j], madd(f32x4FromI32(sum), f32x4Splat(scale), get(rowAcc[j]))));
+      body.push(set(rowPointers[j], add(get(rowPointers[j]), i32(blockBytes))));
+    }
+    return [
+      ...set(xp, add(get(X), mul(get(t), get(xStride)))),
+      ...set(dp, add(get(XD), mul(get(t), get(dStride)))),
+      ...set(cp, add(get(XC), mul(get(t), get(cStride)))),
+      ...rows.flatMap((row, j) => set(rowPointers[j], get(row))),
+      ...rowAcc.flatMap((a) => set(a, zero())),
+      ...set(b, i32(0)),
+      ...whileLoop(
+        ltU(get(b), get(blocks)),
+        ...body,
+        set(b, add(get(b), i32(1))),
+        set(xp, add(get(xp), i32(xBlockBytes))),
+        set(dp, add(get(dp), i32(4))),
+        set(cp, add(get(cp), i32(16))),
+      ),
+      ...results.flatMap((result, j) => set(result, hsum(rowAcc[j]))),
+    ];
+  };
   return f.encode([
     ...set(low4, i8x16Splat(0x0f)),
     ...set(eights, i8x16Splat(8)),
@@ -432,7 +549,7 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
     ...set(dStride, shl(get(blocks), i32(2))),
     ...set(cStride, shl(get(blocks), i32(4))),
     ...set(groupStride, shl(get(blocks), i32(4))),
-    ...rowsByInputs(f, mul(get(blocks), i32(blockBytes)), dot),
+    ...rowsByInputs(f, mul(get(blocks), i32(blockBytes)), dot, dotRows),
   ]);
 }
 
