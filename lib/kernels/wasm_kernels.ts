@@ -303,7 +303,7 @@ export class WasmKernels implements Kernels {
     const xf = xInPlace ? xStart : base;
     if (!xInPlace) new Float32Array(this.#main.buffer(), xf, n * cols).set(x.subarray(0, n * cols));
     // Quantized kernels read the input as 8-bit blocks, made once here for every job and thread.
-    const quantized = kinds.some((k) => k === kindOf("Q8_0") || k === kindOf("Q4_0"));
+    const quantized = kinds.some((k) => k !== KIND_JS && k !== kindOf("F32") && k !== kindOf("F16"));
     if (quantized) {
       this.#quantize(xf, (n * cols) / 32, xq16, xq8, xd, xc);
     }

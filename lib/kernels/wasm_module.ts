@@ -88,6 +88,10 @@ const fne = op(0x5c), fsub = op(0x93), fsqrt = op(0x91), convertU = op(0xb3);
 const fload = (addr: Code, offset = 0): Code => [...addr, 0x2a, 2, ...uleb(offset)];
 const fstore = (addr: Code, value: Code): Code => [...addr, ...value, 0x38, 2, 0];
 const load16u = (addr: Code, offset = 0): Code => [...addr, 0x2f, 1, ...uleb(offset)];
+const load8u = (addr: Code, offset = 0): Code => [...addr, 0x2d, 0, ...uleb(offset)];
+const load8s = (addr: Code, offset = 0): Code => [...addr, 0x2c, 0, ...uleb(offset)];
+const iload = (addr: Code, offset = 0): Code => [...addr, 0x28, 2, ...uleb(offset)];
+const or = op(0x72), convertS = op(0xb2);
 
 // SIMD instructions (prefix 0xfd).
 const vload = (addr: Code, offset = 0): Code => [...addr, 0xfd, 0, 0, ...uleb(offset)];
@@ -97,6 +101,8 @@ const i32x4Splat = simd(0x11), f32x4Splat = simd(0x13);
 const f32x4Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1f, lane];
 const vand = simd(0x4e), vor = simd(0x50);
 const i8x16Sub = simd(0x71), i16x8Add = simd(0x8e), i16x8ShrU = simd(0x8d);
+const i8x16Shl = simd(0x6b), i8x16ShrU = simd(0x6d);
+const i16x8ExtendLowU = simd(0x89), i16x8ExtendHighU = simd(0x8a);
 const i32x4ExtaddPairwise = simd(0x7e);
 const i16x8ExtendLowS = simd(0x87), i16x8ExtendHighS = simd(0x88);
 const i32x4ExtendLowU = simd(0xa9), i32x4ExtendHighU = simd(0xaa);
@@ -147,7 +153,7 @@ class Fn {
 }
 
 /** The kinds of weight encodings the module has kernels for, in export order. */
-export const WASM_KERNELS = ["f32", "f16", "q8_0", "q4_0"] as const;
+export const WASM_KERNELS = ["f32", "f16", "q8_0", "q4_0", "q4_k", "q6_k"] as const;
 /** One of {@link WASM_KERNELS}. */
 export type WasmKernelName = (typeof WASM_KERNELS)[number];
 
@@ -190,7 +196,7 @@ function rowsByInputs(
   f: Fn,
   rowBytes: Code,
   dot: (k: number, row: number, t: number, results: number[]) => Code,
-  dotRows: (rows: number[], t: number, results: number[]) => Code,
+  dotRows?: (rows: number[], t: number, results: number[]) => Code,
 ): Code {
   const r = f.local(I32), t = f.local(I32), row = f.local(I32), stride = f.local(I32);
   const quarter = f.local(I32), quarterEnd = f.local(I32);
@@ -209,7 +215,7 @@ function rowsByInputs(
       add(get(OUT), shl(add(mul(get(t), get(ROWS)), add(get(r), mul(get(quarter), i32(j)))), i32(2))),
       get(results[j]),
     );
-  const spread = block(
+  const spread = !dotRows ? [] : block(
     brIf(0, leU(i32(4), get(N))),
     set(quarter, shrU(sub(get(R1), get(R0)), i32(2))),
     set(quarterEnd, add(get(R0), get(quarter))),
@@ -554,6 +560,132 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
 }
 
 /**
+ * Q4_K and Q6_K rows (super-blocks of 256 weights) against inputs quantized to
+ * 8 bits in blocks of 32, read as int16 (`x`) with their scales (`xd`) and
+ * `-8·Σq` (lane 0 of `xc`, used here for Q4_K's minimums). Each block of 32
+ * weights is widened to int16 and multiplied with `i32x4.dot_i16x8_s`:
+ *
+ * - Q4_K: sub-block j of 32 has a 6-bit scale and minimum (12 packed bytes,
+ *   llama.cpp's `get_scale_min_k4`): `Σ w·x = dx·(d·sc·Σ q·qx − dmin·m·Σ qx)`.
+ * - Q6_K: 16 sub-blocks of 16 with int8 scales; `q` is 4 low bits from `ql`
+ *   and 2 high bits from `qh`, minus 32.
+ *
+ * One input at a time (a group of four is four single products); the outer
+ * loop is `rowsByInputs`'.
+ */
+function kQuantKernel(type: "q4_k" | "q6_k"): Code {
+  const f = new Fn(12);
+  const blockBytes = type === "q4_k" ? 144 : 210;
+  const b = f.local(I32), blocks = f.local(I32), bp = f.local(I32), d = f.local(F32), dmin = f.local(F32);
+  const xp = f.local(I32), dp = f.local(I32), cp = f.local(I32);
+  const acc = [f.local(V128), f.local(V128)], minimums = f.local(F32);
+  const q = [f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
+  const low4 = f.local(V128), low2 = f.local(V128), thirtyTwo = f.local(V128);
+  // The 32 weights of one x block as int16 in `w16[0..4)`, times the block's int16 inputs at `xp + offset`.
+  const w16 = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
+  const dot16 = (offset: number, from: number, count: number): Code => {
+    let sum = i32x4Dot(get(w16[from]), vload(get(xp), offset + 16 * from));
+    for (let i = from + 1; i < from + count; i++) {
+      sum = i32x4Add(sum, i32x4Dot(get(w16[i]), vload(get(xp), offset + 16 * i)));
+    }
+    return sum;
+  };
+  /** Widens two vectors of 16 bytes (the block's weights in order) into `w16`, signed or unsigned. */
+  const widen = (first: Code, second: Code, signed: boolean): Code[] => {
+    const [lo, hi] = signed ? [i16x8ExtendLowS, i16x8ExtendHighS] : [i16x8ExtendLowU, i16x8ExtendHighU];
+    return [
+      set(w16[1], first),
+      set(w16[3], second),
+      set(w16[0], lo(get(w16[1]))),
+      set(w16[1], hi(get(w16[1]))),
+      set(w16[2], lo(get(w16[3]))),
+      set(w16[3], hi(get(w16[3]))),
+    ];
+  };
+  const accumulate = (u: number, sum: Code, scale: Code): Code =>
+    set(acc[u], f32x4Add(get(acc[u]), f32x4Mul(f32x4FromI32(sum), f32x4Splat(scale))));
+
+  const superBlock: Code[] = [];
+  if (type === "q4_k") {
+    superBlock.push(set(d, fload(shl(load16u(get(bp)), i32(2)), HALF_TABLE)));
+    superBlock.push(set(dmin, fload(shl(load16u(get(bp), 2), i32(2)), HALF_TABLE)));
+    const byte = (i: number): Code => load8u(get(bp), 4 + i);
+    for (let pair = 0; pair < 4; pair++) {
+      // 32 bytes: sub-block 2·pair in the low nibbles, 2·pair + 1 in the high nibbles.
+      superBlock.push(set(q[0], vload(get(bp), 16 + 32 * pair)), set(q[1], vload(get(bp), 32 + 32 * pair)));
+      for (let half = 0; half < 2; half++) {
+        const j = 2 * pair + half;
+        const nibbles = (v: Code) => half === 0 ? vand(v, get(low4)) : i8x16ShrU(v, i32(4));
+        const scale = j < 4
+          ? and(byte(j), i32(63))
+          : or(and(byte(j + 4), i32(0xf)), shl(shrU(byte(j - 4), i32(6)), i32(4)));
+        const min = j < 4
+          ? and(byte(j + 4), i32(63))
+          : or(shrU(byte(j + 4), i32(4)), shl(shrU(byte(j), i32(6)), i32(4)));
+        const dx = fload(get(dp), 4 * j);
+        superBlock.push(...widen(nibbles(get(q[0])), nibbles(get(q[1])), false));
+        superBlock.push(accumulate(half, dot16(64 * j, 0, 4), fmul(fmul(get(d), convertU(scale)), dx)));
+        // The minimum times Σ qx (lane 0 of xc is -8·Σqx), times the input's scale.
+        const sumX = fmul(convertS(iload(get(cp), 16 * j)), f32(-0.125));
+        superBlock.push(set(minimums, fadd(get(minimums), fmul(fmul(fmul(get(dmin), convertU(min)), dx), sumX))));
+      }
+    }
+  } else {
+    superBlock.push(set(d, fload(shl(load16u(get(bp), 208), i32(2)), HALF_TABLE)));
+    for (let h = 0; h < 2; h++) {
+      // ql: 64 bytes (planes 0/2 in the first 32, 1/3 in the next; low then high nibbles); qh: 32 bytes, 2 bits a plane.
+      for (let i = 0; i < 4; i++) superBlock.push(set(q[i], vload(get(bp), 64 * h + 16 * i)));
+      superBlock.push(set(q[4], vload(get(bp), 128 + 32 * h)), set(q[5], vload(get(bp), 144 + 32 * h)));
+      for (let plane = 0; plane < 4; plane++) {
+        const low = (i: number) => {
+          const v = get(q[2 * (plane & 1) + i]);
+          return plane >> 1 ? i8x16ShrU(v, i32(4)) : vand(v, get(low4));
+        };
+        const high = (i: number) => i8x16Shl(vand(i8x16ShrU(get(q[4 + i]), i32(2 * plane)), get(low2)), i32(4));
+        const weights = (i: number) => i8x16Sub(vor(low(i), high(i)), get(thirtyTwo));
+        const block = 4 * h + plane, scaleAt = 192 + 8 * h + 2 * plane;
+        const dx = fload(get(dp), 4 * block);
+        superBlock.push(...widen(weights(0), weights(1), true));
+        // Bytes 0..15 and 16..31 of the plane are two sub-blocks of 16, each with its own scale.
+        for (let half = 0; half < 2; half++) {
+          const scale = fmul(fmul(get(d), convertS(load8s(get(bp), scaleAt + half))), dx);
+          superBlock.push(accumulate(half, dot16(64 * block, 2 * half, 2), scale));
+        }
+      }
+    }
+  }
+  const dotOne = (t: Code, result: number): Code => [
+    ...set(xp, add(get(X), mul(t, mul(get(COLS), i32(2))))),
+    ...set(dp, add(get(XD), mul(t, shl(get(blocks), i32(5))))),
+    ...set(cp, add(get(XC), mul(t, shl(get(blocks), i32(7))))),
+    ...set(acc[0], zero()),
+    ...set(acc[1], zero()),
+    ...set(minimums, f32(0)),
+    ...set(b, i32(0)),
+    ...whileLoop(
+      ltU(get(b), get(blocks)),
+      ...superBlock,
+      set(b, add(get(b), i32(1))),
+      set(bp, add(get(bp), i32(blockBytes))),
+      set(xp, add(get(xp), i32(512))),
+      set(dp, add(get(dp), i32(32))),
+      set(cp, add(get(cp), i32(128))),
+    ),
+    ...set(result, fsub(hsum2(acc[0], acc[1]), get(minimums))),
+  ];
+  const dot = (k: number, row: number, t: number, results: number[]): Code =>
+    Array.from({ length: k }, (_, j) => [...set(bp, get(row)), ...dotOne(add(get(t), i32(j)), results[j])]).flat();
+  return f.encode([
+    ...set(low4, i8x16Splat(0x0f)),
+    ...set(low2, i8x16Splat(3)),
+    ...set(thirtyTwo, i8x16Splat(32)),
+    // Super-blocks per row (cols / 256).
+    ...set(blocks, shrU(get(COLS), i32(8))),
+    ...rowsByInputs(f, mul(get(blocks), i32(blockBytes)), dot),
+  ]);
+}
+
+/**
  * `quantize(x, blocks, q16, q8, xd, xc)`: the inputs' blocks of 32 floats at
  * `x` become what the quantized kernels read, as llama.cpp's
  * `quantize_row_q8_0`: d = max|x| / 127, q = x / d rounded (ties to even here,
@@ -766,6 +898,8 @@ export function buildKernelModule(
     floatKernel(true, relaxed),
     quantKernel("q8_0", relaxed),
     quantKernel("q4_0", relaxed),
+    kQuantKernel("q4_k"),
+    kQuantKernel("q6_k"),
   ];
   const section = (id: number, payload: Code): Code => [id, ...uleb(payload.length), ...payload];
   const name = (text: string): Code => {
