@@ -23,9 +23,12 @@
  *   inputs (per group and block, one vector of the four inputs' values), for
  *   the four-input path, which folds the four block sums into one vector and
  *   converts and scales them together.
+ * - `q4_k`, `q6_k`: the same quantized inputs, as int16 (int8 for `q4_k` with
+ *   relaxed SIMD); `xc`'s `-8·Σq` gives Q4_K's minimums their input sums.
  *
  * Each kernel handles four inputs at a time when it can, so a weight row is
- * read from memory once and reused from cache for the whole batch. The module
+ * read from memory once and reused from cache for the whole batch; with
+ * fewer inputs (generation) it streams four rows at once. The module
  * also exports `quantize`, which prepares `x`, `xd` and `xc` from floats (the
  * caller regroups `xd4` and `xc4`).
  *
@@ -561,9 +564,10 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
 
 /**
  * Q4_K and Q6_K rows (super-blocks of 256 weights) against inputs quantized to
- * 8 bits in blocks of 32, read as int16 (`x`) with their scales (`xd`) and
- * `-8·Σq` (lane 0 of `xc`, used here for Q4_K's minimums). Each block of 32
- * weights is widened to int16 and multiplied with `i32x4.dot_i16x8_s`:
+ * 8 bits in blocks of 32, read as int16 (`x`; int8 for Q4_K with relaxed SIMD)
+ * with their scales (`xd`) and `-8·Σq` (lane 0 of `xc`, used here for Q4_K's
+ * minimums). Each block of 32 weights is widened to int16 and multiplied with
+ * `i32x4.dot_i16x8_s` (or, Q4_K relaxed, with the 8-bit dot product):
  *
  * - Q4_K: sub-block j of 32 has a 6-bit scale and minimum (12 packed bytes,
  *   llama.cpp's `get_scale_min_k4`): `Σ w·x = dx·(d·sc·Σ q·qx − dmin·m·Σ qx)`.
@@ -573,8 +577,11 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
  * One input at a time (a group of four is four single products); the outer
  * loop is `rowsByInputs`'.
  */
-function kQuantKernel(type: "q4_k" | "q6_k"): Code {
+function kQuantKernel(type: "q4_k" | "q6_k", relaxed: boolean): Code {
   const f = new Fn(12);
+  // With relaxed SIMD, Q4_K's nibbles (7-bit unsigned) meet int8 inputs in the 8-bit dot product, as Q4_0's do.
+  const int8x = type === "q4_k" && relaxed;
+  const xBytes = int8x ? 1 : 2;
   const blockBytes = type === "q4_k" ? 144 : 210;
   const b = f.local(I32), blocks = f.local(I32), bp = f.local(I32), d = f.local(F32), dmin = f.local(F32);
   const xp = f.local(I32), dp = f.local(I32), cp = f.local(I32);
@@ -623,8 +630,17 @@ function kQuantKernel(type: "q4_k" | "q6_k"): Code {
           ? and(byte(j + 4), i32(63))
           : or(shrU(byte(j + 4), i32(4)), shl(shrU(byte(j), i32(6)), i32(4)));
         const dx = fload(get(dp), 4 * j);
-        superBlock.push(...widen(nibbles(get(q[0])), nibbles(get(q[1])), false));
-        superBlock.push(accumulate(half, dot16(64 * j, 0, 4), fmul(fmul(get(d), convertU(scale)), dx)));
+        const factor = fmul(fmul(get(d), convertU(scale)), dx);
+        if (int8x) {
+          const pairs = i16x8Add(
+            relaxedDot(vload(get(xp), 32 * j), nibbles(get(q[0]))),
+            relaxedDot(vload(get(xp), 32 * j + 16), nibbles(get(q[1]))),
+          );
+          superBlock.push(accumulate(half, i32x4ExtaddPairwise(pairs), factor));
+        } else {
+          superBlock.push(...widen(nibbles(get(q[0])), nibbles(get(q[1])), false));
+          superBlock.push(accumulate(half, dot16(64 * j, 0, 4), factor));
+        }
         // The minimum times Σ qx (lane 0 of xc is -8·Σqx), times the input's scale.
         const sumX = fmul(convertS(iload(get(cp), 16 * j)), f32(-0.125));
         superBlock.push(set(minimums, fadd(get(minimums), fmul(fmul(fmul(get(dmin), convertU(min)), dx), sumX))));
@@ -655,7 +671,7 @@ function kQuantKernel(type: "q4_k" | "q6_k"): Code {
     }
   }
   const dotOne = (t: Code, result: number): Code => [
-    ...set(xp, add(get(X), mul(t, mul(get(COLS), i32(2))))),
+    ...set(xp, add(get(X), mul(t, mul(get(COLS), i32(xBytes))))),
     ...set(dp, add(get(XD), mul(t, shl(get(blocks), i32(5))))),
     ...set(cp, add(get(XC), mul(t, shl(get(blocks), i32(7))))),
     ...set(acc[0], zero()),
@@ -667,7 +683,7 @@ function kQuantKernel(type: "q4_k" | "q6_k"): Code {
       ...superBlock,
       set(b, add(get(b), i32(1))),
       set(bp, add(get(bp), i32(blockBytes))),
-      set(xp, add(get(xp), i32(512))),
+      set(xp, add(get(xp), i32(256 * xBytes))),
       set(dp, add(get(dp), i32(32))),
       set(cp, add(get(cp), i32(128))),
     ),
@@ -898,8 +914,8 @@ export function buildKernelModule(
     floatKernel(true, relaxed),
     quantKernel("q8_0", relaxed),
     quantKernel("q4_0", relaxed),
-    kQuantKernel("q4_k"),
-    kQuantKernel("q6_k"),
+    kQuantKernel("q4_k", relaxed),
+    kQuantKernel("q6_k", relaxed),
   ];
   const section = (id: number, payload: Code): Code => [id, ...uleb(payload.length), ...payload];
   const name = (text: string): Code => {
