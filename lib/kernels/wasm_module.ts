@@ -104,7 +104,7 @@ const i32x4Splat = simd(0x11), f32x4Splat = simd(0x13);
 const f32x4Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1f, lane];
 const vand = simd(0x4e), vor = simd(0x50);
 const i8x16Sub = simd(0x71), i16x8Add = simd(0x8e), i16x8ShrU = simd(0x8d);
-const i8x16Shl = simd(0x6b), i8x16ShrU = simd(0x6d);
+const i16x8Shl = simd(0x8b);
 const i16x8ExtendLowU = simd(0x89), i16x8ExtendHighU = simd(0x8a);
 const i32x4ExtaddPairwise = simd(0x7e);
 const i16x8ExtendLowS = simd(0x87), i16x8ExtendHighS = simd(0x88);
@@ -587,7 +587,7 @@ function kQuantKernel(type: "q4_k" | "q6_k", relaxed: boolean): Code {
   const xp = f.local(I32), dp = f.local(I32), cp = f.local(I32);
   const acc = [f.local(V128), f.local(V128)], minimums = f.local(F32);
   const q = [f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
-  const low4 = f.local(V128), low2 = f.local(V128), thirtyTwo = f.local(V128);
+  const low4 = f.local(V128), bits45 = f.local(V128), thirtyTwo = f.local(V128);
   // The 32 weights of one x block as int16 in `w16[0..4)`, times the block's int16 inputs at `xp + offset`.
   const w16 = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
   const dot16 = (offset: number, from: number, count: number): Code => {
@@ -622,7 +622,7 @@ function kQuantKernel(type: "q4_k" | "q6_k", relaxed: boolean): Code {
       superBlock.push(set(q[0], vload(get(bp), 16 + 32 * pair)), set(q[1], vload(get(bp), 32 + 32 * pair)));
       for (let half = 0; half < 2; half++) {
         const j = 2 * pair + half;
-        const nibbles = (v: Code) => half === 0 ? vand(v, get(low4)) : i8x16ShrU(v, i32(4));
+        const nibbles = (v: Code) => vand(half === 0 ? v : i16x8ShrU(v, i32(4)), get(low4));
         const scale = j < 4
           ? and(byte(j), i32(63))
           : or(and(byte(j + 4), i32(0xf)), shl(shrU(byte(j - 4), i32(6)), i32(4)));
@@ -653,11 +653,16 @@ function kQuantKernel(type: "q4_k" | "q6_k", relaxed: boolean): Code {
       for (let i = 0; i < 4; i++) superBlock.push(set(q[i], vload(get(bp), 64 * h + 16 * i)));
       superBlock.push(set(q[4], vload(get(bp), 128 + 32 * h)), set(q[5], vload(get(bp), 144 + 32 * h)));
       for (let plane = 0; plane < 4; plane++) {
+        // 16-bit shifts move bits between neighbouring bytes, but the byte masks keep only each byte's own.
         const low = (i: number) => {
           const v = get(q[2 * (plane & 1) + i]);
-          return plane >> 1 ? i8x16ShrU(v, i32(4)) : vand(v, get(low4));
+          return vand(plane >> 1 ? i16x8ShrU(v, i32(4)) : v, get(low4));
         };
-        const high = (i: number) => i8x16Shl(vand(i8x16ShrU(get(q[4 + i]), i32(2 * plane)), get(low2)), i32(4));
+        const high = (i: number) => {
+          // Bits 2·plane and 2·plane + 1 of each qh byte, moved to bits 4 and 5.
+          const v = get(q[4 + i]), shift = 2 * plane - 4;
+          return vand(shift < 0 ? i16x8Shl(v, i32(-shift)) : shift > 0 ? i16x8ShrU(v, i32(shift)) : v, get(bits45));
+        };
         const weights = (i: number) => i8x16Sub(vor(low(i), high(i)), get(thirtyTwo));
         const block = 4 * h + plane, scaleAt = 192 + 8 * h + 2 * plane;
         const dx = fload(get(dp), 4 * block);
@@ -693,7 +698,7 @@ function kQuantKernel(type: "q4_k" | "q6_k", relaxed: boolean): Code {
     Array.from({ length: k }, (_, j) => [...set(bp, get(row)), ...dotOne(add(get(t), i32(j)), results[j])]).flat();
   return f.encode([
     ...set(low4, i8x16Splat(0x0f)),
-    ...set(low2, i8x16Splat(3)),
+    ...set(bits45, i8x16Splat(0x30)),
     ...set(thirtyTwo, i8x16Splat(32)),
     // Super-blocks per row (cols / 256).
     ...set(blocks, shrU(get(COLS), i32(8))),
