@@ -21,8 +21,9 @@ const help = `Usage: tensorless bench [--model FILE | --shape 15M|42M|110M|7B] [
 Measures generation and prefill tokens/s, time to first token, load time and
 peak resident memory, per kernel path and thread count. Token ids are fed
 directly (no text), so models without a tokenizer work too. Each
-configuration runs in fresh processes, --runs times; the table shows the
-median of each number (--json also lists every run).
+configuration runs in fresh processes, --runs times, in rounds (each round
+runs every configuration of a model once); the table shows the median of
+each number (--json also lists every run).
 
 Options:
   -m, --model FILE       a model file to measure (llama2.c or GGUF)
@@ -127,16 +128,19 @@ export const command: Command = {
     const results: BenchResult[] = [];
     if (!values.json) console.log(tableHeader());
     for (const model of models) {
-      for (const kernels of kinds) {
-        for (const threads of kernels === "fast" ? threadCounts : [1]) {
-          const each: BenchResult[] = [];
-          for (let run = 0; run < runs; run++) {
-            each.push(await runChild({ model, kernels, threads, tokens, promptTokens }));
-          }
-          const result = runs === 1 ? each[0] : medianOf(each);
-          results.push(result);
-          if (!values.json) console.log(tableRow(result));
-        }
+      const configurations = kinds.flatMap((kernels) =>
+        (kernels === "fast" ? threadCounts : [1]).map((threads) => ({ model, kernels, threads, tokens, promptTokens }))
+      );
+      // Round by round, every configuration once per round: a machine that speeds up or slows down meanwhile
+      // shifts them all alike, so their medians stay comparable.
+      const each: BenchResult[][] = configurations.map(() => []);
+      for (let run = 0; run < runs; run++) {
+        for (const [i, request] of configurations.entries()) each[i].push(await runChild(request));
+      }
+      for (const runsOfOne of each) {
+        const result = runs === 1 ? runsOfOne[0] : medianOf(runsOfOne);
+        results.push(result);
+        if (!values.json) console.log(tableRow(result));
       }
     }
     if (values.json) console.log(JSON.stringify(results, null, 2));
