@@ -429,23 +429,18 @@ Deno.test("with weights filling the kernels' 4 GiB, the key/value cache still ha
 Deno.test("kernel memory given back is reused, and comes back zeroed", async () => {
   const kernels = await WasmKernels.create({ threads: 1 });
   try {
-    const first = kernels.allocate(1000).fill(7);
-    const at = first.byteOffset;
-    kernels.release(first);
-    const second = kernels.allocate(1000);
-    assert.equal(second.byteOffset, at);
-    assert.ok(second.every((v) => v === 0));
-    // A second, live block is not handed out twice.
-    const third = kernels.allocate(1000);
-    assert.notEqual(third.byteOffset, second.byteOffset);
-    // The same for the key/value cache's memory.
-    const cache = kernels.allocateCache(5000).fill(7);
-    const cacheAt = cache.byteOffset;
-    kernels.release(cache);
-    const again = kernels.allocateCache(5000);
-    assert.equal(again.byteOffset, cacheAt);
-    assert.ok(again.every((v) => v === 0));
-    assert.notEqual(kernels.allocateCache(5000).byteOffset, cacheAt);
+    // The main memory and the key/value cache's memory alike.
+    for (const allocate of [(n: number) => kernels.allocate(n), (n: number) => kernels.allocateCache(n)]) {
+      const first = allocate(1000).fill(7);
+      const at = first.byteOffset;
+      kernels.release(first);
+      const second = allocate(1000);
+      assert.equal(second.byteOffset, at);
+      assert.ok(second.every((v) => v === 0));
+      // A second, live block is not handed out twice.
+      const third = allocate(1000);
+      assert.notEqual(third.byteOffset, second.byteOffset);
+    }
   } finally {
     kernels.close();
   }
