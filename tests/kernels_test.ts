@@ -75,7 +75,7 @@ function tolerance(w: Matrix, x: Float32Array, t: number, r: number): number {
     quantization += (weights * amax) / 254;
   }
   // Float paths differ only in summation order (and fused multiply-adds): 1e-4 of Σ|w·x| is far above that.
-  if (!["Q8_0", "Q4_0", "Q4_K", "Q6_K"].includes(w.type)) return 1e-4 * magnitude + 1e-30;
+  if (!["Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"].includes(w.type)) return 1e-4 * magnitude + 1e-30;
   return quantization * 1.01 + 1e-4 * magnitude;
 }
 
@@ -244,12 +244,12 @@ Deno.test("random models load, and fast kernels follow the plain path's greedy i
 });
 
 // The quantized kernels quantize activations to 8 bits per block of 32, as llama.cpp does (it uses blocks of 256 for
-// K-quants). That costs 0.8-2.3% of max|logit| against the plain path's float activations, measured on the shared
-// files (Q4_0's classifier and the K-quant files' tensors are Q4_K and Q6_K; Q5_K stays on the plain loops); both
-// paths are 1.7-4.3% from llama.cpp's own logits (plain 1.7-3.7%), and pick the same top token.
+// K-quants). That costs 1.7-2.6% of max|logit| against the plain path's float activations, measured on the shared
+// files (Q4_0's classifier and the K-quant files' tensors are Q4_K, Q5_K and Q6_K); the fast path is 1.8-4.8% from
+// llama.cpp's own logits (plain 1.7-3.7%: the two quantize activations differently), and both pick the same top token.
 for (const type of ["Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M"]) {
   sharedTest(
-    `fast kernels: within 3% of max|logit| of the plain path, 5% of llama.cpp's: random-q ${type}`,
+    `fast kernels: within 3% of max|logit| of the plain path, 6% of llama.cpp's: random-q ${type}`,
     async () => {
       const cases = JSON.parse(await Deno.readTextFile(sharedPath("gguf/cases.json")));
       const c = cases.find((c: { model: string }) => c.model.endsWith(`random-q-${type}.gguf`));
@@ -273,8 +273,8 @@ for (const type of ["Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M"]) {
         }));
         const label = `${type} "${g.prompt}"`;
         assert.ok(distance(fast, plain) <= 0.03, `${label}: fast vs plain ${distance(fast, plain)}`);
-        assert.ok(distance(plain, reference) <= 0.05, `${label}: plain vs llama.cpp ${distance(plain, reference)}`);
-        assert.ok(distance(fast, reference) <= 0.05, `${label}: fast vs llama.cpp ${distance(fast, reference)}`);
+        assert.ok(distance(plain, reference) <= 0.06, `${label}: plain vs llama.cpp ${distance(plain, reference)}`);
+        assert.ok(distance(fast, reference) <= 0.06, `${label}: fast vs llama.cpp ${distance(fast, reference)}`);
         assert.equal(argmax(fast), argmax(plain), `${label}: top token`);
       }
     },

@@ -23,8 +23,9 @@
  *   inputs (per group and block, one vector of the four inputs' values), for
  *   the four-input path, which folds the four block sums into one vector and
  *   converts and scales them together.
- * - `q4_k`, `q6_k`: the same quantized inputs, as int16 (int8 for `q4_k` with
- *   relaxed SIMD); `xc`'s `-8·Σq` gives Q4_K's minimums their input sums.
+ * - `q4_k`, `q5_k`, `q6_k`: the same quantized inputs, as int16 (int8 for
+ *   `q4_k` and `q5_k` with relaxed SIMD); `xc`'s `-8·Σq` gives the minimums
+ *   of Q4_K and Q5_K their input sums.
  *
  * Each kernel handles four inputs at a time when it can, so a weight row is
  * read from memory once and reused from cache for the whole batch; with
@@ -156,7 +157,7 @@ class Fn {
 }
 
 /** The kinds of weight encodings the module has kernels for, in export order. */
-export const WASM_KERNELS = ["f32", "f16", "q8_0", "q4_0", "q4_k", "q6_k"] as const;
+export const WASM_KERNELS = ["f32", "f16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k"] as const;
 /** One of {@link WASM_KERNELS}. */
 export type WasmKernelName = (typeof WASM_KERNELS)[number];
 
@@ -563,31 +564,34 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
 }
 
 /**
- * Q4_K and Q6_K rows (super-blocks of 256 weights) against inputs quantized to
- * 8 bits in blocks of 32, read as int16 (`x`; int8 for Q4_K with relaxed SIMD)
- * with their scales (`xd`) and `-8·Σq` (lane 0 of `xc`, used here for Q4_K's
- * minimums). Each block of 32 weights is widened to int16 and multiplied with
- * `i32x4.dot_i16x8_s` (or, Q4_K relaxed, with the 8-bit dot product):
+ * Q4_K, Q5_K and Q6_K rows (super-blocks of 256 weights) against inputs
+ * quantized to 8 bits in blocks of 32, read as int16 (`x`; int8 for Q4_K and
+ * Q5_K with relaxed SIMD) with their scales (`xd`) and `-8·Σq` (lane 0 of
+ * `xc`, used here for the minimums). Each block of 32 weights is widened to
+ * int16 and multiplied with `i32x4.dot_i16x8_s` (or, relaxed, with the 8-bit
+ * dot product):
  *
  * - Q4_K: sub-block j of 32 has a 6-bit scale and minimum (12 packed bytes,
  *   llama.cpp's `get_scale_min_k4`): `Σ w·x = dx·(d·sc·Σ q·qx − dmin·m·Σ qx)`.
+ * - Q5_K: the same, with a fifth bit per weight from 32 more bytes.
  * - Q6_K: 16 sub-blocks of 16 with int8 scales; `q` is 4 low bits from `ql`
  *   and 2 high bits from `qh`, minus 32.
  *
  * One input at a time (a group of four is four single products); the outer
  * loop is `rowsByInputs`'.
  */
-function kQuantKernel(type: "q4_k" | "q6_k", relaxed: boolean): Code {
+function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const f = new Fn(12);
   // With relaxed SIMD, Q4_K's nibbles (7-bit unsigned) meet int8 inputs in the 8-bit dot product, as Q4_0's do.
-  const int8x = type === "q4_k" && relaxed;
+  // Q5_K's 5-bit values fit the 7-bit operand too.
+  const int8x = type !== "q6_k" && relaxed;
   const xBytes = int8x ? 1 : 2;
-  const blockBytes = type === "q4_k" ? 144 : 210;
+  const blockBytes = { q4_k: 144, q5_k: 176, q6_k: 210 }[type];
   const b = f.local(I32), blocks = f.local(I32), bp = f.local(I32), d = f.local(F32), dmin = f.local(F32);
   const xp = f.local(I32), dp = f.local(I32), cp = f.local(I32);
   const acc = [f.local(V128), f.local(V128)], minimums = f.local(F32);
   const q = [f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
-  const low4 = f.local(V128), bits45 = f.local(V128), thirtyTwo = f.local(V128);
+  const low4 = f.local(V128), bits45 = f.local(V128), bit4 = f.local(V128), thirtyTwo = f.local(V128);
   // The 32 weights of one x block as int16 in `w16[0..4)`, times the block's int16 inputs at `xp + offset`.
   const w16 = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
   const dot16 = (offset: number, from: number, count: number): Code => {
@@ -613,16 +617,27 @@ function kQuantKernel(type: "q4_k" | "q6_k", relaxed: boolean): Code {
     set(acc[u], f32x4Add(get(acc[u]), f32x4Mul(f32x4FromI32(sum), f32x4Splat(scale))));
 
   const superBlock: Code[] = [];
-  if (type === "q4_k") {
+  if (type !== "q6_k") {
+    // Q4_K: d, dmin, 12 scale bytes, 128 bytes of nibbles. Q5_K: the same with 32 bytes of fifth bits before the
+    // nibbles (bit j of byte l: element l of sub-block j).
+    const qs = type === "q4_k" ? 16 : 48;
     superBlock.push(set(d, fload(shl(load16u(get(bp)), i32(2)), HALF_TABLE)));
     superBlock.push(set(dmin, fload(shl(load16u(get(bp), 2), i32(2)), HALF_TABLE)));
+    if (type === "q5_k") superBlock.push(set(q[4], vload(get(bp), 16)), set(q[5], vload(get(bp), 32)));
     const byte = (i: number): Code => load8u(get(bp), 4 + i);
     for (let pair = 0; pair < 4; pair++) {
       // 32 bytes: sub-block 2·pair in the low nibbles, 2·pair + 1 in the high nibbles.
-      superBlock.push(set(q[0], vload(get(bp), 16 + 32 * pair)), set(q[1], vload(get(bp), 32 + 32 * pair)));
+      superBlock.push(set(q[0], vload(get(bp), qs + 32 * pair)), set(q[1], vload(get(bp), qs + 16 + 32 * pair)));
       for (let half = 0; half < 2; half++) {
         const j = 2 * pair + half;
-        const nibbles = (v: Code) => vand(half === 0 ? v : i16x8ShrU(v, i32(4)), get(low4));
+        // 16-bit shifts move bits between neighbouring bytes, but the byte masks keep only each byte's own.
+        const nibble = (v: Code) => vand(half === 0 ? v : i16x8ShrU(v, i32(4)), get(low4));
+        const fifthBit = (v: Code) => {
+          const shift = j - 4; // bit j to bit 4
+          return vand(shift < 0 ? i16x8Shl(v, i32(-shift)) : shift > 0 ? i16x8ShrU(v, i32(shift)) : v, get(bit4));
+        };
+        const nibbles = (i: number) =>
+          type === "q4_k" ? nibble(get(q[i])) : vor(nibble(get(q[i])), fifthBit(get(q[4 + i])));
         const scale = j < 4
           ? and(byte(j), i32(63))
           : or(and(byte(j + 4), i32(0xf)), shl(shrU(byte(j - 4), i32(6)), i32(4)));
@@ -633,12 +648,12 @@ function kQuantKernel(type: "q4_k" | "q6_k", relaxed: boolean): Code {
         const factor = fmul(fmul(get(d), convertU(scale)), dx);
         if (int8x) {
           const pairs = i16x8Add(
-            relaxedDot(vload(get(xp), 32 * j), nibbles(get(q[0]))),
-            relaxedDot(vload(get(xp), 32 * j + 16), nibbles(get(q[1]))),
+            relaxedDot(vload(get(xp), 32 * j), nibbles(0)),
+            relaxedDot(vload(get(xp), 32 * j + 16), nibbles(1)),
           );
           superBlock.push(accumulate(half, i32x4ExtaddPairwise(pairs), factor));
         } else {
-          superBlock.push(...widen(nibbles(get(q[0])), nibbles(get(q[1])), false));
+          superBlock.push(...widen(nibbles(0), nibbles(1), false));
           superBlock.push(accumulate(half, dot16(64 * j, 0, 4), factor));
         }
         // The minimum times Σ qx (lane 0 of xc is -8·Σqx), times the input's scale.
@@ -699,6 +714,7 @@ function kQuantKernel(type: "q4_k" | "q6_k", relaxed: boolean): Code {
   return f.encode([
     ...set(low4, i8x16Splat(0x0f)),
     ...set(bits45, i8x16Splat(0x30)),
+    ...set(bit4, i8x16Splat(0x10)),
     ...set(thirtyTwo, i8x16Splat(32)),
     // Super-blocks per row (cols / 256).
     ...set(blocks, shrU(get(COLS), i32(8))),
@@ -920,6 +936,7 @@ export function buildKernelModule(
     quantKernel("q8_0", relaxed),
     quantKernel("q4_0", relaxed),
     kQuantKernel("q4_k", relaxed),
+    kQuantKernel("q5_k", relaxed),
     kQuantKernel("q6_k", relaxed),
   ];
   const section = (id: number, payload: Code): Code => [id, ...uleb(payload.length), ...payload];
