@@ -128,12 +128,18 @@ export class WasmKernels implements Kernels {
   static async create(options: WasmKernelsOptions = {}): Promise<WasmKernels> {
     const threads = Math.max(1, Math.floor(options.threads ?? 1));
     const relaxed = (options.relaxed ?? true) && relaxedSimdSupported();
-    const cacheMemory = multiMemorySupported();
-    const module = new WebAssembly.Module(buildKernelModule({ relaxed, cacheMemory }));
     const maximum = MAX_BYTES / PAGE;
     const memory = new WebAssembly.Memory({ initial: Math.ceil(RESERVED_BYTES / PAGE), maximum, shared: true });
-    // Address 0 of the cache memory stays unused, like the reserved bytes of the main one.
-    const cache = cacheMemory ? new WebAssembly.Memory({ initial: 1, maximum, shared: true }) : undefined;
+    // The cache's own memory when the engine has multi-memory and the address space has room for a second
+    // reservation (a process limited by `ulimit -v` may not); else the cache shares the main memory. Its address 0
+    // stays unused, like the reserved bytes of the main one.
+    let cache: WebAssembly.Memory | undefined;
+    try {
+      if (multiMemorySupported()) cache = new WebAssembly.Memory({ initial: 1, maximum, shared: true });
+    } catch {
+      cache = undefined;
+    }
+    const module = new WebAssembly.Module(buildKernelModule({ relaxed, cacheMemory: cache !== undefined }));
     fillHalfTable(memory, halfToFloat);
     const instance = new WebAssembly.Instance(module, { env: cache ? { memory, cache } : { memory } });
     const control = new Int32Array(new SharedArrayBuffer(CONTROL_LENGTH * 4));
