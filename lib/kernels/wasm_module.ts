@@ -450,9 +450,6 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       i32x4Add(i32x4Dot(get(wv[2]), vload(x, offset + 32)), i32x4Dot(get(wv[3]), vload(x, offset + 48))),
     );
   };
-  /** Input j's pointer `p` (x, d or c) with stride `stride`. */
-  const input = (p: number, stride: number, j: number): Code =>
-    j === 0 ? get(p) : add(get(p), mul(get(stride), i32(j)));
   const dot = (k: number, row: number, t: number, results: number[]): Code =>
     k === 4 ? dotFour(row, t, results) : dotOne(row, t, results);
 
@@ -487,6 +484,8 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
 
   // Four inputs: the block is decoded once; the four integer sums are folded into one vector (lane j: input j)
   // so that converting and scaling (by the four inputs' scales, read as one vector from `XD4`) happens once.
+  // The four inputs' moving pointers (the first is xp).
+  const xps = [xp, f.local(I32), f.local(I32), f.local(I32)];
   const dotFour = (row: number, t: number, results: number[]): Code => {
     // [a0+a2, a1+a3, b0+b2, b1+b3], then of two such: [Σa, Σb, Σc, Σd].
     const fold = (a: number, b: number, lanes: number[][]): Code =>
@@ -499,6 +498,7 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
     ];
     return [
       ...set(xp, add(get(X), mul(get(t), get(xStride)))),
+      ...[1, 2, 3].flatMap((j) => set(xps[j], add(get(xps[j - 1]), get(xStride)))),
       ...set(dp, add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride)))),
       ...set(cp, add(get(XC4), mul(shrU(get(t), i32(2)), get(groupStride)))),
       ...set(bp, get(row)),
@@ -507,13 +507,13 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       ...whileLoop(
         ltU(get(b), get(blocks)),
         ...decode(0),
-        ...sums.map((sum, j) => set(sum, blockSum(input(xp, xStride, j), 0))),
+        ...sums.map((sum, j) => set(sum, blockSum(get(xps[j]), 0))),
         ...folded(),
         int8x ? set(sums[0], i32x4Add(get(sums[0]), vload(get(cp)))) : [],
         set(acc[0], madd(f32x4FromI32(get(sums[0])), f32x4Mul(vload(get(dp)), f32x4Splat(get(d))), get(acc[0]))),
         set(b, add(get(b), i32(1))),
         set(bp, add(get(bp), i32(blockBytes))),
-        set(xp, add(get(xp), i32(xBlockBytes))),
+        ...xps.map((p) => set(p, add(get(p), i32(xBlockBytes)))),
         set(dp, add(get(dp), i32(16))),
         set(cp, add(get(cp), i32(16))),
       ),
