@@ -201,6 +201,7 @@ function rowsByInputs(
   rowBytes: Code,
   dot: (k: number, row: number, t: number, results: number[]) => Code,
   dotRows?: (rows: number[], t: number, results: number[]) => Code,
+  dotPair?: (rows: number[], t: number, results: number[]) => Code,
 ): Code {
   const r = f.local(I32), t = f.local(I32), row = f.local(I32), stride = f.local(I32);
   const quarter = f.local(I32), quarterEnd = f.local(I32);
@@ -239,10 +240,43 @@ function rowsByInputs(
     // The last (r1 - r0) % 4 rows go through the loop below, one at a time.
     set(r, add(get(R0), shl(get(quarter), i32(2)))),
   );
+  // Two rows against four inputs at once, where the kernel has it: each weight load serves four inputs and each input
+  // load two rows, so the products stop waiting on loads. Results 0..3 are row r's, 4..7 row r + 1's.
+  const pairResults = dotPair ? [...results, f.local(F32), f.local(F32), f.local(F32), f.local(F32)] : [];
+  const storePair = (j: number): Code =>
+    fstore(
+      add(get(OUT), shl(add(mul(add(get(t), i32(j & 3)), get(ROWS)), add(get(r), i32(j >> 2))), i32(2))),
+      get(pairResults[j]),
+    );
+  const pairs = !dotPair ? [] : whileLoop(
+    leU(add(get(r), i32(2)), get(R1)),
+    set(rows[0], add(get(W), mul(get(r), get(stride)))),
+    set(rows[1], add(get(rows[0]), get(stride))),
+    set(t, i32(0)),
+    whileLoop(
+      leU(add(get(t), i32(4)), get(N)),
+      dotPair(rows, t, pairResults),
+      ...pairResults.map((_, j) => storePair(j)),
+      set(t, add(get(t), i32(4))),
+    ),
+    // The last n % 4 inputs, one row and one input at a time.
+    whileLoop(
+      ltU(get(t), get(N)),
+      ...[0, 1].map((j) => [
+        ...set(row, get(rows[j])),
+        ...dot(1, row, t, results),
+        ...fstore(add(get(OUT), shl(add(mul(get(t), get(ROWS)), add(get(r), i32(j))), i32(2))), get(results[0])),
+      ]),
+      set(t, add(get(t), i32(1))),
+    ),
+    set(r, add(get(r), i32(2))),
+  );
   return [
     ...set(stride, rowBytes),
     ...set(r, get(R0)),
     ...spread,
+    // With four inputs or more, rows two at a time (the kernels that can), then the rest one at a time.
+    ...(dotPair ? block(brIf(0, ltU(get(N), i32(4))), pairs) : []),
     ...whileLoop(
       ltU(get(r), get(R1)),
       set(row, add(get(W), mul(get(r), get(stride)))),
@@ -369,10 +403,42 @@ function floatKernel(half: boolean, relaxed: boolean): Code {
       ...results.flatMap((result, j) => set(result, fadd(hsum2(acc[2 * j], acc[2 * j + 1]), get(tail[j])))),
     ];
   };
+  // F32: two rows, four inputs, one accumulator each (eight chains); a scalar tail for widths that are not a multiple
+  // of 4. Results 0..3 are rows[0]'s, 4..7 rows[1]'s.
+  const xv = f.local(V128), pairTail = Array.from({ length: 8 }, () => f.local(F32));
+  const dotPair = (rows: number[], t: number, results: number[]): Code => {
+    const body: Code[] = [
+      set(wv, vload(add(get(rows[0]), shl(get(c), i32(2))))),
+      set(lo, vload(add(get(rows[1]), shl(get(c), i32(2))))),
+    ];
+    for (let j = 0; j < 4; j++) {
+      body.push(set(xv, vload(add(get(xrow[j]), shl(get(c), i32(2))))));
+      body.push(
+        set(acc[j], madd(get(wv), get(xv), get(acc[j]))),
+        set(acc[4 + j], madd(get(lo), get(xv), get(acc[4 + j]))),
+      );
+    }
+    body.push(set(c, add(get(c), i32(4))));
+    const scalar: Code[] = [];
+    for (let j = 0; j < 8; j++) {
+      const w = fload(add(get(rows[j >> 2]), shl(get(c), i32(2))));
+      scalar.push(set(pairTail[j], fadd(get(pairTail[j]), fmul(w, fload(add(get(xrow[j & 3]), shl(get(c), i32(2))))))));
+    }
+    scalar.push(set(c, add(get(c), i32(1))));
+    return [
+      ...[0, 1, 2, 3].flatMap((j) => set(xrow[j], add(get(X), shl(mul(add(get(t), i32(j)), get(COLS)), i32(2))))),
+      ...acc.flatMap((a) => set(a, zero())),
+      ...pairTail.flatMap((v) => set(v, f32(0))),
+      ...set(c, i32(0)),
+      ...whileLoop(ltU(get(c), get(vecEnd)), ...body),
+      ...whileLoop(ltU(get(c), get(COLS)), ...scalar),
+      ...results.flatMap((result, j) => set(result, fadd(hsum(acc[j]), get(pairTail[j])))),
+    ];
+  };
   const step = half ? 8 : 4;
   return f.encode([
     ...set(vecEnd, and(get(COLS), i32(-step))),
-    ...rowsByInputs(f, mul(get(COLS), i32(elemBytes)), dot, dotRows),
+    ...rowsByInputs(f, mul(get(COLS), i32(elemBytes)), dot, dotRows, half ? undefined : dotPair),
   ]);
 }
 
