@@ -643,8 +643,8 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
  * - Q6_K: 16 sub-blocks of 16 with int8 scales; `q` is 4 low bits from `ql`
  *   and 2 high bits from `qh`, minus 32.
  *
- * One input at a time (a group of four is four single products); the outer
- * loop is `rowsByInputs`'.
+ * Each sub-block is decoded once for the one or four inputs of a step; the
+ * outer loop is `rowsByInputs`'.
  */
 function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const f = new Fn(12);
@@ -654,16 +654,37 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const xBytes = int8x ? 1 : 2;
   const blockBytes = { q4_k: 144, q5_k: 176, q6_k: 210 }[type];
   const b = f.local(I32), blocks = f.local(I32), bp = f.local(I32), d = f.local(F32), dmin = f.local(F32);
-  const xp = f.local(I32), dp = f.local(I32), cp = f.local(I32);
-  const acc = [f.local(V128), f.local(V128)], minimums = f.local(F32);
   const q = [f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
   const low4 = f.local(V128), bits45 = f.local(V128), bit4 = f.local(V128), thirtyTwo = f.local(V128);
-  // The 32 weights of one x block as int16 in `w16[0..4)`, times the block's int16 inputs at `xp + offset`.
+  // A sub-block's weights, decoded once for every input: 32 bytes in `w8` (int8 path) or int16 in `w16`.
+  const w8 = [f.local(V128), f.local(V128)];
   const w16 = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
-  const dot16 = (offset: number, from: number, count: number): Code => {
-    let sum = i32x4Dot(get(w16[from]), vload(get(xp), offset + 16 * from));
+  // The sub-block's scale times d, and minimum times dmin.
+  const scaled = f.local(F32), scaledMin = f.local(F32);
+
+  /** One input: moving pointers into its values, scales and sums, its accumulators (alternating) and minimum sum. */
+  interface Input {
+    xp: number;
+    dp: number;
+    cp: number;
+    acc: number[];
+    min: number;
+  }
+  const newInput = (acc: number[]): Input => ({
+    xp: f.local(I32),
+    dp: f.local(I32),
+    cp: f.local(I32),
+    acc,
+    min: f.local(F32),
+  });
+  const one = [newInput([f.local(V128), f.local(V128)])];
+  const four = Array.from({ length: 4 }, () => newInput([f.local(V128)]));
+
+  /** The int16 weights `w16[from .. from + count)` times the input's int16 values at `offset`. */
+  const dot16 = (input: Input, offset: number, from: number, count: number): Code => {
+    let sum = i32x4Dot(get(w16[from]), vload(get(input.xp), offset + 16 * from));
     for (let i = from + 1; i < from + count; i++) {
-      sum = i32x4Add(sum, i32x4Dot(get(w16[i]), vload(get(xp), offset + 16 * i)));
+      sum = i32x4Add(sum, i32x4Dot(get(w16[i]), vload(get(input.xp), offset + 16 * i)));
     }
     return sum;
   };
@@ -679,104 +700,122 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
       set(w16[3], hi(get(w16[3]))),
     ];
   };
-  const accumulate = (u: number, sum: Code, scale: Code): Code =>
-    set(acc[u], f32x4Add(get(acc[u]), f32x4Mul(f32x4FromI32(sum), f32x4Splat(scale))));
+  const accumulate = (into: number, sum: Code, scale: Code): Code =>
+    set(into, f32x4Add(get(into), f32x4Mul(f32x4FromI32(sum), f32x4Splat(scale))));
 
-  const superBlock: Code[] = [];
-  if (type !== "q6_k") {
-    // Q4_K: d, dmin, 12 scale bytes, 128 bytes of nibbles. Q5_K: the same with 32 bytes of fifth bits before the
-    // nibbles (bit j of byte l: element l of sub-block j).
-    const qs = type === "q4_k" ? 16 : 48;
-    superBlock.push(set(d, fload(shl(load16u(get(bp)), i32(2)), HALF_TABLE)));
-    superBlock.push(set(dmin, fload(shl(load16u(get(bp), 2), i32(2)), HALF_TABLE)));
-    if (type === "q5_k") superBlock.push(set(q[4], vload(get(bp), 16)), set(q[5], vload(get(bp), 32)));
-    const byte = (i: number): Code => load8u(get(bp), 4 + i);
-    for (let pair = 0; pair < 4; pair++) {
-      // 32 bytes: sub-block 2·pair in the low nibbles, 2·pair + 1 in the high nibbles.
-      superBlock.push(set(q[0], vload(get(bp), qs + 32 * pair)), set(q[1], vload(get(bp), qs + 16 + 32 * pair)));
-      for (let half = 0; half < 2; half++) {
-        const j = 2 * pair + half;
-        // 16-bit shifts move bits between neighbouring bytes, but the byte masks keep only each byte's own.
-        const nibble = (v: Code) => vand(half === 0 ? v : i16x8ShrU(v, i32(4)), get(low4));
-        const fifthBit = (v: Code) => {
-          const shift = j - 4; // bit j to bit 4
-          return vand(shift < 0 ? i16x8Shl(v, i32(-shift)) : shift > 0 ? i16x8ShrU(v, i32(shift)) : v, get(bit4));
-        };
-        const nibbles = (i: number) =>
-          type === "q4_k" ? nibble(get(q[i])) : vor(nibble(get(q[i])), fifthBit(get(q[4 + i])));
-        const scale = j < 4
-          ? and(byte(j), i32(63))
-          : or(and(byte(j + 4), i32(0xf)), shl(shrU(byte(j - 4), i32(6)), i32(4)));
-        const min = j < 4
-          ? and(byte(j + 4), i32(63))
-          : or(shrU(byte(j + 4), i32(4)), shl(shrU(byte(j), i32(6)), i32(4)));
-        const dx = fload(get(dp), 4 * j);
-        const factor = fmul(fmul(get(d), convertU(scale)), dx);
-        if (int8x) {
-          const pairs = i16x8Add(
-            relaxedDot(vload(get(xp), 32 * j), nibbles(0)),
-            relaxedDot(vload(get(xp), 32 * j + 16), nibbles(1)),
-          );
-          superBlock.push(accumulate(half, i32x4ExtaddPairwise(pairs), factor));
-        } else {
-          superBlock.push(...widen(nibbles(0), nibbles(1), false));
-          superBlock.push(accumulate(half, dot16(64 * j, 0, 4), factor));
-        }
-        // The minimum times Σ qx (lane 0 of xc is -8·Σqx), times the input's scale.
-        const sumX = fmul(convertS(iload(get(cp), 16 * j)), f32(-0.125));
-        superBlock.push(set(minimums, fadd(get(minimums), fmul(fmul(fmul(get(dmin), convertU(min)), dx), sumX))));
-      }
-    }
-  } else {
-    superBlock.push(set(d, fload(shl(load16u(get(bp), 208), i32(2)), HALF_TABLE)));
-    for (let h = 0; h < 2; h++) {
-      // ql: 64 bytes (planes 0/2 in the first 32, 1/3 in the next; low then high nibbles); qh: 32 bytes, 2 bits a plane.
-      for (let i = 0; i < 4; i++) superBlock.push(set(q[i], vload(get(bp), 64 * h + 16 * i)));
-      superBlock.push(set(q[4], vload(get(bp), 128 + 32 * h)), set(q[5], vload(get(bp), 144 + 32 * h)));
-      for (let plane = 0; plane < 4; plane++) {
-        // 16-bit shifts move bits between neighbouring bytes, but the byte masks keep only each byte's own.
-        const low = (i: number) => {
-          const v = get(q[2 * (plane & 1) + i]);
-          return vand(plane >> 1 ? i16x8ShrU(v, i32(4)) : v, get(low4));
-        };
-        const high = (i: number) => {
-          // Bits 2·plane and 2·plane + 1 of each qh byte, moved to bits 4 and 5.
-          const v = get(q[4 + i]), shift = 2 * plane - 4;
-          return vand(shift < 0 ? i16x8Shl(v, i32(-shift)) : shift > 0 ? i16x8ShrU(v, i32(shift)) : v, get(bits45));
-        };
-        const weights = (i: number) => i8x16Sub(vor(low(i), high(i)), get(thirtyTwo));
-        const block = 4 * h + plane, scaleAt = 192 + 8 * h + 2 * plane;
-        const dx = fload(get(dp), 4 * block);
-        superBlock.push(...widen(weights(0), weights(1), true));
-        // Bytes 0..15 and 16..31 of the plane are two sub-blocks of 16, each with its own scale.
+  /** One super-block of the row at `bp` against each of `inputs`. */
+  const superBlockFor = (inputs: Input[]): Code[] => {
+    const code: Code[] = [];
+    const u = (input: Input, half: number) => input.acc[half % input.acc.length];
+    if (type !== "q6_k") {
+      // Q4_K: d, dmin, 12 scale bytes, 128 bytes of nibbles. Q5_K: the same with 32 bytes of fifth bits before the
+      // nibbles (bit j of byte l: element l of sub-block j).
+      const qs = type === "q4_k" ? 16 : 48;
+      code.push(set(d, fload(shl(load16u(get(bp)), i32(2)), HALF_TABLE)));
+      code.push(set(dmin, fload(shl(load16u(get(bp), 2), i32(2)), HALF_TABLE)));
+      if (type === "q5_k") code.push(set(q[4], vload(get(bp), 16)), set(q[5], vload(get(bp), 32)));
+      const byte = (i: number): Code => load8u(get(bp), 4 + i);
+      for (let pair = 0; pair < 4; pair++) {
+        // 32 bytes: sub-block 2·pair in the low nibbles, 2·pair + 1 in the high nibbles.
+        code.push(set(q[0], vload(get(bp), qs + 32 * pair)), set(q[1], vload(get(bp), qs + 16 + 32 * pair)));
         for (let half = 0; half < 2; half++) {
-          const scale = fmul(fmul(get(d), convertS(load8s(get(bp), scaleAt + half))), dx);
-          superBlock.push(accumulate(half, dot16(64 * block, 2 * half, 2), scale));
+          const j = 2 * pair + half;
+          // 16-bit shifts move bits between neighbouring bytes, but the byte masks keep only each byte's own.
+          const nibble = (v: Code) => vand(half === 0 ? v : i16x8ShrU(v, i32(4)), get(low4));
+          const fifthBit = (v: Code) => {
+            const shift = j - 4; // bit j to bit 4
+            return vand(shift < 0 ? i16x8Shl(v, i32(-shift)) : shift > 0 ? i16x8ShrU(v, i32(shift)) : v, get(bit4));
+          };
+          const weights = (i: number) =>
+            type === "q4_k" ? nibble(get(q[i])) : vor(nibble(get(q[i])), fifthBit(get(q[4 + i])));
+          const scale = j < 4
+            ? and(byte(j), i32(63))
+            : or(and(byte(j + 4), i32(0xf)), shl(shrU(byte(j - 4), i32(6)), i32(4)));
+          const min = j < 4
+            ? and(byte(j + 4), i32(63))
+            : or(shrU(byte(j + 4), i32(4)), shl(shrU(byte(j), i32(6)), i32(4)));
+          code.push(set(scaled, fmul(get(d), convertU(scale))), set(scaledMin, fmul(get(dmin), convertU(min))));
+          if (int8x) code.push(set(w8[0], weights(0)), set(w8[1], weights(1)));
+          else code.push(...widen(weights(0), weights(1), false));
+          for (const input of inputs) {
+            const dx = fload(get(input.dp), 4 * j);
+            const sum = int8x
+              ? i32x4ExtaddPairwise(i16x8Add(
+                relaxedDot(vload(get(input.xp), 32 * j), get(w8[0])),
+                relaxedDot(vload(get(input.xp), 32 * j + 16), get(w8[1])),
+              ))
+              : dot16(input, 64 * j, 0, 4);
+            code.push(accumulate(u(input, half), sum, fmul(get(scaled), dx)));
+            // The minimum times Σ qx (lane 0 of xc is -8·Σqx), times the input's scale.
+            const sumX = fmul(convertS(iload(get(input.cp), 16 * j)), f32(-0.125));
+            code.push(set(input.min, fadd(get(input.min), fmul(fmul(get(scaledMin), dx), sumX))));
+          }
+        }
+      }
+    } else {
+      code.push(set(d, fload(shl(load16u(get(bp), 208), i32(2)), HALF_TABLE)));
+      for (let h = 0; h < 2; h++) {
+        // ql: 64 bytes (planes 0/2 in the first 32, 1/3 in the next; low then high nibbles); qh: 32 bytes, 2 bits a
+        // plane.
+        for (let i = 0; i < 4; i++) code.push(set(q[i], vload(get(bp), 64 * h + 16 * i)));
+        code.push(set(q[4], vload(get(bp), 128 + 32 * h)), set(q[5], vload(get(bp), 144 + 32 * h)));
+        for (let plane = 0; plane < 4; plane++) {
+          // 16-bit shifts move bits between neighbouring bytes, but the byte masks keep only each byte's own.
+          const low = (i: number) => {
+            const v = get(q[2 * (plane & 1) + i]);
+            return vand(plane >> 1 ? i16x8ShrU(v, i32(4)) : v, get(low4));
+          };
+          const high = (i: number) => {
+            // Bits 2·plane and 2·plane + 1 of each qh byte, moved to bits 4 and 5.
+            const v = get(q[4 + i]), shift = 2 * plane - 4;
+            return vand(shift < 0 ? i16x8Shl(v, i32(-shift)) : shift > 0 ? i16x8ShrU(v, i32(shift)) : v, get(bits45));
+          };
+          const weights = (i: number) => i8x16Sub(vor(low(i), high(i)), get(thirtyTwo));
+          const block = 4 * h + plane, scaleAt = 192 + 8 * h + 2 * plane;
+          code.push(...widen(weights(0), weights(1), true));
+          // Bytes 0..15 and 16..31 of the plane are two sub-blocks of 16, each with its own scale.
+          for (let half = 0; half < 2; half++) {
+            code.push(set(scaled, fmul(get(d), convertS(load8s(get(bp), scaleAt + half)))));
+            for (const input of inputs) {
+              const scale = fmul(get(scaled), fload(get(input.dp), 4 * block));
+              code.push(accumulate(u(input, half), dot16(input, 64 * block, 2 * half, 2), scale));
+            }
+          }
         }
       }
     }
-  }
-  const dotOne = (t: Code, result: number): Code => [
-    ...set(xp, add(get(X), mul(t, mul(get(COLS), i32(xBytes))))),
-    ...set(dp, add(get(XD), mul(t, shl(get(blocks), i32(5))))),
-    ...set(cp, add(get(XC), mul(t, shl(get(blocks), i32(7))))),
-    ...set(acc[0], zero()),
-    ...set(acc[1], zero()),
-    ...set(minimums, f32(0)),
+    return code;
+  };
+
+  /** The row at `row` against inputs t .. t + inputs.length - 1, into `results`. */
+  const dotInputs = (inputs: Input[], row: number, t: number, results: number[]): Code => [
+    ...inputs.flatMap((input, j) => [
+      ...set(input.xp, add(get(X), mul(add(get(t), i32(j)), mul(get(COLS), i32(xBytes))))),
+      ...set(input.dp, add(get(XD), mul(add(get(t), i32(j)), shl(get(blocks), i32(5))))),
+      ...set(input.cp, add(get(XC), mul(add(get(t), i32(j)), shl(get(blocks), i32(7))))),
+      ...input.acc.flatMap((a) => set(a, zero())),
+      ...set(input.min, f32(0)),
+    ]),
+    ...set(bp, get(row)),
     ...set(b, i32(0)),
     ...whileLoop(
       ltU(get(b), get(blocks)),
-      ...superBlock,
+      ...superBlockFor(inputs),
       set(b, add(get(b), i32(1))),
       set(bp, add(get(bp), i32(blockBytes))),
-      set(xp, add(get(xp), i32(256 * xBytes))),
-      set(dp, add(get(dp), i32(32))),
-      set(cp, add(get(cp), i32(128))),
+      ...inputs.map((input) => [
+        ...set(input.xp, add(get(input.xp), i32(256 * xBytes))),
+        ...set(input.dp, add(get(input.dp), i32(32))),
+        ...set(input.cp, add(get(input.cp), i32(128))),
+      ]),
     ),
-    ...set(result, fsub(hsum2(acc[0], acc[1]), get(minimums))),
+    ...inputs.flatMap((input, j) => {
+      const total = input.acc.length === 2 ? hsum2(input.acc[0], input.acc[1]) : hsum(input.acc[0]);
+      return set(results[j], fsub(total, get(input.min)));
+    }),
   ];
   const dot = (k: number, row: number, t: number, results: number[]): Code =>
-    Array.from({ length: k }, (_, j) => [...set(bp, get(row)), ...dotOne(add(get(t), i32(j)), results[j])]).flat();
+    dotInputs(k === 4 ? four : one, row, t, results);
   return f.encode([
     ...set(low4, i8x16Splat(0x0f)),
     ...set(bits45, i8x16Splat(0x30)),
