@@ -160,6 +160,11 @@ class Fn {
 export const WASM_KERNELS = ["f32", "f16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k"] as const;
 /** One of {@link WASM_KERNELS}. */
 export type WasmKernelName = (typeof WASM_KERNELS)[number];
+/**
+ * The kernels whose weights (4- and 5-bit, unsigned) fit the 7-bit operand of the relaxed 8-bit dot product: with
+ * relaxed SIMD they read the quantized inputs as int8, the other quantized kernels as int16.
+ */
+export const INT8_INPUT_KERNELS: readonly WasmKernelName[] = ["q4_0", "q4_k", "q5_k"];
 
 /** Parameter indices shared by every kernel. */
 const W = 0, R0 = 1, R1 = 2, COLS = 3, X = 4, XD = 5, XC = 6, N = 7, OUT = 8, ROWS = 9, XD4 = 10, XC4 = 11;
@@ -466,7 +471,7 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
   const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
   const blockBytes = type === "q8_0" ? 34 : 18;
   // The int8 path (relaxed Q4_0) reads x as bytes; the others as int16.
-  const int8x = type === "q4_0" && relaxed;
+  const int8x = relaxed && INT8_INPUT_KERNELS.includes(type);
   const xBlockBytes = int8x ? 32 : 64;
   const b = f.local(I32), blocks = f.local(I32), bp = f.local(I32), d = f.local(F32);
   // Moving pointers into input t's values, scales and corrections; strides to input t + 1.
@@ -648,9 +653,7 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
  */
 function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const f = new Fn(12);
-  // With relaxed SIMD, Q4_K's nibbles (7-bit unsigned) meet int8 inputs in the 8-bit dot product, as Q4_0's do.
-  // Q5_K's 5-bit values fit the 7-bit operand too.
-  const int8x = type !== "q6_k" && relaxed;
+  const int8x = relaxed && INT8_INPUT_KERNELS.includes(type);
   const xBytes = int8x ? 1 : 2;
   const blockBytes = { q4_k: 144, q5_k: 176, q6_k: 210 }[type];
   const b = f.local(I32), blocks = f.local(I32), bp = f.local(I32), d = f.local(F32), dmin = f.local(F32);
