@@ -200,6 +200,10 @@ const halvesToFloats = (bits: Code): Code =>
  * through its quarter as one long memory stream, and four streams keep about
  * twice as many cache lines in flight as one (measured: 1.8 -> 3.2 GMAC/s on
  * one thread for a 32000 x 288 F32 matrix).
+ *
+ * With four inputs or more (a prompt), kernels that give `dotPair` take rows
+ * two at a time against each group of four inputs (results 0..3 for the first
+ * row, 4..7 for the second).
  */
 function rowsByInputs(
   f: Fn,
