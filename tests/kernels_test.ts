@@ -390,9 +390,9 @@ Deno.test("with weights filling the kernels' 4 GiB, the key/value cache still ha
   }
   const kernels = await WasmKernels.create({ threads: 2 });
   try {
-    // 3.6 GiB of "weights" (untouched, so not resident), as Llama 2 7B's Q4_0 file: room left for activations,
-    // not for a cache of 25000 positions x 1024 floats (2 x 100 MB).
-    kernels.allocateBytes(3.6 * 2 ** 30);
+    // 3.8 GiB of "weights" (untouched, so not resident), as Llama 2 7B's Q4_K_M file (4.08 GB): room left for
+    // activations, not for a cache of 25000 positions x 1024 floats (2 x 100 MB).
+    kernels.allocateBytes(3.8 * 2 ** 30);
     const [heads, headSize, positions] = [8, 128, 25000];
     const random = new Random(3);
     const fill = (array: Float32Array) => {

@@ -53,10 +53,11 @@ import type { WorkerSetup } from "./worker.ts";
 
 const PAGE = 65536;
 /**
- * Room {@link WasmKernels.allocate} leaves free for scratch space: past this, new buffers go to ordinary shared
- * memory, where the plain loops still work on them.
+ * Room {@link WasmKernels.allocate} leaves free for the products' and attention's scratch space (a 64-token prompt
+ * of Llama 2 7B needs about 10 MiB): past this, new buffers go to ordinary shared memory, where the plain loops still
+ * work on them. Small, so that a 4.08 GB file (7B Q4_K_M) still leaves its activations room in the memory.
  */
-const ALLOCATE_HEADROOM = 256 * 2 ** 20;
+const ALLOCATE_HEADROOM = 64 * 2 ** 20;
 
 /** The module's `quantize(x, blocks, q16, q8, xd, xc)`. */
 type QuantizeFunction = (x: number, blocks: number, q16: number, q8: number, xd: number, xc: number) => void;
