@@ -8,7 +8,7 @@
 
 import { dotRow } from "../quant.ts";
 import { type Matrix, rowBytes, TENSOR_TYPES, type TensorType } from "../tensor.ts";
-import { INT8_INPUT_KERNELS, WASM_KERNELS } from "./wasm_module.ts";
+import { FLOAT_INPUT_KERNELS, INT8_INPUT_KERNELS, WASM_KERNELS } from "./wasm_module.ts";
 
 /** Slots of the control array. */
 export const SLOT = {
@@ -204,7 +204,7 @@ function runMatmul(control: Int32Array, kernels: KernelFunction[], memory: WebAs
     }
     const name = WASM_KERNELS[kind];
     const int8 = control[SLOT.RELAXED] === 1 && INT8_INPUT_KERNELS.includes(name);
-    const x = name === "f32" || name === "f16" ? control[SLOT.XF] : control[int8 ? SLOT.XQ8 : SLOT.XQ16];
+    const x = FLOAT_INPUT_KERNELS.includes(name) ? control[SLOT.XF] : control[int8 ? SLOT.XQ8 : SLOT.XQ16];
     const [xd, xc, xd4, xc4] = [control[SLOT.XD], control[SLOT.XC], control[SLOT.XD4], control[SLOT.XC4]];
     kernels[kind](w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4);
   }

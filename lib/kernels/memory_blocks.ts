@@ -7,7 +7,8 @@
  * @module
  */
 
-const PAGE = 65536;
+/** Bytes in a WebAssembly memory page. */
+export const PAGE = 65536;
 /** wasm32 addresses reach 4 GiB. */
 export const MAX_BYTES = 65536 * PAGE;
 

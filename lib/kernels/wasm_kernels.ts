@@ -40,10 +40,11 @@ import {
   waitWhileEquals,
   WORK,
 } from "./job_runner.ts";
-import { align64, MAX_BYTES, MemoryBlocks } from "./memory_blocks.ts";
+import { align64, MAX_BYTES, MemoryBlocks, PAGE } from "./memory_blocks.ts";
 import {
   buildKernelModule,
   fillHalfTable,
+  FLOAT_INPUT_KERNELS,
   multiMemorySupported,
   relaxedSimdSupported,
   RESERVED_BYTES,
@@ -51,7 +52,6 @@ import {
 } from "./wasm_module.ts";
 import type { WorkerSetup } from "./worker.ts";
 
-const PAGE = 65536;
 /**
  * Room {@link WasmKernels.allocate} leaves free for the products' and attention's scratch space (a 64-token prompt
  * of Llama 2 7B needs about 10 MiB): past this, new buffers go to ordinary shared memory, where the plain loops still
@@ -310,7 +310,7 @@ export class WasmKernels implements Kernels {
     const xf = xInPlace ? xStart : base;
     if (!xInPlace) new Float32Array(this.#main.buffer(), xf, n * cols).set(x.subarray(0, n * cols));
     // Quantized kernels read the input as 8-bit blocks, made once here for every job and thread.
-    const quantized = kinds.some((k) => k !== KIND_JS && k !== kindOf("F32") && k !== kindOf("F16"));
+    const quantized = kinds.some((k) => k !== KIND_JS && !FLOAT_INPUT_KERNELS.includes(WASM_KERNELS[k]));
     if (quantized) {
       this.#quantize(xf, (n * cols) / 32, xq16, xq8, xd, xc);
     }

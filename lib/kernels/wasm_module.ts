@@ -43,6 +43,8 @@
  * @module
  */
 
+import { TENSOR_TYPES } from "../tensor.ts";
+
 type Code = number[];
 
 /** Unsigned LEB128. */
@@ -106,6 +108,13 @@ const f32x4Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1f, lane];
 const vand = simd(0x4e), vor = simd(0x50);
 const i8x16Sub = simd(0x71), i16x8Add = simd(0x8e), i16x8ShrU = simd(0x8d);
 const i16x8Shl = simd(0x8b);
+/**
+ * Each byte of `v` shifted right by `shift` bits (left when negative), then masked by `mask`. The 16-bit shifts
+ * move bits between neighbouring bytes, but the byte mask keeps only each byte's own (wasm's i8x16 shifts are much
+ * slower in V8 here).
+ */
+const byteBits = (v: Code, shift: number, mask: Code): Code =>
+  vand(shift < 0 ? i16x8Shl(v, i32(-shift)) : shift > 0 ? i16x8ShrU(v, i32(shift)) : v, mask);
 const i16x8ExtendLowU = simd(0x89), i16x8ExtendHighU = simd(0x8a);
 const i32x4ExtaddPairwise = simd(0x7e);
 const i16x8ExtendLowS = simd(0x87), i16x8ExtendHighS = simd(0x88);
@@ -165,6 +174,8 @@ export type WasmKernelName = (typeof WASM_KERNELS)[number];
  * relaxed SIMD they read the quantized inputs as int8, the other quantized kernels as int16.
  */
 export const INT8_INPUT_KERNELS: readonly WasmKernelName[] = ["q4_0", "q4_k", "q5_k"];
+/** The kernels that read their inputs as floats; every other one reads them quantized by `quantize`. */
+export const FLOAT_INPUT_KERNELS: readonly WasmKernelName[] = ["f32", "f16"];
 
 /** Parameter indices shared by every kernel. */
 const W = 0, R0 = 1, R1 = 2, COLS = 3, X = 4, XD = 5, XC = 6, N = 7, OUT = 8, ROWS = 9, XD4 = 10, XC4 = 11;
@@ -473,7 +484,7 @@ export function fillHalfTable(memory: WebAssembly.Memory, halfToFloat: (bits: nu
 function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
   const f = new Fn(12);
   const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
-  const blockBytes = type === "q8_0" ? 34 : 18;
+  const { blockBytes } = TENSOR_TYPES[type === "q8_0" ? "Q8_0" : "Q4_0"];
   // The int8 path (relaxed Q4_0) reads x as bytes; the others as int16.
   const int8x = relaxed && INT8_INPUT_KERNELS.includes(type);
   const xBlockBytes = int8x ? 32 : 64;
@@ -557,10 +568,10 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
     ];
   };
 
-  // Four inputs: the block is decoded once; the four integer sums are folded into one vector (lane j: input j)
-  // so that converting and scaling (by the four inputs' scales, read as one vector from `XD4`) happens once.
   // The four inputs' moving pointers (the first is xp).
   const xps = [xp, f.local(I32), f.local(I32), f.local(I32)];
+  // Four inputs: the block is decoded once; the four integer sums are folded into one vector (lane j: input j)
+  // so that converting and scaling (by the four inputs' scales, read as one vector from `XD4`) happens once.
   const dotFour = (row: number, t: number, results: number[]): Code => {
     // [a0+a2, a1+a3, b0+b2, b1+b3], then of two such: [Σa, Σb, Σc, Σd].
     const fold = (a: number, b: number, lanes: number[][]): Code =>
@@ -659,7 +670,7 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const f = new Fn(12);
   const int8x = relaxed && INT8_INPUT_KERNELS.includes(type);
   const xBytes = int8x ? 1 : 2;
-  const blockBytes = { q4_k: 144, q5_k: 176, q6_k: 210 }[type];
+  const { blockBytes } = TENSOR_TYPES[({ q4_k: "Q4_K", q5_k: "Q5_K", q6_k: "Q6_K" } as const)[type]];
   const b = f.local(I32), blocks = f.local(I32), bp = f.local(I32), d = f.local(F32), dmin = f.local(F32);
   const q = [f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
   const low4 = f.local(V128), bits45 = f.local(V128), bit4 = f.local(V128), thirtyTwo = f.local(V128);
@@ -727,12 +738,9 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
         code.push(set(q[0], vload(get(bp), qs + 32 * pair)), set(q[1], vload(get(bp), qs + 16 + 32 * pair)));
         for (let half = 0; half < 2; half++) {
           const j = 2 * pair + half;
-          // 16-bit shifts move bits between neighbouring bytes, but the byte masks keep only each byte's own.
-          const nibble = (v: Code) => vand(half === 0 ? v : i16x8ShrU(v, i32(4)), get(low4));
-          const fifthBit = (v: Code) => {
-            const shift = j - 4; // bit j to bit 4
-            return vand(shift < 0 ? i16x8Shl(v, i32(-shift)) : shift > 0 ? i16x8ShrU(v, i32(shift)) : v, get(bit4));
-          };
+          const nibble = (v: Code) => byteBits(v, 4 * half, get(low4));
+          // Bit j of each qh byte, moved to bit 4.
+          const fifthBit = (v: Code) => byteBits(v, j - 4, get(bit4));
           const weights = (i: number) =>
             type === "q4_k" ? nibble(get(q[i])) : vor(nibble(get(q[i])), fifthBit(get(q[4 + i])));
           const scale = j < 4
@@ -767,16 +775,9 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
         for (let i = 0; i < 4; i++) code.push(set(q[i], vload(get(bp), 64 * h + 16 * i)));
         code.push(set(q[4], vload(get(bp), 128 + 32 * h)), set(q[5], vload(get(bp), 144 + 32 * h)));
         for (let plane = 0; plane < 4; plane++) {
-          // 16-bit shifts move bits between neighbouring bytes, but the byte masks keep only each byte's own.
-          const low = (i: number) => {
-            const v = get(q[2 * (plane & 1) + i]);
-            return vand(plane >> 1 ? i16x8ShrU(v, i32(4)) : v, get(low4));
-          };
-          const high = (i: number) => {
-            // Bits 2·plane and 2·plane + 1 of each qh byte, moved to bits 4 and 5.
-            const v = get(q[4 + i]), shift = 2 * plane - 4;
-            return vand(shift < 0 ? i16x8Shl(v, i32(-shift)) : shift > 0 ? i16x8ShrU(v, i32(shift)) : v, get(bits45));
-          };
+          const low = (i: number) => byteBits(get(q[2 * (plane & 1) + i]), 4 * (plane >> 1), get(low4));
+          // Bits 2·plane and 2·plane + 1 of each qh byte, moved to bits 4 and 5.
+          const high = (i: number) => byteBits(get(q[4 + i]), 2 * plane - 4, get(bits45));
           const weights = (i: number) => i8x16Sub(vor(low(i), high(i)), get(thirtyTwo));
           const block = 4 * h + plane, scaleAt = 192 + 8 * h + 2 * plane;
           code.push(...widen(weights(0), weights(1), true));
