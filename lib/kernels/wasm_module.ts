@@ -492,14 +492,16 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
   // Moving pointers into input t's values, scales and corrections; strides to input t + 1.
   const xp = f.local(I32), dp = f.local(I32), cp = f.local(I32);
   const xStride = f.local(I32), dStride = f.local(I32), cStride = f.local(I32);
-  const wv = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
+  const vectors = () => [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
+  const wv = vectors();
   const acc = [f.local(V128), f.local(V128)];
-  // The four inputs' block sums, and the bytes per group of four inputs in XD4/XC4 (16 per block).
-  const sums = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)], groupStride = f.local(I32);
+  // The bytes per group of four inputs in XD4/XC4 (16 per block).
+  const groupStride = f.local(I32);
   // Constants live in locals: an engine may rematerialise a splat inside the loop each time.
   const low4 = f.local(V128), eights = f.local(V128);
-  /** Decodes the block at `pointer + at·blockBytes` into `wv` (its 32 weights) and `d` (its scale). */
-  const decode = (at: number, pointer = bp): Code[] => {
+  /** Decodes the block at `pointer + at·blockBytes` into `into.wv` (its 32 weights) and `into.d` (its scale). */
+  const decode = (at: number, pointer = bp, into: { wv: number[]; d: number } = { wv, d }): Code[] => {
+    const { wv, d } = into;
     const body: Code[] = [];
     const w = (offset: number) => vload(get(pointer), at * blockBytes + offset);
     if (type === "q8_0") {
@@ -524,20 +526,20 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
     body.push(set(d, fload(shl(halfBits, i32(2)), HALF_TABLE)));
     return body;
   };
-  /** The decoded block times one input block at `x` (+ `offset`): an i32x4 whose lanes sum to the integer dot. */
-  const blockSum = (x: Code, offset: number): Code => {
+  /** A decoded block `w` times one input block at `x` (+ `offset`): an i32x4 whose lanes sum to the integer dot. */
+  const blockSum = (x: Code, offset: number, w = wv): Code => {
     if (int8x) {
       // Two 8-bit dot products into int16 lanes (each |lane| <= 2·127·15), added, then widened once.
-      const pairs = i16x8Add(relaxedDot(vload(x, offset), get(wv[1])), relaxedDot(vload(x, offset + 16), get(wv[2])));
+      const pairs = i16x8Add(relaxedDot(vload(x, offset), get(w[1])), relaxedDot(vload(x, offset + 16), get(w[2])));
       return i32x4ExtaddPairwise(pairs);
     }
     return i32x4Add(
-      i32x4Add(i32x4Dot(get(wv[0]), vload(x, offset)), i32x4Dot(get(wv[1]), vload(x, offset + 16))),
-      i32x4Add(i32x4Dot(get(wv[2]), vload(x, offset + 32)), i32x4Dot(get(wv[3]), vload(x, offset + 48))),
+      i32x4Add(i32x4Dot(get(w[0]), vload(x, offset)), i32x4Dot(get(w[1]), vload(x, offset + 16))),
+      i32x4Add(i32x4Dot(get(w[2]), vload(x, offset + 32)), i32x4Dot(get(w[3]), vload(x, offset + 48))),
     );
   };
   const dot = (k: number, row: number, t: number, results: number[]): Code =>
-    k === 4 ? dotFour(row, t, results) : dotOne(row, t, results);
+    k === 4 ? dotByFour([row], t, results) : dotOne(row, t, results);
 
   // One input: two accumulators, alternating blocks; per block, the sum is scaled by both scales.
   const dotOne = (row: number, t: number, results: number[]): Code => {
@@ -570,40 +572,57 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
 
   // The four inputs' moving pointers (the first is xp).
   const xps = [xp, f.local(I32), f.local(I32), f.local(I32)];
-  // Four inputs: the block is decoded once; the four integer sums are folded into one vector (lane j: input j)
-  // so that converting and scaling (by the four inputs' scales, read as one vector from `XD4`) happens once.
-  const dotFour = (row: number, t: number, results: number[]): Code => {
-    // [a0+a2, a1+a3, b0+b2, b1+b3], then of two such: [Σa, Σb, Σc, Σd].
-    const fold = (a: number, b: number, lanes: number[][]): Code =>
-      i32x4Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
-    const pairs = [[0, 1, 4, 5], [2, 3, 6, 7]], lanes = [[0, 2, 4, 6], [1, 3, 5, 7]];
-    const folded = (): Code[] => [
-      set(sums[0], fold(sums[0], sums[1], pairs)),
-      set(sums[2], fold(sums[2], sums[3], pairs)),
-      set(sums[0], fold(sums[0], sums[2], lanes)),
-    ];
+  /** One row of a four-input step: its moving block pointer, decoded block, four integer sums, accumulator. */
+  interface StepRow {
+    bp: number;
+    wv: number[];
+    d: number;
+    sums: number[];
+    acc: number;
+  }
+  const stepRows: StepRow[] = [
+    { bp, wv, d, sums: vectors(), acc: acc[0] },
+    { bp: f.local(I32), wv: vectors(), d: f.local(F32), sums: vectors(), acc: f.local(V128) },
+  ];
+  // [a0+a2, a1+a3, b0+b2, b1+b3], then of two such: [Σa, Σb, Σc, Σd].
+  const fold = (a: number, b: number, lanes: number[][]): Code =>
+    i32x4Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
+  const pairs = [[0, 1, 4, 5], [2, 3, 6, 7]], lanes = [[0, 2, 4, 6], [1, 3, 5, 7]];
+  /**
+   * Rows `rows` (one or two) against four inputs: each block is decoded once for the four inputs, and each input
+   * block is loaded once for the rows. Each row's four integer sums are folded into one vector (lane j: input j),
+   * so converting and scaling (by the four inputs' scales, read as one vector from `XD4`) happens once. Results
+   * 0..3 are the first row's, 4..7 the second's.
+   */
+  const dotByFour = (rows: number[], t: number, results: number[]): Code => {
+    const used = stepRows.slice(0, rows.length);
+    const step: Code[] = used.flatMap((row) => decode(0, row.bp, row));
+    for (let j = 0; j < 4; j++) step.push(...used.map((row) => set(row.sums[j], blockSum(get(xps[j]), 0, row.wv))));
+    for (const { sums, acc, d } of used) {
+      step.push(set(sums[0], fold(sums[0], sums[1], pairs)), set(sums[2], fold(sums[2], sums[3], pairs)));
+      step.push(set(sums[0], fold(sums[0], sums[2], lanes)));
+      if (int8x) step.push(set(sums[0], i32x4Add(get(sums[0]), vload(get(cp)))));
+      step.push(set(acc, madd(f32x4FromI32(get(sums[0])), f32x4Mul(vload(get(dp)), f32x4Splat(get(d))), get(acc))));
+    }
     return [
       ...set(xp, add(get(X), mul(get(t), get(xStride)))),
       ...[1, 2, 3].flatMap((j) => set(xps[j], add(get(xps[j - 1]), get(xStride)))),
       ...set(dp, add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride)))),
       ...set(cp, add(get(XC4), mul(shrU(get(t), i32(2)), get(groupStride)))),
-      ...set(bp, get(row)),
+      ...used.flatMap((row, i) => [...set(row.bp, get(rows[i])), ...set(row.acc, zero())]),
       ...set(b, i32(0)),
-      ...set(acc[0], zero()),
       ...whileLoop(
         ltU(get(b), get(blocks)),
-        ...decode(0),
-        ...sums.map((sum, j) => set(sum, blockSum(get(xps[j]), 0))),
-        ...folded(),
-        int8x ? set(sums[0], i32x4Add(get(sums[0]), vload(get(cp)))) : [],
-        set(acc[0], madd(f32x4FromI32(get(sums[0])), f32x4Mul(vload(get(dp)), f32x4Splat(get(d))), get(acc[0]))),
+        ...step,
         set(b, add(get(b), i32(1))),
-        set(bp, add(get(bp), i32(blockBytes))),
+        ...used.map((row) => set(row.bp, add(get(row.bp), i32(blockBytes)))),
         ...xps.map((p) => set(p, add(get(p), i32(xBlockBytes)))),
         set(dp, add(get(dp), i32(16))),
         set(cp, add(get(cp), i32(16))),
       ),
-      ...results.flatMap((result, j) => set(result, f32x4Lane(get(acc[0]), j))),
+      ...used.flatMap((row, i) =>
+        results.slice(4 * i, 4 * i + 4).flatMap((r, j) => set(r, f32x4Lane(get(row.acc), j)))
+      ),
     ];
   };
   // Four rows, one input: each row's block decoded in turn against the input block, one accumulator per row.
@@ -645,7 +664,13 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
     ...set(dStride, shl(get(blocks), i32(2))),
     ...set(cStride, shl(get(blocks), i32(4))),
     ...set(groupStride, shl(get(blocks), i32(4))),
-    ...rowsByInputs(f, mul(get(blocks), i32(blockBytes)), dot, dotRows),
+    ...rowsByInputs(
+      f,
+      mul(get(blocks), i32(blockBytes)),
+      dot,
+      dotRows,
+      (rows, t, results) => dotByFour(rows, t, results),
+    ),
   ]);
 }
 
