@@ -253,8 +253,11 @@ export class Session {
         this.#rotate(k, t * kvDim, kvDim, headSize, start + t);
       }
       this.#eachHeadVector(start, n, (cacheAt, flatAt, length) => {
-        keyCache.set(k.subarray(flatAt, flatAt + length), cacheAt);
-        valueCache.set(v.subarray(flatAt, flatAt + length), cacheAt);
+        // A plain loop: for one head's few dozen floats, making two subarrays costs more than the copy.
+        for (let i = 0; i < length; i++) {
+          keyCache[cacheAt + i] = k[flatAt + i];
+          valueCache[cacheAt + i] = v[flatAt + i];
+        }
       });
 
       // Each head of each new token attends to every cached position up to its own: with the kernels' fast path

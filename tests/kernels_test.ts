@@ -450,17 +450,21 @@ Deno.test("fast SwiGLU matches silu(gate) · up, extreme gates included", async 
   const kernels = await WasmKernels.create({ threads: 1 });
   try {
     const random = new Random(9);
-    const length = 103; // four at a time, then a tail of three
+    const length = 103; // eight at a time, then four, then a tail of three
     const gate = kernels.allocate(length), up = kernels.allocate(length);
     for (let i = 0; i < length; i++) {
       gate[i] = random.next() * 12;
       up[i] = random.next();
     }
-    gate.set([0, -100, 100, -1e-30, 88.5, -88.5]);
+    gate.set([0, -100, 100, -1e-30, 88.5, -88.5, NaN, Infinity]);
     const expected = gate.map((g, i) => (g / (1 + Math.exp(-g))) * up[i]);
     assert.ok(kernels.swiglu(gate, up, length));
-    // A few float32 rounding steps of the result (the polynomial exp is within a few ulp).
+    // A NaN gate stays NaN, an infinite one infinite, as in the plain loop.
+    assert.ok(Number.isNaN(gate[6]), `NaN gate: ${gate[6]}`);
+    assert.equal(gate[7], expected[7]);
     for (let i = 0; i < length; i++) {
+      if (i === 6 || i === 7) continue;
+      // A few float32 rounding steps of the result (the polynomial exp is within a few ulp).
       assert.ok(Math.abs(gate[i] - expected[i]) <= 1e-6 * Math.abs(expected[i]) + 1e-30, `[${i}]: ${gate[i]}`);
     }
     assert.equal(kernels.swiglu(new Float32Array(4), up, 4), false);

@@ -122,7 +122,7 @@ const i32x4ExtendLowU = simd(0xa9), i32x4ExtendHighU = simd(0xaa);
 const i32x4Shl = simd(0xab), i32x4Add = simd(0xae), i32x4Dot = simd(0xba);
 const f32x4Add = simd(0xe4), f32x4Sub = simd(0xe5), f32x4Mul = simd(0xe6), f32x4Div = simd(0xe7);
 const f32x4FromI32 = simd(0xfa);
-const f32x4Min = simd(0xe8), f32x4Floor = simd(0x68);
+const f32x4Floor = simd(0x68), f32x4Pmin = simd(0xea), f32x4Pmax = simd(0xeb), i32x4Sub = simd(0xb1);
 const relaxedMadd = simd(0x105), relaxedDot = simd(0x112);
 const f32x4Abs = simd(0xe0), f32x4Max = simd(0xe9), f32x4Nearest = simd(0x6a), i32x4TruncSat = simd(0xf8);
 const i16x8Narrow = simd(0x85), i8x16Narrow = simd(0x65);
@@ -923,7 +923,7 @@ function attendFunction(relaxed: boolean, cacheMemory: boolean): Code {
   const scale = f.local(F32), max = f.local(F32), total = f.local(F32), s = f.local(F32);
   const acc = Array.from({ length: 8 }, () => f.local(V128));
   const e = f.local(V128);
-  const exp = vectorExp(f);
+  const { exp, setup } = vectorExp(f);
   const at = (base: Code, index: Code): Code => add(base, shl(index, i32(2)));
 
   // Pass 1: scores and their maximum, four positions at a time (each query load serves four keys), then the rest.
@@ -1002,6 +1002,7 @@ function attendFunction(relaxed: boolean, cacheMemory: boolean): Code {
     ...set(scale, fdiv(f32(1), fsqrt(convertU(get(HEAD_SIZE))))),
     ...set(max, f32(-Infinity)),
     ...scoresPass,
+    ...setup(),
     ...expPass,
     ...set(c, i32(0)),
     ...valuesPass(32),
@@ -1011,31 +1012,40 @@ function attendFunction(relaxed: boolean, cacheMemory: boolean): Code {
 
 /**
  * `swiglu(gate, up, length)`: `gate[i] = silu(gate[i]) · up[i]` with
- * `silu(g) = g / (1 + e^-g)`, four at a time, then the rest one by one.
+ * `silu(g) = g / (1 + e^-g)`, eight at a time, then four, then the rest one by one.
  */
 function swigluFunction(): Code {
   const f = new Fn(3);
   const [GATE, UP, LENGTH] = [0, 1, 2];
-  const i = f.local(I32), g = f.local(V128);
-  const exp = vectorExp(f);
+  const i = f.local(I32), g = [f.local(V128), f.local(V128)];
+  // Two exp chains: eight values a step, whose polynomials overlap.
+  const exps = [vectorExp(f), vectorExp(f)];
+  const one = f.local(V128);
   const at = (base: number): Code => add(get(base), shl(get(i), i32(2)));
-  const swiglu = (gate: Code, up: Code): Code =>
-    f32x4Mul(f32x4Div(gate, f32x4Add(f32x4Splat(f32(1)), exp(f32x4Sub(zero(), gate)))), up);
-  return f.encode([
+  const swiglu = (gate: Code, up: Code, exp = exps[0].exp): Code =>
+    f32x4Mul(f32x4Div(gate, f32x4Add(get(one), exp(f32x4Sub(zero(), gate)))), up);
+  const body = [
     ...set(i, i32(0)),
     ...whileLoop(
+      leU(add(get(i), i32(8)), get(LENGTH)),
+      ...g.map((gate, j) => set(gate, vload(at(GATE), 16 * j))),
+      ...g.map((gate, j) => vstore(at(GATE), 16 * j, swiglu(get(gate), vload(at(UP), 16 * j), exps[j].exp))),
+      set(i, add(get(i), i32(8))),
+    ),
+    ...whileLoop(
       leU(add(get(i), i32(4)), get(LENGTH)),
-      set(g, vload(at(GATE))),
-      vstore(at(GATE), 0, swiglu(get(g), vload(at(UP)))),
+      set(g[0], vload(at(GATE))),
+      vstore(at(GATE), 0, swiglu(get(g[0]), vload(at(UP)))),
       set(i, add(get(i), i32(4))),
     ),
     ...whileLoop(
       ltU(get(i), get(LENGTH)),
-      set(g, f32x4Splat(fload(at(GATE)))),
-      fstore(at(GATE), f32x4Lane(swiglu(get(g), f32x4Splat(fload(at(UP)))), 0)),
+      set(g[0], f32x4Splat(fload(at(GATE)))),
+      fstore(at(GATE), f32x4Lane(swiglu(get(g[0]), f32x4Splat(fload(at(UP)))), 0)),
       set(i, add(get(i), i32(1))),
     ),
-  ]);
+  ];
+  return f.encode([...exps.flatMap(({ setup }) => setup()), ...set(one, f32x4Splat(f32(1))), ...body]);
 }
 
 /**
@@ -1043,12 +1053,24 @@ function swigluFunction(): Code {
  * polynomial for e^r, 2^n put in the exponent bits), within a few float
  * rounding steps of Math.exp. Inputs are clamped to [-87, 88] so 2^n stays a
  * normal float; attention only asks for x <= 0, where e^-87 is as good as 0.
+ * NaN stays NaN.
+ *
+ * Cheap instructions only, as this runs once per score and per SwiGLU value:
+ * `pmin`/`pmax` (one instruction each; `min`/`max` take several for their
+ * NaN and -0 rules), and the integer n read from the bits of `n + 1.5·2^23`
+ * (exact for |n| < 2^22) instead of a saturating conversion. The constants
+ * sit in locals set once by `setup`, not splatted inside the loop.
  */
-function vectorExp(f: Fn): (x: Code) => Code {
+function vectorExp(f: Fn): { setup: () => Code; exp: (x: Code) => Code } {
   const x = f.local(V128), n = f.local(V128), y = f.local(V128);
-  const k = (value: number): Code => f32x4Splat(f32(value));
-  return (value: Code): Code => [
-    ...set(x, f32x4Min(f32x4Max(value, k(-87)), k(88))),
+  const constants = new Map<number, number>();
+  const k = (value: number): Code => {
+    if (!constants.has(value)) constants.set(value, f.local(V128));
+    return get(constants.get(value)!);
+  };
+  const magic = 1.5 * 2 ** 23, magicBits = 0x4b400000;
+  const exp = (value: Code): Code => [
+    ...set(x, f32x4Pmin(f32x4Pmax(value, k(-87)), k(88))),
     ...set(n, f32x4Floor(f32x4Add(f32x4Mul(get(x), k(Math.LOG2E)), k(0.5)))),
     // r = x - n·ln 2, with ln 2 split in two so the first product is exact.
     ...set(x, f32x4Sub(f32x4Sub(get(x), f32x4Mul(get(n), k(0.693359375))), f32x4Mul(get(n), k(-2.12194440e-4)))),
@@ -1057,8 +1079,12 @@ function vectorExp(f: Fn): (x: Code) => Code {
       set(y, f32x4Add(f32x4Mul(get(y), get(x)), k(coefficient)))
     ),
     ...set(y, f32x4Add(f32x4Add(f32x4Mul(f32x4Mul(get(y), get(x)), get(x)), get(x)), k(1))),
-    ...f32x4Mul(get(y), i32x4Shl(i32x4Add(i32x4TruncSat(get(n)), i32x4Splat(i32(127))), i32(23))),
+    // 2^n: (n + 127) << 23, with n + 127 = bits(n + magic) - bits(magic) + 127.
+    ...f32x4Mul(get(y), i32x4Shl(i32x4Sub(f32x4Add(get(n), k(magic)), i32x4Splat(i32(magicBits - 127))), i32(23))),
   ];
+  // The constants are known once `exp` has been emitted: call `setup` after building the body that uses it.
+  const setup = (): Code => [...constants].flatMap(([value, local]) => set(local, f32x4Splat(f32(value))));
+  return { setup, exp };
 }
 
 /**
