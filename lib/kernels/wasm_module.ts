@@ -124,7 +124,7 @@ const f32x4Add = simd(0xe4), f32x4Sub = simd(0xe5), f32x4Mul = simd(0xe6), f32x4
 const f32x4FromI32 = simd(0xfa);
 const f32x4Floor = simd(0x68), f32x4Pmin = simd(0xea), f32x4Pmax = simd(0xeb), i32x4Sub = simd(0xb1);
 const relaxedMadd = simd(0x105), relaxedDot = simd(0x112);
-const f32x4Abs = simd(0xe0), f32x4Max = simd(0xe9), f32x4Nearest = simd(0x6a), i32x4TruncSat = simd(0xf8);
+const f32x4Abs = simd(0xe0), f32x4Max = simd(0xe9);
 const i16x8Narrow = simd(0x85), i8x16Narrow = simd(0x65);
 const i32Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1b, lane];
 const i32x4ReplaceLane0 = (v: Code, value: Code): Code => [...v, ...value, 0xfd, 0x1c, 0];
@@ -861,6 +861,12 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
 }
 
 /**
+ * 1.5·2^23 and its float bits: for an integer-valued float |n| < 2^22, the bits of `n + MAGIC` are
+ * `MAGIC_BITS + n`, and for any |x| < 2^22 those of `x + MAGIC` hold x rounded to the nearest integer.
+ */
+const MAGIC = 1.5 * 2 ** 23, MAGIC_BITS = 0x4b400000;
+
+/**
  * `quantize(x, blocks, q16, q8, xd, xc)`: the inputs' blocks of 32 floats at
  * `x` become what the quantized kernels read, as llama.cpp's
  * `quantize_row_q8_0`: d = max|x| / 127, q = x / d rounded (ties to even here,
@@ -871,6 +877,7 @@ function quantizeFunction(): Code {
   const f = new Fn(6);
   const [XP, BLOCKS, Q16, Q8, D, C] = [0, 1, 2, 3, 4, 5];
   const b = f.local(I32), m = f.local(V128), id = f.local(F32), d = f.local(F32), sum = f.local(V128);
+  const ids = f.local(V128), magic = f.local(V128), magicBits = f.local(V128);
   const v = Array.from({ length: 8 }, () => f.local(V128));
   const q = Array.from({ length: 8 }, () => f.local(V128));
   const lane = (x: Code, i: number): Code => [...x, 0xfd, 0x1f, i];
@@ -883,8 +890,11 @@ function quantizeFunction(): Code {
   );
   // id = d ? 1 / d : 0
   body.push(set(id, [...fdiv(f32(1), get(d)), ...f32(0), ...fne(get(d), f32(0)), 0x1b]));
+  // Rounded to the nearest integer (ties to even) by adding 1.5·2^23, whose float bits then end in it: cheaper than
+  // nearest and a saturating conversion, and exact as |x·id| <= 127.
+  body.push(set(ids, f32x4Splat(get(id))));
   for (let i = 0; i < 8; i++) {
-    body.push(set(q[i], i32x4TruncSat(f32x4Nearest(f32x4Mul(get(v[i]), f32x4Splat(get(id)))))));
+    body.push(set(q[i], i32x4Sub(f32x4Add(f32x4Mul(get(v[i]), get(ids)), get(magic)), get(magicBits))));
   }
   body.push(set(sum, get(q[0])));
   for (let i = 1; i < 8; i++) body.push(set(sum, i32x4Add(get(sum), get(q[i]))));
@@ -900,7 +910,11 @@ function quantizeFunction(): Code {
     body.push(set(pointer, add(get(pointer), i32(step))));
   }
   body.push(set(b, add(get(b), i32(1))));
-  return f.encode(whileLoop(ltU(get(b), get(BLOCKS)), ...body));
+  return f.encode([
+    ...set(magic, f32x4Splat(f32(MAGIC))),
+    ...set(magicBits, i32x4Splat(i32(MAGIC_BITS))),
+    ...whileLoop(ltU(get(b), get(BLOCKS)), ...body),
+  ]);
 }
 
 /** Signature of the exported `attend`; see {@link attendFunction}. */
@@ -927,33 +941,66 @@ function attendFunction(relaxed: boolean, cacheMemory: boolean): Code {
   const at = (base: Code, index: Code): Code => add(base, shl(index, i32(2)));
 
   // Pass 1: scores and their maximum, four positions at a time (each query load serves four keys), then the rest.
+  // Moving pointers into the query and the keys, and eight dimensions a step where the head size allows.
+  const qp = f.local(I32), kps = [f.local(I32), f.local(I32), f.local(I32), f.local(I32)], qEnd = f.local(I32);
   const scoresOf = (count: number): Code[] => {
-    const key = (j: number): Code => add(add(get(p), mul(get(KV_STRIDE), i32(j))), shl(get(c), i32(2)));
+    const keys = kps.slice(0, count);
+    const step = (width: number): Code[] => [
+      ...Array.from({ length: width / 4 }, (_, u) => [
+        ...set(e, vload(get(qp), 16 * u)),
+        ...acc.slice(0, count).map((a, j) => set(a, madd(get(e), cacheLoad(get(keys[j]), 16 * u), get(a)))).flat(),
+      ]),
+      set(qp, add(get(qp), i32(4 * width))),
+      ...keys.map((kp) => set(kp, add(get(kp), i32(4 * width)))),
+    ];
     const body: Code[] = [
       ...acc.slice(0, count).map((a) => set(a, zero())),
-      set(c, i32(0)),
-      whileLoop(
-        ltU(get(c), get(HEAD_SIZE)),
-        set(e, vload(at(get(Q), get(c)))),
-        ...acc.slice(0, count).map((a, j) => set(a, madd(get(e), cacheLoad(key(j)), get(a)))),
-        set(c, add(get(c), i32(4))),
-      ),
+      set(qp, get(Q)),
+      ...keys.map((kp, j) => set(kp, add(get(p), mul(get(KV_STRIDE), i32(j))))),
+      whileLoop(leU(add(get(qp), i32(32)), get(qEnd)), ...step(8)),
+      whileLoop(ltU(get(qp), get(qEnd)), ...step(4)),
     ];
-    for (let j = 0; j < count; j++) {
+    if (count === 4) {
+      // The four sums side by side ([a0+a2, a1+a3, b0+b2, b1+b3], then of two such), scaled, stored, and kept in
+      // the running maximum as one vector.
+      const fold = (a: number, b: number, lanes: number[][]): Code =>
+        f32x4Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
       body.push(
-        set(s, fmul(hsum(acc[j]), get(scale))),
-        fstore(at(get(SCORES), add(get(i), i32(j))), get(s)),
+        set(acc[0], fold(acc[0], acc[1], [[0, 1, 4, 5], [2, 3, 6, 7]])),
+        set(acc[2], fold(acc[2], acc[3], [[0, 1, 4, 5], [2, 3, 6, 7]])),
+        set(acc[0], f32x4Mul(fold(acc[0], acc[2], [[0, 2, 4, 6], [1, 3, 5, 7]]), get(scales))),
+        vstore(at(get(SCORES), get(i)), 0, get(acc[0])),
+        set(maxes, f32x4Pmax(get(maxes), get(acc[0]))),
+      );
+    } else {
+      body.push(
+        set(s, fmul(hsum(acc[0]), get(scale))),
+        fstore(at(get(SCORES), get(i)), get(s)),
         set(max, fmax(get(max), get(s))),
       );
     }
     body.push(set(p, add(get(p), mul(get(KV_STRIDE), i32(count)))), set(i, add(get(i), i32(count))));
     return body;
   };
+  const scales = f.local(V128), maxes = f.local(V128);
   const scoresPass = [
+    ...set(scales, f32x4Splat(get(scale))),
+    ...set(maxes, f32x4Splat(f32(-Infinity))),
+    ...set(qEnd, at(get(Q), get(HEAD_SIZE))),
     ...set(p, get(KEYS)),
     ...set(i, i32(0)),
     ...whileLoop(leU(add(get(i), i32(4)), get(POSITIONS)), ...scoresOf(4)),
     ...whileLoop(ltU(get(i), get(POSITIONS)), ...scoresOf(1)),
+    ...set(
+      max,
+      fmax(
+        get(max),
+        fmax(
+          fmax(f32x4Lane(get(maxes), 0), f32x4Lane(get(maxes), 1)),
+          fmax(f32x4Lane(get(maxes), 2), f32x4Lane(get(maxes), 3)),
+        ),
+      ),
+    ),
   ];
 
   // Pass 2: exp(score - max) in place, four at a time, and their total.
@@ -1068,7 +1115,6 @@ function vectorExp(f: Fn): { setup: () => Code; exp: (x: Code) => Code } {
     if (!constants.has(value)) constants.set(value, f.local(V128));
     return get(constants.get(value)!);
   };
-  const magic = 1.5 * 2 ** 23, magicBits = 0x4b400000;
   const exp = (value: Code): Code => [
     ...set(x, f32x4Pmin(f32x4Pmax(value, k(-87)), k(88))),
     ...set(n, f32x4Floor(f32x4Add(f32x4Mul(get(x), k(Math.LOG2E)), k(0.5)))),
@@ -1080,7 +1126,7 @@ function vectorExp(f: Fn): { setup: () => Code; exp: (x: Code) => Code } {
     ),
     ...set(y, f32x4Add(f32x4Add(f32x4Mul(f32x4Mul(get(y), get(x)), get(x)), get(x)), k(1))),
     // 2^n: (n + 127) << 23, with n + 127 = bits(n + magic) - bits(magic) + 127.
-    ...f32x4Mul(get(y), i32x4Shl(i32x4Sub(f32x4Add(get(n), k(magic)), i32x4Splat(i32(magicBits - 127))), i32(23))),
+    ...f32x4Mul(get(y), i32x4Shl(i32x4Sub(f32x4Add(get(n), k(MAGIC)), i32x4Splat(i32(MAGIC_BITS - 127))), i32(23))),
   ];
   // The constants are known once `exp` has been emitted: call `setup` after building the body that uses it.
   const setup = (): Code => [...constants].flatMap(([value, local]) => set(local, f32x4Splat(f32(value))));
