@@ -222,7 +222,7 @@ export class Session {
 
   /** The forward pass for `tokens` at positions `this.position ...`; leaves the last token's logits. */
   #forward(tokens: number[]): void {
-    const { config, numerics, weights, kernels } = this.#model;
+    const { config, weights, kernels } = this.#model;
     const { dim, hiddenDim, nHeads, nKvHeads } = config;
     const n = tokens.length;
     const headSize = dim / nHeads;
@@ -246,7 +246,7 @@ export class Session {
       const valueVectors = this.#valueVectors[l];
 
       // Attention: normalize, project to queries, keys and values, rotate, cache.
-      for (let t = 0; t < n; t++) rmsNorm(xb, x, t * dim, layer.attentionNorm, numerics.normEps);
+      this.#rmsNorm(xb, x, n, layer.attentionNorm);
       kernels.matmul(xb, n, [{ w: layer.wq, out: q }, { w: layer.wk, out: k }, { w: layer.wv, out: v }]);
       for (let t = 0; t < n; t++) {
         this.#rotate(q, t * dim, dim, headSize, start + t);
@@ -294,20 +294,27 @@ export class Session {
         }
       }
       kernels.matmul(xb, n, [{ w: layer.wo, out: xb2 }]);
-      addInto(x, xb2, n * dim);
+      if (!kernels.add?.(x, xb2, n * dim)) addInto(x, xb2, n * dim);
 
       // Feed-forward: normalize, SwiGLU (silu(w1 x) * w3 x), project down.
-      for (let t = 0; t < n; t++) rmsNorm(xb, x, t * dim, layer.ffnNorm, numerics.normEps);
+      this.#rmsNorm(xb, x, n, layer.ffnNorm);
       kernels.matmul(xb, n, [{ w: layer.w1, out: hb }, { w: layer.w3, out: hb2 }]);
       if (!kernels.swiglu?.(hb, hb2, n * hiddenDim)) swiglu(hb, hb2, n * hiddenDim);
       kernels.matmul(hb, n, [{ w: layer.w2, out: xb }]);
-      addInto(x, xb, n * dim);
+      if (!kernels.add?.(x, xb, n * dim)) addInto(x, xb, n * dim);
     }
 
     // Only the last token's logits are needed: the others' next tokens are already known.
-    rmsNorm(xb, x, (n - 1) * dim, weights.finalNorm, numerics.normEps, 0);
+    this.#rmsNorm(xb, x.subarray((n - 1) * dim), 1, weights.finalNorm);
     kernels.matmul(xb, 1, [{ w: weights.classifier, out: this.#logits }]);
     this.#position += n;
+  }
+
+  /** RMSNorm of `count` vectors of `x` into `out`: with the kernels' fast path when they have one, else plain loops. */
+  #rmsNorm(out: Float32Array, x: Float32Array, count: number, weight: Float32Array): void {
+    const eps = this.#model.numerics.normEps;
+    if (this.#model.kernels.rmsNorm?.(out, x, weight, count, eps)) return;
+    for (let t = 0; t < count; t++) rmsNorm(out, x, t * weight.length, weight, eps);
   }
 
   /** RoPE: rotates each adjacent pair (v[i], v[i+1]) of each head by its position's angle. */
@@ -380,20 +387,13 @@ function ropeTables(config: LlamaConfig, theta: number, positions: number): [Flo
   return [cos, sin];
 }
 
-/** `out[outOffset ..] = weight * x[offset ..] / rms(x[offset ..])` over one vector of `weight.length`. */
-function rmsNorm(
-  out: Float32Array,
-  x: Float32Array,
-  offset: number,
-  weight: Float32Array,
-  eps: number,
-  outOffset = offset,
-) {
+/** `out[offset ..] = weight * x[offset ..] / rms(x[offset ..])` over one vector of `weight.length`. */
+function rmsNorm(out: Float32Array, x: Float32Array, offset: number, weight: Float32Array, eps: number) {
   const size = weight.length;
   let sumSquares = 0;
   for (let j = 0; j < size; j++) sumSquares += x[offset + j] * x[offset + j];
   const scale = 1 / Math.sqrt(sumSquares / size + eps);
-  for (let j = 0; j < size; j++) out[outOffset + j] = weight[j] * (scale * x[offset + j]);
+  for (let j = 0; j < size; j++) out[offset + j] = weight[j] * (scale * x[offset + j]);
 }
 
 function dot(a: Float32Array, aOffset: number, b: Float32Array, bOffset: number, length: number): number {

@@ -472,3 +472,45 @@ Deno.test("fast SwiGLU matches silu(gate) · up, extreme gates included", async 
     kernels.close();
   }
 });
+
+Deno.test("fast RMSNorm and residual addition match the plain loops", async () => {
+  const kernels = await WasmKernels.create({ threads: 1 });
+  try {
+    const random = new Random(11);
+    // 3 vectors of 44 floats: five steps of eight and one of four per vector, from a weight outside the memory.
+    const size = 44, count = 3;
+    const x = kernels.allocate(count * size), out = kernels.allocate(count * size);
+    for (let i = 0; i < x.length; i++) x[i] = random.next() * 4;
+    x.fill(0, size, 2 * size); // an all-zero vector: eps keeps it finite
+    const weight = Float32Array.from({ length: size }, () => random.next());
+    const eps = 1e-5;
+    assert.ok(kernels.rmsNorm(out, x, weight, count, eps));
+    for (let v = 0; v < count; v++) {
+      let sumSquares = 0;
+      for (let j = 0; j < size; j++) sumSquares += x[v * size + j] ** 2;
+      const scale = 1 / Math.sqrt(sumSquares / size + eps);
+      for (let j = 0; j < size; j++) {
+        const expected = weight[j] * scale * x[v * size + j], actual = out[v * size + j];
+        // Float32 sums of 44 squares against float64 ones: a few float32 rounding steps.
+        assert.ok(Math.abs(actual - expected) <= 1e-6 * Math.abs(expected) + 1e-30, `[${v},${j}]: ${actual}`);
+      }
+    }
+    // In place, as the plain loop allows.
+    const copy = out.slice();
+    assert.ok(kernels.rmsNorm(x, x, weight, count, eps));
+    assert.deepEqual(Array.from(x), Array.from(copy));
+    // Sizes that are not a multiple of 4, and arrays outside the memory, are left to the plain loop.
+    assert.equal(kernels.rmsNorm(out, x, weight.subarray(0, 6), 1, eps), false);
+    assert.equal(kernels.rmsNorm(new Float32Array(size), x, weight, 1, eps), false);
+
+    // Residual: 4 at a time, then a tail of 3; exact (one float32 addition each, as the plain loop rounds).
+    const length = 19, y = kernels.allocate(length), z = kernels.allocate(length);
+    for (let i = 0; i < length; i++) [y[i], z[i]] = [random.next(), random.next()];
+    const expected = y.map((value, i) => value + z[i]);
+    assert.ok(kernels.add(y, z, length));
+    assert.deepEqual(Array.from(y), Array.from(expected));
+    assert.equal(kernels.add(new Float32Array(length), z, length), false);
+  } finally {
+    kernels.close();
+  }
+});

@@ -1,9 +1,10 @@
 /**
  * The small interface the forward pass computes through: matrix products
- * (every implementation), and optional fast paths for attention and SwiGLU's
- * elementwise step, for which the forward pass keeps the plain loops (and
- * `attendTo`) as the fallback. So the plain loops, WebAssembly SIMD and the
- * worker pool are interchangeable and testable against each other.
+ * (every implementation), and optional fast paths for attention, RMSNorm,
+ * the residual additions and SwiGLU's elementwise step, for which the forward
+ * pass keeps the plain loops (and `attendTo`) as the fallback. So the plain
+ * loops, WebAssembly SIMD and the worker pool are interchangeable and
+ * testable against each other.
  *
  * @module
  */
@@ -91,6 +92,17 @@ export interface Kernels {
    * done nothing, when it cannot (the caller then runs the plain loop).
    */
   swiglu?(gate: Float32Array, up: Float32Array, length: number): boolean;
+  /**
+   * Optional: the residual connection, `x[i] += y[i]` for `i < length`. Returns false, having done nothing, when it
+   * cannot (the caller then runs the plain loop).
+   */
+  add?(x: Float32Array, y: Float32Array, length: number): boolean;
+  /**
+   * Optional: RMSNorm of `count` consecutive vectors of `weight.length` floats from `x` into `out` (which may be
+   * `x`): `out = weight · x / √(Σ x² / size + eps)`, vector by vector. Returns false, having done nothing, when it
+   * cannot (the caller then runs the plain loop).
+   */
+  rmsNorm?(out: Float32Array, x: Float32Array, weight: Float32Array, count: number, eps: number): boolean;
   /** Releases workers or other resources. The kernels are unusable afterwards. */
   close(): void;
 }

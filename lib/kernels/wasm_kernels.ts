@@ -86,10 +86,12 @@ export class WasmKernels implements Kernels {
   readonly #participant: Participant;
   readonly #quantize: QuantizeFunction;
   readonly #swiglu: (gate: number, up: number, length: number) => void;
+  readonly #add: (x: number, y: number, length: number) => void;
+  readonly #rmsNorm: (out: number, x: number, weight: number, size: number, count: number, eps: number) => void;
   readonly #control: Int32Array;
   readonly #workers: Worker[];
-  /** Where matrices that were not loaded into the memory were copied. */
-  readonly #copies = new WeakMap<Uint8Array, number>();
+  /** Where matrices and norm weights that were not loaded into the memory were copied. */
+  readonly #copies = new WeakMap<ArrayBufferView, number>();
   /** Releases the blocks of arrays from {@link WasmKernels.allocate} that were dropped without `release`. */
   readonly #finalizer = new FinalizationRegistry<{ blocks: MemoryBlocks; start: number }>(({ blocks, start }) =>
     blocks.release(start)
@@ -120,6 +122,15 @@ export class WasmKernels implements Kernels {
     };
     this.#quantize = instance.exports.quantize as QuantizeFunction;
     this.#swiglu = instance.exports.swiglu as (gate: number, up: number, length: number) => void;
+    this.#add = instance.exports.add as (x: number, y: number, length: number) => void;
+    this.#rmsNorm = instance.exports.rmsnorm as (
+      out: number,
+      x: number,
+      weight: number,
+      size: number,
+      count: number,
+      eps: number,
+    ) => void;
     this.#control = control;
     this.#workers = workers;
     this.threads = workers.length + 1;
@@ -269,6 +280,26 @@ export class WasmKernels implements Kernels {
     return true;
   }
 
+  /** The residual connection in SIMD, when both arrays are in memory. */
+  add(x: Float32Array, y: Float32Array, length: number): boolean {
+    if (this.#closed || !this.#main.owns(x) || !this.#main.owns(y)) return false;
+    if (x.length < length || y.length < length) throw new RangeError("add: arrays shorter than the length");
+    this.#add(x.byteOffset, y.byteOffset, length);
+    return true;
+  }
+
+  /**
+   * RMSNorm of `count` vectors in SIMD (float32 sums), when `out` and `x` are in memory and the vector size is a
+   * multiple of 4; the weight is copied into the memory on first use.
+   */
+  rmsNorm(out: Float32Array, x: Float32Array, weight: Float32Array, count: number, eps: number): boolean {
+    const size = weight.length;
+    if (this.#closed || size % 4 !== 0 || !this.#main.owns(out) || !this.#main.owns(x)) return false;
+    if (out.length < count * size || x.length < count * size) throw new RangeError("rmsNorm: arrays too short");
+    this.#rmsNorm(out.byteOffset, x.byteOffset, this.#copyOf(weight), size, count, eps);
+    return true;
+  }
+
   matmul(x: Float32Array, n: number, jobs: MatmulJob[]): void {
     if (this.#closed) throw new TensorlessError("the kernels were closed");
     if (jobs.length === 0 || n === 0) return;
@@ -410,13 +441,17 @@ export class WasmKernels implements Kernels {
 
   /** The address of `w`'s data in the memory, copying it in on first use if it lives elsewhere. */
   #weightsOf(w: Matrix): number {
-    if (this.#main.owns(w.data)) return w.data.byteOffset;
-    let at = this.#copies.get(w.data);
+    return this.#copyOf(w.data, w.rows * rowBytes(w.type, w.cols));
+  }
+
+  /** The address of `data`'s first `bytes` bytes in the memory, copying them in on first use if they live elsewhere. */
+  #copyOf(data: Uint8Array | Float32Array, bytes = data.byteLength): number {
+    if (this.#main.owns(data)) return data.byteOffset;
+    let at = this.#copies.get(data);
     if (at === undefined) {
-      const bytes = w.rows * rowBytes(w.type, w.cols);
       at = this.#reserve(bytes);
-      new Uint8Array(this.#main.buffer(), at, bytes).set(w.data.subarray(0, bytes));
-      this.#copies.set(w.data, at);
+      new Uint8Array(this.#main.buffer(), at, bytes).set(new Uint8Array(data.buffer, data.byteOffset, bytes));
+      this.#copies.set(data, at);
     }
     return at;
   }

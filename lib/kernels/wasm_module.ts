@@ -1096,6 +1096,78 @@ function swigluFunction(): Code {
 }
 
 /**
+ * `rmsnorm(out, x, weight, size, count, eps)`: for each of `count` vectors of
+ * `size` floats (a multiple of 4) at `x`, `out = weight · x / rms(x)` with
+ * `rms(x) = √(Σ x² / size + eps)`, as `rmsNorm` in `lib/transformer.ts` does,
+ * but in float32 (the plain loop sums in float64). `out` may be `x`.
+ */
+function rmsnormFunction(): Code {
+  const f = new Fn(6);
+  const [OUT, X, WEIGHT, SIZE, COUNT, EPS] = [0, 1, 2, 3, 4, 5];
+  const v = f.local(I32), j = f.local(I32), end = f.local(I32), scale = f.local(V128);
+  const sums = [f.local(V128), f.local(V128)], value = f.local(V128);
+  const bytes = f.local(I32);
+  return f.encode([
+    ...set(bytes, shl(get(SIZE), i32(2))),
+    ...whileLoop(
+      ltU(get(v), get(COUNT)),
+      set(end, add(get(X), get(bytes))),
+      ...sums.map((sum) => set(sum, zero())),
+      set(j, get(X)),
+      // Two sums of squares, eight floats a step, then four.
+      whileLoop(
+        leU(add(get(j), i32(32)), get(end)),
+        ...sums.map((sum, u) => [
+          ...set(value, vload(get(j), 16 * u)),
+          ...set(sum, f32x4Add(get(sum), f32x4Mul(get(value), get(value)))),
+        ]),
+        set(j, add(get(j), i32(32))),
+      ),
+      whileLoop(
+        ltU(get(j), get(end)),
+        set(value, vload(get(j))),
+        set(sums[0], f32x4Add(get(sums[0]), f32x4Mul(get(value), get(value)))),
+        set(j, add(get(j), i32(16))),
+      ),
+      set(scale, f32x4Splat(fdiv(f32(1), fsqrt(fadd(fdiv(hsum2(sums[0], sums[1]), convertU(get(SIZE))), get(EPS)))))),
+      set(j, i32(0)),
+      whileLoop(
+        ltU(get(j), get(bytes)),
+        vstore(
+          add(get(OUT), get(j)),
+          0,
+          f32x4Mul(vload(add(get(WEIGHT), get(j))), f32x4Mul(get(scale), vload(add(get(X), get(j))))),
+        ),
+        set(j, add(get(j), i32(16))),
+      ),
+      set(X, add(get(X), get(bytes))),
+      set(OUT, add(get(OUT), get(bytes))),
+      set(v, add(get(v), i32(1))),
+    ),
+  ]);
+}
+
+/** `add(x, y, length)`: `x[i] += y[i]` for `i < length`, four at a time, then one by one (the residual connection). */
+function addFunction(): Code {
+  const f = new Fn(3);
+  const [X, Y, LENGTH] = [0, 1, 2];
+  const i = f.local(I32);
+  const at = (base: number): Code => add(get(base), shl(get(i), i32(2)));
+  return f.encode([
+    ...whileLoop(
+      leU(add(get(i), i32(4)), get(LENGTH)),
+      vstore(at(X), 0, f32x4Add(vload(at(X)), vload(at(Y)))),
+      set(i, add(get(i), i32(4))),
+    ),
+    ...whileLoop(
+      ltU(get(i), get(LENGTH)),
+      fstore(at(X), fadd(fload(at(X)), fload(at(Y)))),
+      set(i, add(get(i), i32(1))),
+    ),
+  ]);
+}
+
+/**
  * `e^x` lane by lane for an f32x4 (Cephes' expf: x = n·ln 2 + r, a degree-6
  * polynomial for e^r, 2^n put in the exponent bits), within a few float
  * rounding steps of Math.exp. Inputs are clamped to [-87, 88] so 2^n stays a
@@ -1158,16 +1230,24 @@ export function buildKernelModule(
   const quantizeType = [0x60, 6, ...Array(6).fill(I32), 0];
   const attendType = [0x60, 8, ...Array(8).fill(I32), 0];
   const swigluType = [0x60, 3, ...Array(3).fill(I32), 0];
-  const functions = [...kernels, quantizeFunction(), attendFunction(relaxed, cacheMemory), swigluFunction()];
+  const rmsnormType = [0x60, 6, ...Array(5).fill(I32), F32, 0];
+  const functions = [
+    ...kernels,
+    quantizeFunction(),
+    attendFunction(relaxed, cacheMemory),
+    swigluFunction(),
+    addFunction(),
+    rmsnormFunction(),
+  ];
   // Shared memories of 0 pages minimum, 65536 (4 GiB) maximum.
   const memoryImport = (field: string): Code => [...name("env"), ...name(field), 0x02, 0x03, 0, ...uleb(65536)];
   const imports = cacheMemory ? [memoryImport("memory"), memoryImport("cache")] : [memoryImport("memory")];
-  const exports = [...WASM_KERNELS, "quantize", "attend", "swiglu"];
+  const exports = [...WASM_KERNELS, "quantize", "attend", "swiglu", "add", "rmsnorm"];
   const bytes = [
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
-    ...section(1, [4, ...kernelType, ...quantizeType, ...attendType, ...swigluType]),
+    ...section(1, [5, ...kernelType, ...quantizeType, ...attendType, ...swigluType, ...rmsnormType]),
     ...section(2, [imports.length, ...imports.flat()]),
-    ...section(3, [functions.length, ...kernels.map(() => 0), 1, 2, 3]),
+    ...section(3, [functions.length, ...kernels.map(() => 0), 1, 2, 3, 3, 4]),
     ...section(7, [exports.length, ...exports.flatMap((n, i) => [...name(n), 0x00, i])]),
     ...section(10, [functions.length, ...functions.flat()]),
   ];
