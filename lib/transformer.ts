@@ -35,7 +35,7 @@ export interface AttentionRecord {
 }
 
 /** Prompts longer than this go through the layers in several batches, to bound scratch memory. */
-const MAX_BATCH = 64;
+const MAX_BATCH = 128;
 
 /**
  * One conversation's state: the keys and values of every token fed so far.
