@@ -527,17 +527,14 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
     return body;
   };
   /** A decoded block `w` times one input block at `x` (+ `offset`): an i32x4 whose lanes sum to the integer dot. */
-  const blockSum = (x: Code, offset: number, w = wv): Code => {
-    if (int8x) {
-      // Two 8-bit dot products into int16 lanes (each |lane| <= 2·127·15), added, then widened once.
-      const pairs = i16x8Add(relaxedDot(vload(x, offset), get(w[1])), relaxedDot(vload(x, offset + 16), get(w[2])));
-      return i32x4ExtaddPairwise(pairs);
-    }
-    return i32x4Add(
+  const blockSum = (x: Code, offset: number, w = wv): Code =>
+    int8x ? i32x4ExtaddPairwise(blockSum16(x, offset, w)) : i32x4Add(
       i32x4Add(i32x4Dot(get(w[0]), vload(x, offset)), i32x4Dot(get(w[1]), vload(x, offset + 16))),
       i32x4Add(i32x4Dot(get(w[2]), vload(x, offset + 32)), i32x4Dot(get(w[3]), vload(x, offset + 48))),
     );
-  };
+  /** The int8 path's block product before widening: two 8-bit dot products into int16 lanes (each <= 2·15·127). */
+  const blockSum16 = (x: Code, offset: number, w = wv): Code =>
+    i16x8Add(relaxedDot(vload(x, offset), get(w[1])), relaxedDot(vload(x, offset + 16), get(w[2])));
   const dot = (k: number, row: number, t: number, results: number[]): Code =>
     k === 4 ? dotByFour([row], t, results) : dotOne(row, t, results);
 
@@ -597,10 +594,22 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
   const dotByFour = (rows: number[], t: number, results: number[]): Code => {
     const used = stepRows.slice(0, rows.length);
     const step: Code[] = used.flatMap((row) => decode(0, row.bp, row));
-    for (let j = 0; j < 4; j++) step.push(...used.map((row) => set(row.sums[j], blockSum(get(xps[j]), 0, row.wv))));
+    const sumOf = int8x ? blockSum16 : blockSum;
+    for (let j = 0; j < 4; j++) step.push(...used.map((row) => set(row.sums[j], sumOf(get(xps[j]), 0, row.wv))));
     for (const { sums, acc, d } of used) {
-      step.push(set(sums[0], fold(sums[0], sums[1], pairs)), set(sums[2], fold(sums[2], sums[3], pairs)));
-      step.push(set(sums[0], fold(sums[0], sums[2], lanes)));
+      if (int8x) {
+        // Folded at 16 bits, widened once: [a0+a2, b0+b2, a1+a3, b1+b3] in 32-bit pairs of int16 (each lane of a
+        // block product is at most 2·2·15·127, so the sums of four stay below 2^15), then of two such.
+        const fold16 = (a: number, b: number, lanes: number[][]): Code =>
+          i16x8Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
+        const interleaved = [[0, 4, 1, 5], [2, 6, 3, 7]];
+        step.push(set(sums[0], fold16(sums[0], sums[1], interleaved)));
+        step.push(set(sums[2], fold16(sums[2], sums[3], interleaved)));
+        step.push(set(sums[0], i32x4ExtaddPairwise(fold16(sums[0], sums[2], pairs))));
+      } else {
+        step.push(set(sums[0], fold(sums[0], sums[1], pairs)), set(sums[2], fold(sums[2], sums[3], pairs)));
+        step.push(set(sums[0], fold(sums[0], sums[2], lanes)));
+      }
       if (int8x) step.push(set(sums[0], i32x4Add(get(sums[0]), vload(get(cp)))));
       step.push(set(acc, madd(f32x4FromI32(get(sums[0])), f32x4Mul(vload(get(dp)), f32x4Splat(get(d))), get(acc))));
     }
