@@ -1,7 +1,7 @@
 // Every fast kernel path against the plain reference: WebAssembly with and
 // without relaxed SIMD, one thread and a pool whose thread count does not
 // divide the rows, one input and batches of seven and nine (one and two groups of four, then the rest), every
-// weight encoding.
+// weight encoding; and quantized batches large enough that a pool quantizes their inputs in parallel.
 import assert from "node:assert/strict";
 import type { AttentionJob, Kernels } from "../lib/kernels/kernels.ts";
 import { attendTo } from "../lib/attention.ts";
@@ -90,31 +90,36 @@ const CASES: { type: TensorType; cols: number }[] = [
   ...(["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"] as const).map((type) => ({ type, cols: 256 })),
 ];
 
+/** Prompt-sized batches: enough input blocks (40 x 1024 / 32) that a pool quantizes them in parallel. */
+const BATCH_CASES: { type: TensorType; cols: number }[] = [{ type: "Q8_0", cols: 1024 }, { type: "Q4_0", cols: 1024 }];
+
 function checkAgainstPlain(kernels: Kernels): void {
   const plain = new PlainKernels();
   const random = new Random(7);
-  for (const { type, cols } of CASES) {
-    for (const n of [1, 3, 7, 9]) {
-      // Three jobs sharing one input, with row counts that do not divide among 2 or 3 threads.
-      const matrices = [37, 50, 5].map((rows) => randomMatrix(type, rows, cols, random));
-      const x = Float32Array.from({ length: n * cols }, () => random.next());
-      const expected = matrices.map((w) => new Float32Array(n * w.rows));
-      const actual = matrices.map((w) => new Float32Array(n * w.rows));
-      plain.matmul(x, n, matrices.map((w, i) => ({ w, out: expected[i] })));
-      kernels.matmul(x, n, matrices.map((w, i) => ({ w, out: actual[i] })));
-      matrices.forEach((w, i) => {
-        for (let t = 0; t < n; t++) {
-          for (let r = 0; r < w.rows; r++) {
-            const e = expected[i][t * w.rows + r], a = actual[i][t * w.rows + r];
-            const bound = tolerance(w, x, t, r);
-            assert.ok(
-              Math.abs(a - e) <= bound,
-              `${kernels.name} ${type} ${w.rows}x${cols} n=${n} [${t},${r}]: ${a} vs ${e}`,
-            );
-          }
+  const runs = [
+    ...CASES.flatMap(({ type, cols }) => [1, 3, 7, 9].map((n) => ({ type, cols, n }))),
+    ...BATCH_CASES.map(({ type, cols }) => ({ type, cols, n: 40 })),
+  ];
+  for (const { type, cols, n } of runs) {
+    // Three jobs sharing one input, with row counts that do not divide among 2 or 3 threads.
+    const matrices = [37, 50, 5].map((rows) => randomMatrix(type, rows, cols, random));
+    const x = Float32Array.from({ length: n * cols }, () => random.next());
+    const expected = matrices.map((w) => new Float32Array(n * w.rows));
+    const actual = matrices.map((w) => new Float32Array(n * w.rows));
+    plain.matmul(x, n, matrices.map((w, i) => ({ w, out: expected[i] })));
+    kernels.matmul(x, n, matrices.map((w, i) => ({ w, out: actual[i] })));
+    matrices.forEach((w, i) => {
+      for (let t = 0; t < n; t++) {
+        for (let r = 0; r < w.rows; r++) {
+          const e = expected[i][t * w.rows + r], a = actual[i][t * w.rows + r];
+          const bound = tolerance(w, x, t, r);
+          assert.ok(
+            Math.abs(a - e) <= bound,
+            `${kernels.name} ${type} ${w.rows}x${cols} n=${n} [${t},${r}]: ${a} vs ${e}`,
+          );
         }
-      });
-    }
+      }
+    });
   }
 }
 
@@ -470,6 +475,28 @@ Deno.test("fast SwiGLU matches silu(gate) · up, extreme gates included", async 
     assert.equal(kernels.swiglu(new Float32Array(4), up, 4), false);
   } finally {
     kernels.close();
+  }
+});
+
+Deno.test("fast SwiGLU over a prompt's worth of values is shared by the pool, with the same results", async () => {
+  const [one, pool] = [await WasmKernels.create({ threads: 1 }), await WasmKernels.create({ threads: 3 })];
+  try {
+    // Two whole tasks of 16384 values and a part of one.
+    const length = 2 * 16384 + 1001, random = new Random(10);
+    const [gate, up] = [
+      Float32Array.from({ length }, () => random.next() * 8),
+      Float32Array.from({ length }, () => random.next()),
+    ];
+    const results = [one, pool].map((kernels) => {
+      const [g, u] = [kernels.allocate(length), kernels.allocate(length)];
+      g.set(gate), u.set(up);
+      assert.ok(kernels.swiglu(g, u, length));
+      return g;
+    });
+    assert.deepEqual(results[1], results[0]);
+    assert.notDeepEqual(results[0], gate);
+  } finally {
+    one.close(), pool.close();
   }
 });
 

@@ -39,7 +39,7 @@ export const SLOT = {
   FAILED: 12,
   /** The next task to take (reset to 0 for each batch). */
   NEXT_TASK: 13,
-  /** What the batch is: {@link WORK.MATMUL} (the job table) or {@link WORK.ATTENTION} (the attention fields). */
+  /** What the batch is: one of {@link WORK}, which says where its fields are. */
   WORK: 14,
   /** Input scales by groups of four inputs: per group and block, the four inputs' scales as one vector. */
   XD4: 15,
@@ -47,8 +47,21 @@ export const SLOT = {
   XC4: 16,
 } as const;
 
-/** Kinds of batch. */
-export const WORK = { MATMUL: 0, ATTENTION: 1 } as const;
+/**
+ * Kinds of batch: products (the job table), attention ({@link ATTENTION}), SwiGLU's elementwise step
+ * ({@link SWIGLU}) and quantizing a product's inputs ({@link QUANTIZE}).
+ */
+export const WORK = { MATMUL: 0, ATTENTION: 1, SWIGLU: 2, QUANTIZE: 3 } as const;
+
+/** Fields of a SwiGLU batch (in the job table's space): byte addresses of the gate and up arrays, and the length. */
+export const SWIGLU = { GATE: 20, UP: 21, LENGTH: 22 } as const;
+/** Values per SwiGLU task. */
+export const SWIGLU_TASK = 16384;
+
+/** Fields of a quantize batch: the arguments of the module's `quantize`, for `BLOCKS` blocks of 32 floats. */
+export const QUANTIZE = { X: 20, BLOCKS: 21, Q16: 22, Q8: 23, XD: 24, XC: 25 } as const;
+/** Blocks per quantize task. */
+export const QUANTIZE_TASK = 512;
 
 /**
  * Fields of an attention batch (they share the space of the job table, which
@@ -134,13 +147,31 @@ export function rowsPerTask(rows: number, participants: number): number {
   return Math.max(4, Math.ceil(rows / (8 * participants)));
 }
 
+/** The module's `quantize` (see `wasm_module.ts`). */
+export type QuantizeFunction = (x: number, blocks: number, q16: number, q8: number, xd: number, xc: number) => void;
+
 /** What one thread has to run its share: the module's exports on the shared memory, and its index. */
 export interface Participant {
   /** 0 for the calling thread, 1.. for the workers. */
   index: number;
   kernels: KernelFunction[];
   attend: AttendFunction;
+  swiglu: (gate: number, up: number, length: number) => void;
+  quantize: QuantizeFunction;
   memory: WebAssembly.Memory;
+}
+
+/** A participant's view of an instance of the kernel module. */
+export function participantOf(index: number, instance: WebAssembly.Instance, memory: WebAssembly.Memory): Participant {
+  const exports = instance.exports;
+  return {
+    index,
+    kernels: WASM_KERNELS.map((kernel) => exports[kernel] as KernelFunction),
+    attend: exports.attend as AttendFunction,
+    swiglu: exports.swiglu as Participant["swiglu"],
+    quantize: exports.quantize as QuantizeFunction,
+    memory,
+  };
 }
 
 /**
@@ -149,8 +180,43 @@ export interface Participant {
  * atomic increment of {@link SLOT.NEXT_TASK}.
  */
 export function runShare(control: Int32Array, participant: Participant): void {
-  if (control[SLOT.WORK] === WORK.ATTENTION) runAttention(control, participant);
-  else runMatmul(control, participant.kernels, participant.memory);
+  switch (control[SLOT.WORK]) {
+    case WORK.ATTENTION:
+      return runAttention(control, participant);
+    case WORK.SWIGLU:
+      return runSwiglu(control, participant);
+    case WORK.QUANTIZE:
+      return runQuantize(control, participant);
+    default:
+      return runMatmul(control, participant.kernels, participant.memory);
+  }
+}
+
+/** The next task of the batch, or -1 once `tasks` are taken. */
+function nextTask(control: Int32Array, tasks: number): number {
+  const task = Atomics.add(control, SLOT.NEXT_TASK, 1);
+  return task < tasks ? task : -1;
+}
+
+/** SwiGLU tasks: runs of {@link SWIGLU_TASK} values. */
+function runSwiglu(control: Int32Array, { swiglu }: Participant): void {
+  const gate = control[SWIGLU.GATE] >>> 0, up = control[SWIGLU.UP] >>> 0, length = control[SWIGLU.LENGTH];
+  for (let task; (task = nextTask(control, Math.ceil(length / SWIGLU_TASK))) >= 0;) {
+    const from = task * SWIGLU_TASK;
+    swiglu(gate + 4 * from, up + 4 * from, Math.min(SWIGLU_TASK, length - from));
+  }
+}
+
+/** Quantize tasks: runs of {@link QUANTIZE_TASK} blocks (each block's outputs sit at fixed strides). */
+function runQuantize(control: Int32Array, { quantize }: Participant): void {
+  const blocks = control[QUANTIZE.BLOCKS];
+  const [x, q16, q8, xd, xc] = [QUANTIZE.X, QUANTIZE.Q16, QUANTIZE.Q8, QUANTIZE.XD, QUANTIZE.XC].map((field) =>
+    control[field] >>> 0
+  );
+  for (let task; (task = nextTask(control, Math.ceil(blocks / QUANTIZE_TASK))) >= 0;) {
+    const b = task * QUANTIZE_TASK;
+    quantize(x + 128 * b, Math.min(QUANTIZE_TASK, blocks - b), q16 + 64 * b, q8 + 32 * b, xd + 4 * b, xc + 16 * b);
+  }
 }
 
 /** Attention tasks: one head of one query each. */

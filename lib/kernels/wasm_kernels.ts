@@ -23,19 +23,22 @@ import type { Matrix } from "../tensor.ts";
 import { rowBytes } from "../tensor.ts";
 import type { AttentionJob, Kernels, MatmulJob } from "./kernels.ts";
 import {
-  type AttendFunction,
   ATTENTION,
   CONTROL_LENGTH,
   JOB,
   JOB_BASE,
   JOB_INTS,
-  type KernelFunction,
   KIND_JS,
   kindOf,
   MAX_JOBS,
   type Participant,
+  participantOf,
+  QUANTIZE,
+  QUANTIZE_TASK,
   runShare,
   SLOT,
+  SWIGLU,
+  SWIGLU_TASK,
   TYPE_NAMES,
   waitWhileEquals,
   WORK,
@@ -60,7 +63,6 @@ import type { WorkerSetup } from "./worker.ts";
 const ALLOCATE_HEADROOM = 64 * 2 ** 20;
 
 /** The module's `quantize(x, blocks, q16, q8, xd, xc)`. */
-type QuantizeFunction = (x: number, blocks: number, q16: number, q8: number, xd: number, xc: number) => void;
 
 /** Options of {@link WasmKernels.create}. */
 export interface WasmKernelsOptions {
@@ -84,8 +86,6 @@ export class WasmKernels implements Kernels {
   /** The key/value cache: a second memory when the engine has multi-memory, else {@link WasmKernels.#main}. */
   readonly #cache: MemoryBlocks;
   readonly #participant: Participant;
-  readonly #quantize: QuantizeFunction;
-  readonly #swiglu: (gate: number, up: number, length: number) => void;
   readonly #add: (x: number, y: number, length: number) => void;
   readonly #rmsNorm: (out: number, x: number, weight: number, size: number, count: number, eps: number) => void;
   readonly #control: Int32Array;
@@ -114,14 +114,7 @@ export class WasmKernels implements Kernels {
     this.relaxed = relaxed;
     this.#main = new MemoryBlocks(memory, RESERVED_BYTES);
     this.#cache = cache ? new MemoryBlocks(cache, 64) : this.#main;
-    this.#participant = {
-      index: 0,
-      kernels: WASM_KERNELS.map((kernel) => instance.exports[kernel] as KernelFunction),
-      attend: instance.exports.attend as AttendFunction,
-      memory,
-    };
-    this.#quantize = instance.exports.quantize as QuantizeFunction;
-    this.#swiglu = instance.exports.swiglu as (gate: number, up: number, length: number) => void;
+    this.#participant = participantOf(0, instance, memory);
     this.#add = instance.exports.add as (x: number, y: number, length: number) => void;
     this.#rmsNorm = instance.exports.rmsnorm as (
       out: number,
@@ -276,7 +269,17 @@ export class WasmKernels implements Kernels {
   swiglu(gate: Float32Array, up: Float32Array, length: number): boolean {
     if (this.#closed || !this.#main.owns(gate) || !this.#main.owns(up)) return false;
     if (gate.length < length || up.length < length) throw new RangeError("swiglu: arrays shorter than the length");
-    this.#swiglu(gate.byteOffset, up.byteOffset, length);
+    if (this.#workers.length === 0 || length < 2 * SWIGLU_TASK) {
+      this.#participant.swiglu(gate.byteOffset, up.byteOffset, length);
+      return true;
+    }
+    // A prompt's worth: shared by the pool, like a product.
+    const control = this.#control;
+    control[SLOT.WORK] = WORK.SWIGLU;
+    control[SWIGLU.GATE] = gate.byteOffset;
+    control[SWIGLU.UP] = up.byteOffset;
+    control[SWIGLU.LENGTH] = length;
+    this.#runBatch();
     return true;
   }
 
@@ -385,6 +388,19 @@ export class WasmKernels implements Kernels {
     jobs.forEach(({ w, out }, j) => {
       if (!outInPlace[j]) out.set(new Float32Array(buffer, base + outOffsets[j], n * w.rows));
     });
+  }
+
+  /** Quantizes `blocks` blocks of 32 inputs for the products: on the pool when there are enough (a prompt's). */
+  #quantize(x: number, blocks: number, q16: number, q8: number, xd: number, xc: number): void {
+    if (this.#workers.length === 0 || blocks < 2 * QUANTIZE_TASK) {
+      this.#participant.quantize(x, blocks, q16, q8, xd, xc);
+      return;
+    }
+    const control = this.#control;
+    control[SLOT.WORK] = WORK.QUANTIZE;
+    [control[QUANTIZE.X], control[QUANTIZE.BLOCKS], control[QUANTIZE.Q16]] = [x, blocks, q16];
+    [control[QUANTIZE.Q8], control[QUANTIZE.XD], control[QUANTIZE.XC]] = [q8, xd, xc];
+    this.#runBatch();
   }
 
   /** Hands the batch described by the control array to the workers, runs a share of it here, waits for the rest. */

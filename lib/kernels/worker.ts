@@ -7,8 +7,7 @@
  * @module
  */
 
-import { type AttendFunction, type KernelFunction, runShare, SLOT, waitWhileEquals } from "./job_runner.ts";
-import { WASM_KERNELS } from "./wasm_module.ts";
+import { participantOf, runShare, SLOT, waitWhileEquals } from "./job_runner.ts";
 
 /** What the pool sends a new worker. */
 export interface WorkerSetup {
@@ -31,8 +30,7 @@ scope.onmessage = (event) => {
   scope.onmessage = null;
   const { module, memory, cache, control, index } = event.data;
   const instance = new WebAssembly.Instance(module, { env: cache ? { memory, cache } : { memory } });
-  const kernels = WASM_KERNELS.map((name) => instance.exports[name] as KernelFunction);
-  const participant = { index, kernels, attend: instance.exports.attend as AttendFunction, memory };
+  const participant = participantOf(index, instance, memory);
   let seen = Atomics.load(control, SLOT.GENERATION);
   scope.postMessage("ready");
   while (true) {
