@@ -593,26 +593,40 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
    */
   const dotByFour = (rows: number[], t: number, results: number[]): Code => {
     const used = stepRows.slice(0, rows.length);
-    const step: Code[] = used.flatMap((row) => decode(0, row.bp, row));
     const sumOf = int8x ? blockSum16 : blockSum;
-    for (let j = 0; j < 4; j++) step.push(...used.map((row) => set(row.sums[j], sumOf(get(xps[j]), 0, row.wv))));
-    for (const { sums, acc, d } of used) {
-      if (int8x) {
-        // Folded at 16 bits, widened once: [a0+a2, b0+b2, a1+a3, b1+b3] in 32-bit pairs of int16 (each lane of a
-        // block product is at most 2·2·15·127, so the sums of four stay below 2^15), then of two such.
-        const fold16 = (a: number, b: number, lanes: number[][]): Code =>
-          i16x8Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
-        const interleaved = [[0, 4, 1, 5], [2, 6, 3, 7]];
-        step.push(set(sums[0], fold16(sums[0], sums[1], interleaved)));
-        step.push(set(sums[2], fold16(sums[2], sums[3], interleaved)));
-        step.push(set(sums[0], i32x4ExtaddPairwise(fold16(sums[0], sums[2], pairs))));
-      } else {
-        step.push(set(sums[0], fold(sums[0], sums[1], pairs)), set(sums[2], fold(sums[2], sums[3], pairs)));
-        step.push(set(sums[0], fold(sums[0], sums[2], lanes)));
+    /** Block `at` (0 or 1) past the pointers. */
+    const step = (at: number): Code[] => {
+      const code: Code[] = used.flatMap((row) => decode(at, row.bp, row));
+      for (let j = 0; j < 4; j++) {
+        code.push(...used.map((row) => set(row.sums[j], sumOf(get(xps[j]), at * xBlockBytes, row.wv))));
       }
-      if (int8x) step.push(set(sums[0], i32x4Add(get(sums[0]), vload(get(cp)))));
-      step.push(set(acc, madd(f32x4FromI32(get(sums[0])), f32x4Mul(vload(get(dp)), f32x4Splat(get(d))), get(acc))));
-    }
+      for (const { sums, acc, d } of used) {
+        if (int8x) {
+          // Folded at 16 bits, widened once: [a0+a2, b0+b2, a1+a3, b1+b3] in 32-bit pairs of int16 (each lane of a
+          // block product is at most 2·2·15·127, so the sums of four stay below 2^15), then of two such.
+          const fold16 = (a: number, b: number, lanes: number[][]): Code =>
+            i16x8Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
+          const interleaved = [[0, 4, 1, 5], [2, 6, 3, 7]];
+          code.push(set(sums[0], fold16(sums[0], sums[1], interleaved)));
+          code.push(set(sums[2], fold16(sums[2], sums[3], interleaved)));
+          code.push(set(sums[0], i32x4ExtaddPairwise(fold16(sums[0], sums[2], pairs))));
+          code.push(set(sums[0], i32x4Add(get(sums[0]), vload(get(cp), 16 * at))));
+        } else {
+          code.push(set(sums[0], fold(sums[0], sums[1], pairs)), set(sums[2], fold(sums[2], sums[3], pairs)));
+          code.push(set(sums[0], fold(sums[0], sums[2], lanes)));
+        }
+        const scales = f32x4Mul(vload(get(dp), 16 * at), f32x4Splat(get(d)));
+        code.push(set(acc, madd(f32x4FromI32(get(sums[0])), scales, get(acc))));
+      }
+      return code;
+    };
+    const advance = (count: number): Code[] => [
+      set(b, add(get(b), i32(count))),
+      ...used.map((row) => set(row.bp, add(get(row.bp), i32(count * blockBytes)))),
+      ...xps.map((p) => set(p, add(get(p), i32(count * xBlockBytes)))),
+      set(dp, add(get(dp), i32(count * 16))),
+      int8x ? set(cp, add(get(cp), i32(count * 16))) : [],
+    ];
     return [
       ...set(xp, add(get(X), mul(get(t), get(xStride)))),
       ...[1, 2, 3].flatMap((j) => set(xps[j], add(get(xps[j - 1]), get(xStride)))),
@@ -620,15 +634,9 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       ...set(cp, add(get(XC4), mul(shrU(get(t), i32(2)), get(groupStride)))),
       ...used.flatMap((row, i) => [...set(row.bp, get(rows[i])), ...set(row.acc, zero())]),
       ...set(b, i32(0)),
-      ...whileLoop(
-        ltU(get(b), get(blocks)),
-        ...step,
-        set(b, add(get(b), i32(1))),
-        ...used.map((row) => set(row.bp, add(get(row.bp), i32(blockBytes)))),
-        ...xps.map((p) => set(p, add(get(p), i32(xBlockBytes)))),
-        set(dp, add(get(dp), i32(16))),
-        set(cp, add(get(cp), i32(16))),
-      ),
+      // Two blocks a step (half the pointer updates), then the last odd one.
+      ...whileLoop(leU(add(get(b), i32(2)), get(blocks)), ...step(0), ...step(1), ...advance(2)),
+      ...whileLoop(ltU(get(b), get(blocks)), ...step(0), ...advance(1)),
       ...used.flatMap((row, i) =>
         results.slice(4 * i, 4 * i + 4).flatMap((r, j) => set(r, f32x4Lane(get(row.acc), j)))
       ),
