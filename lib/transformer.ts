@@ -321,13 +321,15 @@ export class Session {
   #rotate(vector: Float32Array, offset: number, length: number, headSize: number, position: number): void {
     const half = headSize / 2;
     const table = position * half;
-    for (let i = 0; i < length; i += 2) {
-      const cos = this.#ropeCos[table + (i % headSize) / 2];
-      const sin = this.#ropeSin[table + (i % headSize) / 2];
-      const v0 = vector[offset + i];
-      const v1 = vector[offset + i + 1];
-      vector[offset + i] = v0 * cos - v1 * sin;
-      vector[offset + i + 1] = v0 * sin + v1 * cos;
+    const cosines = this.#ropeCos, sines = this.#ropeSin;
+    for (let head = offset; head < offset + length; head += headSize) {
+      // Pair j of every head turns by the same angle.
+      for (let j = 0; j < half; j++) {
+        const cos = cosines[table + j], sin = sines[table + j];
+        const v0 = vector[head + 2 * j], v1 = vector[head + 2 * j + 1];
+        vector[head + 2 * j] = v0 * cos - v1 * sin;
+        vector[head + 2 * j + 1] = v0 * sin + v1 * cos;
+      }
     }
   }
 }
