@@ -267,8 +267,7 @@ export class WasmKernels implements Kernels {
 
   /** SwiGLU's elementwise step in SIMD (Math.exp is most of its cost in JavaScript), when both arrays are in memory. */
   swiglu(gate: Float32Array, up: Float32Array, length: number): boolean {
-    if (this.#closed || !this.#main.owns(gate) || !this.#main.owns(up)) return false;
-    if (gate.length < length || up.length < length) throw new RangeError("swiglu: arrays shorter than the length");
+    if (!this.#takesPair("swiglu", gate, up, length)) return false;
     if (this.#workers.length === 0 || length < 2 * SWIGLU_TASK) {
       this.#participant.swiglu(gate.byteOffset, up.byteOffset, length);
       return true;
@@ -285,9 +284,15 @@ export class WasmKernels implements Kernels {
 
   /** The residual connection in SIMD, when both arrays are in memory. */
   add(x: Float32Array, y: Float32Array, length: number): boolean {
-    if (this.#closed || !this.#main.owns(x) || !this.#main.owns(y)) return false;
-    if (x.length < length || y.length < length) throw new RangeError("add: arrays shorter than the length");
+    if (!this.#takesPair("add", x, y, length)) return false;
     this.#add(x.byteOffset, y.byteOffset, length);
+    return true;
+  }
+
+  /** Whether an elementwise step on `a` and `b` can run here (both in memory); throws if either is too short. */
+  #takesPair(step: string, a: Float32Array, b: Float32Array, length: number): boolean {
+    if (this.#closed || !this.#main.owns(a) || !this.#main.owns(b)) return false;
+    if (a.length < length || b.length < length) throw new RangeError(`${step}: arrays shorter than the length`);
     return true;
   }
 
