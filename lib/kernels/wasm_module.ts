@@ -105,6 +105,7 @@ const vload = (addr: Code, offset = 0): Code => [...addr, 0xfd, 0, 0, ...uleb(of
 const vloadMemory1 = (addr: Code, offset = 0): Code => [...addr, 0xfd, 0, 0x40, 1, ...uleb(offset)];
 const i32x4Splat = simd(0x11), f32x4Splat = simd(0x13);
 const f32x4Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1f, lane];
+const f32x4ReplaceLane = (v: Code, lane: number, value: Code): Code => [...v, ...value, 0xfd, 0x20, lane];
 const vand = simd(0x4e), vor = simd(0x50);
 const i8x16Sub = simd(0x71), i16x8Add = simd(0x8e), i16x8ShrU = simd(0x8d);
 const i16x8Shl = simd(0x8b);
@@ -586,6 +587,21 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
     i32x4Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
   const pairs = [[0, 1, 4, 5], [2, 3, 6, 7]], lanes = [[0, 2, 4, 6], [1, 3, 5, 7]];
   /**
+   * The int8 path's four block products (int16 lanes) as one i32x4 of their sums, in `sums[0]`: folded at 16 bits,
+   * [a0+a2, b0+b2, a1+a3, b1+b3] in 32-bit pairs of int16, then of two such, then widened once. Each lane of a
+   * block product is at most 2·2·15·127, so the sums of four stay below 2^15.
+   */
+  const fold16 = (sums: number[]): Code[] => {
+    const half = (a: number, b: number, lanes: number[][]): Code =>
+      i16x8Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
+    const interleaved = [[0, 4, 1, 5], [2, 6, 3, 7]];
+    return [
+      set(sums[0], half(sums[0], sums[1], interleaved)),
+      set(sums[2], half(sums[2], sums[3], interleaved)),
+      set(sums[0], i32x4ExtaddPairwise(half(sums[0], sums[2], pairs))),
+    ];
+  };
+  /**
    * Rows `rows` (one or two) against four inputs: each block is decoded once for the four inputs, and each input
    * block is loaded once for the rows. Each row's four integer sums are folded into one vector (lane j: input j),
    * so converting and scaling (by the four inputs' scales, read as one vector from `XD4`) happens once. Results
@@ -602,15 +618,7 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       }
       for (const { sums, acc, d } of used) {
         if (int8x) {
-          // Folded at 16 bits, widened once: [a0+a2, b0+b2, a1+a3, b1+b3] in 32-bit pairs of int16 (each lane of a
-          // block product is at most 2·2·15·127, so the sums of four stay below 2^15), then of two such.
-          const fold16 = (a: number, b: number, lanes: number[][]): Code =>
-            i16x8Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
-          const interleaved = [[0, 4, 1, 5], [2, 6, 3, 7]];
-          code.push(set(sums[0], fold16(sums[0], sums[1], interleaved)));
-          code.push(set(sums[2], fold16(sums[2], sums[3], interleaved)));
-          code.push(set(sums[0], i32x4ExtaddPairwise(fold16(sums[0], sums[2], pairs))));
-          code.push(set(sums[0], i32x4Add(get(sums[0]), vload(get(cp), 16 * at))));
+          code.push(...fold16(sums), set(sums[0], i32x4Add(get(sums[0]), vload(get(cp), 16 * at))));
         } else {
           code.push(set(sums[0], fold(sums[0], sums[1], pairs)), set(sums[2], fold(sums[2], sums[3], pairs)));
           code.push(set(sums[0], fold(sums[0], sums[2], lanes)));
@@ -642,18 +650,34 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       ),
     ];
   };
-  // Four rows, one input: each row's block decoded in turn against the input block, one accumulator per row.
+  // Four rows, one input: each row's block decoded in turn against the input block.
   const rowPointers = [f.local(I32), f.local(I32), f.local(I32), f.local(I32)];
   const rowAcc = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
+  const rowScales = [f.local(F32), f.local(F32), f.local(F32), f.local(F32)];
   const dotRows = (rows: number[], t: number, results: number[]): Code => {
     const body: Code[] = [];
-    for (let j = 0; j < 4; j++) {
-      let sum = blockSum(get(xp), 0);
-      if (int8x) sum = i32x4Add(sum, vload(get(cp)));
-      const scale = fmul(get(d), fload(get(dp)));
-      body.push(...decode(0, rowPointers[j]));
-      body.push(set(rowAcc[j], madd(f32x4FromI32(sum), f32x4Splat(scale), get(rowAcc[j]))));
-      body.push(set(rowPointers[j], add(get(rowPointers[j]), i32(blockBytes))));
+    if (int8x) {
+      // The four rows' products folded into one vector (lane j: row j) as in the prompt path, scaled by the rows'
+      // scales side by side, into one accumulator.
+      const products = stepRows[0].sums;
+      for (let j = 0; j < 4; j++) {
+        body.push(...decode(0, rowPointers[j], { wv, d: rowScales[j] }));
+        body.push(set(products[j], blockSum16(get(xp), 0)));
+        body.push(set(rowPointers[j], add(get(rowPointers[j]), i32(blockBytes))));
+      }
+      // Each row's block sum gets the input block's correction: xc is [-8·Σq, 0, 0, 0], so lane 0 splatted.
+      body.push(...fold16(products), set(products[0], i32x4Add(get(products[0]), i32x4Splat(iload(get(cp))))));
+      let scales: Code = f32x4Splat(get(rowScales[0]));
+      for (let j = 1; j < 4; j++) scales = f32x4ReplaceLane(scales, j, get(rowScales[j]));
+      const scaled = f32x4Mul(scales, f32x4Splat(fload(get(dp))));
+      body.push(set(rowAcc[0], madd(f32x4FromI32(get(products[0])), scaled, get(rowAcc[0]))));
+    } else {
+      for (let j = 0; j < 4; j++) {
+        const scale = fmul(get(d), fload(get(dp)));
+        body.push(...decode(0, rowPointers[j]));
+        body.push(set(rowAcc[j], madd(f32x4FromI32(blockSum(get(xp), 0)), f32x4Splat(scale), get(rowAcc[j]))));
+        body.push(set(rowPointers[j], add(get(rowPointers[j]), i32(blockBytes))));
+      }
     }
     return [
       ...set(xp, add(get(X), mul(get(t), get(xStride)))),
@@ -670,7 +694,7 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
         set(dp, add(get(dp), i32(4))),
         set(cp, add(get(cp), i32(16))),
       ),
-      ...results.flatMap((result, j) => set(result, hsum(rowAcc[j]))),
+      ...results.flatMap((result, j) => set(result, int8x ? f32x4Lane(get(rowAcc[0]), j) : hsum(rowAcc[j]))),
     ];
   };
   return f.encode([
