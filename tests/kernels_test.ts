@@ -426,6 +426,18 @@ Deno.test("with weights filling the kernels' 4 GiB, the key/value cache still ha
     const outside = kernels.allocate(100 * 2 ** 20);
     assert.ok(!(outside.buffer instanceof WebAssembly.Memory) && outside.buffer.byteLength === outside.byteLength);
     assert.equal(kernels.attend({ ...job, q: outside }), false);
+    // With the memory filled to the last bytes, a norm weight that needs copying in leaves RMSNorm to the plain loop
+    // (it does not throw), while one already inside still runs in SIMD.
+    const inside = kernels.allocate(headSize).fill(1);
+    for (let size = 2 ** 28; size >= 64; size /= 2) {
+      try {
+        kernels.allocateBytes(size);
+      } catch {
+        // Too big for what is left: try half.
+      }
+    }
+    assert.equal(kernels.rmsNorm(out, q, new Float32Array(headSize).fill(1), 1, 1e-5), false);
+    assert.ok(kernels.rmsNorm(out, q, inside, 1, 1e-5));
   } finally {
     kernels.close();
   }

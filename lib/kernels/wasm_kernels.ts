@@ -298,13 +298,16 @@ export class WasmKernels implements Kernels {
 
   /**
    * RMSNorm of `count` vectors in SIMD (float32 sums), when `out` and `x` are in memory and the vector size is a
-   * multiple of 4; the weight is copied into the memory on first use.
+   * multiple of 4; the weight is copied into the memory on first use (if there is no room left, the plain loop
+   * runs instead).
    */
   rmsNorm(out: Float32Array, x: Float32Array, weight: Float32Array, count: number, eps: number): boolean {
     const size = weight.length;
     if (this.#closed || size % 4 !== 0 || !this.#main.owns(out) || !this.#main.owns(x)) return false;
     if (out.length < count * size || x.length < count * size) throw new RangeError("rmsNorm: arrays too short");
-    this.#rmsNorm(out.byteOffset, x.byteOffset, this.#copyOf(weight), size, count, eps);
+    const at = this.#copyOf(weight, weight.byteLength, false);
+    if (at === undefined) return false;
+    this.#rmsNorm(out.byteOffset, x.byteOffset, at, size, count, eps);
     return true;
   }
 
@@ -462,15 +465,21 @@ export class WasmKernels implements Kernels {
 
   /** The address of `w`'s data in the memory, copying it in on first use if it lives elsewhere. */
   #weightsOf(w: Matrix): number {
-    return this.#copyOf(w.data, w.rows * rowBytes(w.type, w.cols));
+    return this.#copyOf(w.data, w.rows * rowBytes(w.type, w.cols), true);
   }
 
-  /** The address of `data`'s first `bytes` bytes in the memory, copying them in on first use if they live elsewhere. */
-  #copyOf(data: Uint8Array | Float32Array, bytes = data.byteLength): number {
+  /**
+   * The address of `data`'s first `bytes` bytes in the memory, copying them in on first use if they live elsewhere.
+   * When the memory has no room for the copy: throws if `required`, else undefined.
+   */
+  #copyOf(data: Uint8Array | Float32Array, bytes: number, required: true): number;
+  #copyOf(data: Uint8Array | Float32Array, bytes: number, required: false): number | undefined;
+  #copyOf(data: Uint8Array | Float32Array, bytes: number, required: boolean): number | undefined {
     if (this.#main.owns(data)) return data.byteOffset;
     let at = this.#copies.get(data);
     if (at === undefined) {
-      at = this.#reserve(bytes);
+      at = required ? this.#reserve(bytes) : this.#main.reserve(bytes, 0, false);
+      if (at === undefined) return undefined;
       new Uint8Array(this.#main.buffer(), at, bytes).set(new Uint8Array(data.buffer, data.byteOffset, bytes));
       this.#copies.set(data, at);
     }
