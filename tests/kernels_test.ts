@@ -147,6 +147,43 @@ for (const [label, options] of WASM_CONFIGURATIONS) {
   });
 }
 
+Deno.test("the largest 4- and 5-bit weights against the largest inputs: no 16-bit sum overflows", async () => {
+  // Every weight at its top value (nibbles 15, Q5_K's fifth bits set) and every input quantized to 127: the 8-bit
+  // dot products' 16-bit partial sums are at their largest, one row alone and four inputs folded together.
+  const cols = 512, rows = 8, random = new Random(12);
+  const x = new Float32Array(8 * cols).fill(1);
+  for (const options of [{ threads: 1, relaxed: true }, { threads: 1, relaxed: false }]) {
+    const kernels = await WasmKernels.create(options);
+    try {
+      for (const type of ["Q4_0", "Q4_K", "Q5_K"] as const) {
+        const data = new Uint8Array(rows * rowBytes(type, cols)).fill(0xff);
+        const { blockBytes } = TENSOR_TYPES[type];
+        const view = new DataView(data.buffer);
+        for (let p = 0; p < data.length; p += blockBytes) {
+          for (const at of type === "Q4_0" ? [0] : SCALES[type]!) {
+            view.setUint16(p + at, floatToHalf((random.next() + 2) / 256), true);
+          }
+        }
+        const w: Matrix = { type, rows, cols, data };
+        for (const n of [1, 8]) {
+          const expected = new Float32Array(n * rows), actual = new Float32Array(n * rows);
+          new PlainKernels().matmul(x, n, [{ w, out: expected }]);
+          kernels.matmul(x, n, [{ w, out: actual }]);
+          for (let i = 0; i < n * rows; i++) {
+            const bound = tolerance(w, x, Math.floor(i / rows), i % rows);
+            assert.ok(
+              Math.abs(actual[i] - expected[i]) <= bound,
+              `${type} n=${n} [${i}]: ${actual[i]} vs ${expected[i]}`,
+            );
+          }
+        }
+      }
+    } finally {
+      kernels.close();
+    }
+  }
+});
+
 Deno.test("weights read into allocateBytes memory are used in place", async () => {
   const kernels = await WasmKernels.create({ threads: 2 });
   try {

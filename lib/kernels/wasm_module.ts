@@ -199,6 +199,37 @@ const halvesToFloats = (bits: Code): Code =>
     i32x4Shl(vand(bits, i32x4Splat(i32(0x8000))), i32(16)),
   );
 
+/** Lanes of {@link fold}'s two steps: first [a0+a2, a1+a3, b0+b2, b1+b3] from a and b, then [Σa, Σb, Σc, Σd]. */
+const PAIRS = [[0, 1, 4, 5], [2, 3, 6, 7]], LANES = [[0, 2, 4, 6], [1, 3, 5, 7]];
+
+/** One step of folding i32x4 sums: lanes `lanes[0]` of a and b plus lanes `lanes[1]`. */
+const fold = (a: number, b: number, lanes: number[][]): Code =>
+  i32x4Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
+
+/** Four i32x4 sums (one per input) as one i32x4 of their totals, in `sums[0]`. */
+const foldFour = (sums: number[]): Code[] => [
+  set(sums[0], fold(sums[0], sums[1], PAIRS)),
+  set(sums[2], fold(sums[2], sums[3], PAIRS)),
+  set(sums[0], fold(sums[0], sums[2], LANES)),
+];
+
+/**
+ * The int8 path's four block products (int16 lanes) as one i32x4 of their sums, in `sums[0]`: folded at 16 bits,
+ * [a0+a2, b0+b2, a1+a3, b1+b3] in 32-bit pairs of int16, then of two such, then widened once. Each lane of a
+ * block product is at most 2·2·15·127 (4-bit weights) or 2·2·31·127 (5-bit), so the sums of four stay below 2^15
+ * for 4-bit weights; 5-bit ones are widened first (see the K-quant kernel).
+ */
+const fold16 = (sums: number[]): Code[] => {
+  const half = (a: number, b: number, lanes: number[][]): Code =>
+    i16x8Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
+  const interleaved = [[0, 4, 1, 5], [2, 6, 3, 7]];
+  return [
+    set(sums[0], half(sums[0], sums[1], interleaved)),
+    set(sums[2], half(sums[2], sums[3], interleaved)),
+    set(sums[0], i32x4ExtaddPairwise(half(sums[0], sums[2], PAIRS))),
+  ];
+};
+
 /**
  * Shared outer structure: for each row, first groups of four inputs then the
  * rest one by one. `rowBytes` computes a row's size from `cols`; `dot(k, ...)`
@@ -582,25 +613,6 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
     { bp, wv, d, sums: vectors(), acc: acc[0] },
     { bp: f.local(I32), wv: vectors(), d: f.local(F32), sums: vectors(), acc: f.local(V128) },
   ];
-  // [a0+a2, a1+a3, b0+b2, b1+b3], then of two such: [Σa, Σb, Σc, Σd].
-  const fold = (a: number, b: number, lanes: number[][]): Code =>
-    i32x4Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
-  const pairs = [[0, 1, 4, 5], [2, 3, 6, 7]], lanes = [[0, 2, 4, 6], [1, 3, 5, 7]];
-  /**
-   * The int8 path's four block products (int16 lanes) as one i32x4 of their sums, in `sums[0]`: folded at 16 bits,
-   * [a0+a2, b0+b2, a1+a3, b1+b3] in 32-bit pairs of int16, then of two such, then widened once. Each lane of a
-   * block product is at most 2·2·15·127, so the sums of four stay below 2^15.
-   */
-  const fold16 = (sums: number[]): Code[] => {
-    const half = (a: number, b: number, lanes: number[][]): Code =>
-      i16x8Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
-    const interleaved = [[0, 4, 1, 5], [2, 6, 3, 7]];
-    return [
-      set(sums[0], half(sums[0], sums[1], interleaved)),
-      set(sums[2], half(sums[2], sums[3], interleaved)),
-      set(sums[0], i32x4ExtaddPairwise(half(sums[0], sums[2], pairs))),
-    ];
-  };
   /**
    * Rows `rows` (one or two) against four inputs: each block is decoded once for the four inputs, and each input
    * block is loaded once for the rows. Each row's four integer sums are folded into one vector (lane j: input j),
@@ -620,8 +632,7 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
         if (int8x) {
           code.push(...fold16(sums), set(sums[0], i32x4Add(get(sums[0]), vload(get(cp), 16 * at))));
         } else {
-          code.push(set(sums[0], fold(sums[0], sums[1], pairs)), set(sums[2], fold(sums[2], sums[3], pairs)));
-          code.push(set(sums[0], fold(sums[0], sums[2], lanes)));
+          code.push(...foldFour(sums));
         }
         const scales = f32x4Mul(vload(get(dp), 16 * at), f32x4Splat(get(d)));
         code.push(set(acc, madd(f32x4FromI32(get(sums[0])), scales, get(acc))));
@@ -787,8 +798,25 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const accumulate = (into: number, sum: Code, scale: Code): Code =>
     set(into, f32x4Add(get(into), f32x4Mul(f32x4FromI32(sum), f32x4Splat(scale))));
 
-  /** One super-block of the row at `bp` against each of `inputs`. */
-  const superBlockFor = (inputs: Input[]): Code[] => {
+  /**
+   * Four inputs folded together (Q4_K and Q5_K): moving pointers into each input's values, and into the four
+   * inputs' scales and sums as vectors (XD4, XC4); one accumulator and one minimum sum, lane i for input i.
+   */
+  const group = {
+    xps: [f.local(I32), f.local(I32), f.local(I32), f.local(I32)],
+    dp: f.local(I32),
+    cp: f.local(I32),
+    sums: [f.local(V128), f.local(V128), f.local(V128), f.local(V128)],
+    acc: f.local(V128),
+    min: f.local(V128),
+  };
+  const groupStride = f.local(I32);
+
+  /**
+   * One super-block of the row at `bp` against each of `inputs`, or (Q4_K and Q5_K, `folded`) against the four
+   * inputs of `group`, whose sums are folded into one vector per sub-block so that it is converted and scaled once.
+   */
+  const superBlockFor = (inputs: Input[], folded = false): Code[] => {
     const code: Code[] = [];
     const u = (input: Input, half: number) => input.acc[half % input.acc.length];
     if (type !== "q6_k") {
@@ -818,6 +846,28 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
           code.push(set(scaled, fmul(get(d), convertU(scale))), set(scaledMin, fmul(get(dmin), convertU(min))));
           if (int8x) code.push(set(w8[0], weights(0)), set(w8[1], weights(1)));
           else code.push(...widen(weights(0), weights(1), false));
+          if (folded) {
+            const { xps, sums, dp, cp, acc, min } = group;
+            for (let i = 0; i < 4; i++) {
+              const product = int8x
+                ? i16x8Add(
+                  relaxedDot(vload(get(xps[i]), 32 * j), get(w8[0])),
+                  relaxedDot(vload(get(xps[i]), 32 * j + 16), get(w8[1])),
+                )
+                : dot16({ ...four[0], xp: xps[i] }, 64 * j, 0, 4);
+              // 5-bit weights could overflow a 16-bit fold: widened first.
+              code.push(set(sums[i], int8x && type === "q5_k" ? i32x4ExtaddPairwise(product) : product));
+            }
+            code.push(...(int8x && type === "q4_k" ? fold16(sums) : foldFour(sums)));
+            const dx = vload(get(dp), 16 * j);
+            code.push(
+              set(acc, f32x4Add(get(acc), f32x4Mul(f32x4FromI32(get(sums[0])), f32x4Mul(dx, f32x4Splat(get(scaled)))))),
+            );
+            // The minimums times Σ qx (xc4 holds the four inputs' -8·Σqx), times the inputs' scales.
+            const sumX = f32x4Mul(f32x4FromI32(vload(get(cp), 16 * j)), f32x4Splat(f32(-0.125)));
+            code.push(set(min, f32x4Add(get(min), f32x4Mul(f32x4Mul(dx, f32x4Splat(get(scaledMin))), sumX))));
+            continue;
+          }
           for (const input of inputs) {
             const dx = fload(get(input.dp), 4 * j);
             const sum = int8x
@@ -888,15 +938,38 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
       return set(results[j], fsub(total, get(input.min)));
     }),
   ];
+  /** The row at `row` against inputs t .. t + 3, folded (Q4_K and Q5_K), into `results`. */
+  const dotFolded = (row: number, t: number, results: number[]): Code => [
+    ...set(group.xps[0], add(get(X), mul(get(t), mul(get(COLS), i32(xBytes))))),
+    ...[1, 2, 3].flatMap((i) => set(group.xps[i], add(get(group.xps[i - 1]), mul(get(COLS), i32(xBytes))))),
+    ...set(group.dp, add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride)))),
+    ...set(group.cp, add(get(XC4), mul(shrU(get(t), i32(2)), get(groupStride)))),
+    ...set(group.acc, zero()),
+    ...set(group.min, zero()),
+    ...set(bp, get(row)),
+    ...set(b, i32(0)),
+    ...whileLoop(
+      ltU(get(b), get(blocks)),
+      ...superBlockFor([], true),
+      set(b, add(get(b), i32(1))),
+      set(bp, add(get(bp), i32(blockBytes))),
+      ...group.xps.map((p) => set(p, add(get(p), i32(256 * xBytes)))),
+      // Eight blocks of 32 a super-block, 16 bytes each in XD4 and XC4.
+      set(group.dp, add(get(group.dp), i32(128))),
+      set(group.cp, add(get(group.cp), i32(128))),
+    ),
+    ...results.flatMap((result, i) => set(result, fsub(f32x4Lane(get(group.acc), i), f32x4Lane(get(group.min), i)))),
+  ];
   const dot = (k: number, row: number, t: number, results: number[]): Code =>
-    dotInputs(k === 4 ? four : one, row, t, results);
+    k === 4 && type !== "q6_k" ? dotFolded(row, t, results) : dotInputs(k === 4 ? four : one, row, t, results);
   return f.encode([
     ...set(low4, i8x16Splat(0x0f)),
     ...set(bits45, i8x16Splat(0x30)),
     ...set(bit4, i8x16Splat(0x10)),
     ...set(thirtyTwo, i8x16Splat(32)),
-    // Super-blocks per row (cols / 256).
+    // Super-blocks per row (cols / 256), and the bytes per group of four inputs in XD4/XC4 (16 per block of 32).
     ...set(blocks, shrU(get(COLS), i32(8))),
+    ...set(groupStride, shl(get(blocks), i32(7))),
     ...rowsByInputs(f, mul(get(blocks), i32(blockBytes)), dot),
   ]);
 }
