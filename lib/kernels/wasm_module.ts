@@ -773,13 +773,12 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     min: f.local(F32),
   });
   const one = [newInput([f.local(V128), f.local(V128)])];
-  const four = Array.from({ length: 4 }, () => newInput([f.local(V128)]));
 
-  /** The int16 weights `w16[from .. from + count)` times the input's int16 values at `offset`. */
-  const dot16 = (input: Input, offset: number, from: number, count: number): Code => {
-    let sum = i32x4Dot(get(w16[from]), vload(get(input.xp), offset + 16 * from));
+  /** The int16 weights `w16[from .. from + count)` times the int16 input values at `xp` + `offset`. */
+  const dot16 = (xp: number, offset: number, from: number, count: number): Code => {
+    let sum = i32x4Dot(get(w16[from]), vload(get(xp), offset + 16 * from));
     for (let i = from + 1; i < from + count; i++) {
-      sum = i32x4Add(sum, i32x4Dot(get(w16[i]), vload(get(input.xp), offset + 16 * i)));
+      sum = i32x4Add(sum, i32x4Dot(get(w16[i]), vload(get(xp), offset + 16 * i)));
     }
     return sum;
   };
@@ -799,8 +798,8 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     set(into, f32x4Add(get(into), f32x4Mul(f32x4FromI32(sum), f32x4Splat(scale))));
 
   /**
-   * Four inputs folded together (Q4_K and Q5_K): moving pointers into each input's values, and into the four
-   * inputs' scales and sums as vectors (XD4, XC4); one accumulator and one minimum sum, lane i for input i.
+   * Four inputs folded together: moving pointers into each input's values, and into the four inputs' scales and
+   * sums as vectors (XD4, XC4); one accumulator and one minimum sum (Q4_K, Q5_K), lane i for input i.
    */
   const group = {
     xps: [f.local(I32), f.local(I32), f.local(I32), f.local(I32)],
@@ -813,8 +812,8 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const groupStride = f.local(I32);
 
   /**
-   * One super-block of the row at `bp` against each of `inputs`, or (Q4_K and Q5_K, `folded`) against the four
-   * inputs of `group`, whose sums are folded into one vector per sub-block so that it is converted and scaled once.
+   * One super-block of the row at `bp` against each of `inputs`, or (`folded`) against the four inputs of `group`,
+   * whose sums are folded into one vector per sub-block so that it is converted and scaled once.
    */
   const superBlockFor = (inputs: Input[], folded = false): Code[] => {
     const code: Code[] = [];
@@ -854,7 +853,7 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
                   relaxedDot(vload(get(xps[i]), 32 * j), get(w8[0])),
                   relaxedDot(vload(get(xps[i]), 32 * j + 16), get(w8[1])),
                 )
-                : dot16({ ...four[0], xp: xps[i] }, 64 * j, 0, 4);
+                : dot16(xps[i], 64 * j, 0, 4);
               // 5-bit weights could overflow a 16-bit fold: widened first.
               code.push(set(sums[i], int8x && type === "q5_k" ? i32x4ExtaddPairwise(product) : product));
             }
@@ -875,7 +874,7 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
                 relaxedDot(vload(get(input.xp), 32 * j), get(w8[0])),
                 relaxedDot(vload(get(input.xp), 32 * j + 16), get(w8[1])),
               ))
-              : dot16(input, 64 * j, 0, 4);
+              : dot16(input.xp, 64 * j, 0, 4);
             code.push(accumulate(u(input, half), sum, fmul(get(scaled), dx)));
             // The minimum times Σ qx (lane 0 of xc is -8·Σqx), times the input's scale.
             const sumX = fmul(convertS(iload(get(input.cp), 16 * j)), f32(-0.125));
@@ -900,9 +899,19 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
           // Bytes 0..15 and 16..31 of the plane are two sub-blocks of 16, each with its own scale.
           for (let half = 0; half < 2; half++) {
             code.push(set(scaled, fmul(get(d), convertS(load8s(get(bp), scaleAt + half)))));
+            if (folded) {
+              const { xps, sums, dp, acc } = group;
+              for (let i = 0; i < 4; i++) {
+                code.push(set(sums[i], dot16(xps[i], 64 * block, 2 * half, 2)));
+              }
+              code.push(...foldFour(sums));
+              const scales = f32x4Mul(vload(get(dp), 16 * block), f32x4Splat(get(scaled)));
+              code.push(set(acc, f32x4Add(get(acc), f32x4Mul(f32x4FromI32(get(sums[0])), scales))));
+              continue;
+            }
             for (const input of inputs) {
               const scale = fmul(get(scaled), fload(get(input.dp), 4 * block));
-              code.push(accumulate(u(input, half), dot16(input, 64 * block, 2 * half, 2), scale));
+              code.push(accumulate(u(input, half), dot16(input.xp, 64 * block, 2 * half, 2), scale));
             }
           }
         }
@@ -938,7 +947,7 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
       return set(results[j], fsub(total, get(input.min)));
     }),
   ];
-  /** The row at `row` against inputs t .. t + 3, folded (Q4_K and Q5_K), into `results`. */
+  /** The row at `row` against inputs t .. t + 3, folded, into `results`. */
   const dotFolded = (row: number, t: number, results: number[]): Code => [
     ...set(group.xps[0], add(get(X), mul(get(t), mul(get(COLS), i32(xBytes))))),
     ...[1, 2, 3].flatMap((i) => set(group.xps[i], add(get(group.xps[i - 1]), mul(get(COLS), i32(xBytes))))),
@@ -961,7 +970,7 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     ...results.flatMap((result, i) => set(result, fsub(f32x4Lane(get(group.acc), i), f32x4Lane(get(group.min), i)))),
   ];
   const dot = (k: number, row: number, t: number, results: number[]): Code =>
-    k === 4 && type !== "q6_k" ? dotFolded(row, t, results) : dotInputs(k === 4 ? four : one, row, t, results);
+    k === 4 ? dotFolded(row, t, results) : dotInputs(one, row, t, results);
   return f.encode([
     ...set(low4, i8x16Splat(0x0f)),
     ...set(bits45, i8x16Splat(0x30)),
