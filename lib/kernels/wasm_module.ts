@@ -740,8 +740,10 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
  * - Q6_K: 16 sub-blocks of 16 with int8 scales; `q` is 4 low bits from `ql`
  *   and 2 high bits from `qh`, minus 32.
  *
- * Each sub-block is decoded once for the one or four inputs of a step; the
- * outer loop is `rowsByInputs`'.
+ * Each sub-block is decoded once for the one or four inputs of a step. With
+ * four, their sums are folded into one vector (lane i: input i) and scaled by
+ * the four inputs' scales and sums read as vectors from `xd4`/`xc4`. The outer
+ * loop is `rowsByInputs`'.
  */
 function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const f = new Fn(12);
