@@ -228,11 +228,7 @@ function runAttention(control: Int32Array, { index, attend }: Participant): void
   const scores = (control[ATTENTION.SCORES] >>> 0) + index * control[ATTENTION.SCORES_STRIDE];
   const dim = heads * headSize, headBytes = headSize * 4, headsPerKv = heads / kvHeads;
   const runBytes = control[ATTENTION.CAPACITY] * headBytes;
-  for (
-    let task = Atomics.add(control, SLOT.NEXT_TASK, 1);
-    task < n * heads;
-    task = Atomics.add(control, SLOT.NEXT_TASK, 1)
-  ) {
+  for (let task; (task = nextTask(control, n * heads)) >= 0;) {
     const t = Math.floor(task / heads), h = task % heads;
     const run = Math.floor(h / headsPerKv) * runBytes;
     const at = (t * dim + h * headSize) * 4;

@@ -72,7 +72,7 @@ export interface Kernels {
    * Without it, caches come from {@link Kernels.allocate}.
    */
   allocateCache?(length: number): Float32Array;
-  /** Optional: gives back an array from {@link Kernels.allocate} or {@link Kernels.allocateCache} that is no longer used. */
+  /** Optional: gives back an array from {@link Kernels.allocate} or {@link Kernels.allocateCache} no longer used. */
   release?(array: Float32Array): void;
   /**
    * Optional: a fast path for attention. Returns false, having done nothing,

@@ -56,13 +56,12 @@ import {
 import type { WorkerSetup } from "./worker.ts";
 
 /**
- * Room {@link WasmKernels.allocate} leaves free for the products' and attention's scratch space (a 64-token prompt
- * of Llama 2 7B needs about 10 MiB): past this, new buffers go to ordinary shared memory, where the plain loops still
- * work on them. Small, so that a 4.08 GB file (7B Q4_K_M) still leaves its activations room in the memory.
+ * Room {@link WasmKernels.allocate} leaves free for the products' and attention's scratch space (a 128-token prompt
+ * of Llama 2 7B needs about 6 MiB, 13 MiB if its activations had to be copied in): past this, new buffers go to
+ * ordinary shared memory, where the plain loops still work on them. Small, so that a 4.08 GB file (7B Q4_K_M) still
+ * leaves its activations room in the memory.
  */
 const ALLOCATE_HEADROOM = 64 * 2 ** 20;
-
-/** The module's `quantize(x, blocks, q16, q8, xd, xc)`. */
 
 /** Options of {@link WasmKernels.create}. */
 export interface WasmKernelsOptions {

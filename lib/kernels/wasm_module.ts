@@ -202,9 +202,9 @@ const halvesToFloats = (bits: Code): Code =>
 /** Lanes of {@link fold}'s two steps: first [a0+a2, a1+a3, b0+b2, b1+b3] from a and b, then [Σa, Σb, Σc, Σd]. */
 const PAIRS = [[0, 1, 4, 5], [2, 3, 6, 7]], LANES = [[0, 2, 4, 6], [1, 3, 5, 7]];
 
-/** One step of folding i32x4 sums: lanes `lanes[0]` of a and b plus lanes `lanes[1]`. */
-const fold = (a: number, b: number, lanes: number[][]): Code =>
-  i32x4Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
+/** One folding step of four-lane sums (i32x4; f32x4 with `sum = f32x4Add`): lanes `lanes[0]` plus `lanes[1]`. */
+const fold = (a: number, b: number, lanes: number[][], sum = i32x4Add): Code =>
+  sum(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
 
 /** Four i32x4 sums (one per input) as one i32x4 of their totals, in `sums[0]`. */
 const foldFour = (sums: number[]): Code[] => [
@@ -716,13 +716,7 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
     ...set(dStride, shl(get(blocks), i32(2))),
     ...set(cStride, shl(get(blocks), i32(4))),
     ...set(groupStride, shl(get(blocks), i32(4))),
-    ...rowsByInputs(
-      f,
-      mul(get(blocks), i32(blockBytes)),
-      dot,
-      dotRows,
-      (rows, t, results) => dotByFour(rows, t, results),
-    ),
+    ...rowsByInputs(f, mul(get(blocks), i32(blockBytes)), dot, dotRows, dotByFour),
   ]);
 }
 
@@ -1086,14 +1080,12 @@ function attendFunction(relaxed: boolean, cacheMemory: boolean): Code {
       whileLoop(ltU(get(qp), get(qEnd)), ...step(4)),
     ];
     if (count === 4) {
-      // The four sums side by side ([a0+a2, a1+a3, b0+b2, b1+b3], then of two such), scaled, stored, and kept in
-      // the running maximum as one vector.
-      const fold = (a: number, b: number, lanes: number[][]): Code =>
-        f32x4Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
+      // The four sums side by side (folded as the products' integer sums are), scaled, stored, and kept in the
+      // running maximum as one vector.
       body.push(
-        set(acc[0], fold(acc[0], acc[1], [[0, 1, 4, 5], [2, 3, 6, 7]])),
-        set(acc[2], fold(acc[2], acc[3], [[0, 1, 4, 5], [2, 3, 6, 7]])),
-        set(acc[0], f32x4Mul(fold(acc[0], acc[2], [[0, 2, 4, 6], [1, 3, 5, 7]]), get(scales))),
+        set(acc[0], fold(acc[0], acc[1], PAIRS, f32x4Add)),
+        set(acc[2], fold(acc[2], acc[3], PAIRS, f32x4Add)),
+        set(acc[0], f32x4Mul(fold(acc[0], acc[2], LANES, f32x4Add), get(scales))),
         vstore(at(get(SCORES), get(i)), 0, get(acc[0])),
         set(maxes, f32x4Pmax(get(maxes), get(acc[0]))),
       );
