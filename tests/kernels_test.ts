@@ -8,7 +8,12 @@ import { attendTo } from "../lib/attention.ts";
 import { PlainKernels } from "../lib/kernels/plain.ts";
 import { createKernels } from "../lib/kernels/select.ts";
 import { WasmKernels } from "../lib/kernels/wasm_kernels.ts";
-import { buildKernelModule, multiMemorySupported, relaxedSimdSupported } from "../lib/kernels/wasm_module.ts";
+import {
+  buildKernelModule,
+  multiMemorySupported,
+  relaxedSimdSupported,
+  RESERVED_PAGES,
+} from "../lib/kernels/wasm_module.ts";
 import { dequantizeRow } from "../lib/quant.ts";
 import { floatToHalf, quantizeQ4_0, quantizeQ8_0, Random, writeRandomModel } from "../lib/random_model.ts";
 import { readFileBytes } from "../lib/file_bytes.ts";
@@ -127,6 +132,14 @@ Deno.test("the kernel module is valid WebAssembly with and without relaxed SIMD"
   assert.ok(WebAssembly.validate(buildKernelModule({ relaxed: false })));
   assert.ok(WebAssembly.validate(buildKernelModule({ relaxed: false, cacheMemory: true })));
   if (relaxedSimdSupported()) assert.ok(WebAssembly.validate(buildKernelModule({ relaxed: true })));
+});
+
+Deno.test("the kernel module declares the reserved pages as its memory's minimum", () => {
+  // The declared minimum is what lets V8 drop half of each bounds check; a smaller memory must not link.
+  const module = new WebAssembly.Module(buildKernelModule({ relaxed: false }));
+  const memoryOf = (pages: number) => new WebAssembly.Memory({ initial: pages, maximum: 65536, shared: true });
+  assert.throws(() => new WebAssembly.Instance(module, { env: { memory: memoryOf(RESERVED_PAGES - 1) } }));
+  assert.ok(new WebAssembly.Instance(module, { env: { memory: memoryOf(RESERVED_PAGES) } }));
 });
 
 /** The fast configurations every fast path is checked in: with and without relaxed SIMD, and a pool of three. */

@@ -51,6 +51,7 @@ import {
   multiMemorySupported,
   relaxedSimdSupported,
   RESERVED_BYTES,
+  RESERVED_PAGES,
   WASM_KERNELS,
 } from "./wasm_module.ts";
 import type { WorkerSetup } from "./worker.ts";
@@ -133,7 +134,7 @@ export class WasmKernels implements Kernels {
     const threads = Math.max(1, Math.floor(options.threads ?? 1));
     const relaxed = (options.relaxed ?? true) && relaxedSimdSupported();
     const maximum = MAX_BYTES / PAGE;
-    const memory = new WebAssembly.Memory({ initial: Math.ceil(RESERVED_BYTES / PAGE), maximum, shared: true });
+    const memory = new WebAssembly.Memory({ initial: RESERVED_PAGES, maximum, shared: true });
     // The cache's own memory when the engine has multi-memory and the address space has room for a second
     // reservation (a process limited by `ulimit -v` may not); else the cache shares the main memory. Its address 0
     // stays unused, like the reserved bytes of the main one.

@@ -502,6 +502,12 @@ function floatKernel(half: boolean, relaxed: boolean): Code {
 export const HALF_TABLE = 65536;
 /** First byte after the table: allocations start here. */
 export const RESERVED_BYTES = HALF_TABLE + 65536 * 4;
+/**
+ * The pages the main memory starts with (the table's), which the module declares as its memory's minimum. V8 checks
+ * every load and store against the memory's size at run time here (Deno installs no trap handler); an access whose
+ * constant offset lies below the declared minimum skips half of that check, which is +7-11% on the products.
+ */
+export const RESERVED_PAGES = Math.ceil(RESERVED_BYTES / 65536);
 
 /** Writes the half-precision table at {@link HALF_TABLE}. */
 export function fillHalfTable(memory: WebAssembly.Memory, halfToFloat: (bits: number) => number): void {
@@ -1356,9 +1362,17 @@ export function buildKernelModule(
     addFunction(),
     rmsnormFunction(),
   ];
-  // Shared memories of 0 pages minimum, 65536 (4 GiB) maximum.
-  const memoryImport = (field: string): Code => [...name("env"), ...name(field), 0x02, 0x03, 0, ...uleb(65536)];
-  const imports = cacheMemory ? [memoryImport("memory"), memoryImport("cache")] : [memoryImport("memory")];
+  // Shared memories of at least `pages` pages (see RESERVED_PAGES), at most 65536 (4 GiB).
+  const memoryImport = (field: string, pages: number): Code => [
+    ...name("env"),
+    ...name(field),
+    0x02,
+    0x03,
+    ...uleb(pages),
+    ...uleb(65536),
+  ];
+  const main = memoryImport("memory", RESERVED_PAGES);
+  const imports = cacheMemory ? [main, memoryImport("cache", 1)] : [main];
   const exports = [...WASM_KERNELS, "quantize", "attend", "swiglu", "add", "rmsnorm"];
   const bytes = [
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
