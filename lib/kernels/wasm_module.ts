@@ -94,10 +94,7 @@ const fne = op(0x5c), fsub = op(0x93), fsqrt = op(0x91), convertU = op(0xb3);
 const fload = (addr: Code, offset = 0): Code => [...addr, 0x2a, 2, ...uleb(offset)];
 const fstore = (addr: Code, value: Code): Code => [...addr, ...value, 0x38, 2, 0];
 const load16u = (addr: Code, offset = 0): Code => [...addr, 0x2f, 1, ...uleb(offset)];
-const load8u = (addr: Code, offset = 0): Code => [...addr, 0x2d, 0, ...uleb(offset)];
-const load8s = (addr: Code, offset = 0): Code => [...addr, 0x2c, 0, ...uleb(offset)];
 const iload = (addr: Code, offset = 0): Code => [...addr, 0x28, 2, ...uleb(offset)];
-const or = op(0x72), convertS = op(0xb2);
 
 // SIMD instructions (prefix 0xfd).
 const vload = (addr: Code, offset = 0): Code => [...addr, 0xfd, 0, 0, ...uleb(offset)];
@@ -119,6 +116,7 @@ const byteBits = (v: Code, shift: number, mask: Code): Code =>
 const i16x8ExtendLowU = simd(0x89), i16x8ExtendHighU = simd(0x8a);
 const i32x4ExtaddPairwise = simd(0x7e);
 const i16x8ExtendLowS = simd(0x87), i16x8ExtendHighS = simd(0x88);
+const i32x4ExtendLowS = simd(0xa7), i32x4ExtendHighS = simd(0xa8);
 const i32x4ExtendLowU = simd(0xa9), i32x4ExtendHighU = simd(0xaa);
 const i32x4Shl = simd(0xab), i32x4Add = simd(0xae), i32x4Dot = simd(0xba);
 const f32x4Add = simd(0xe4), f32x4Sub = simd(0xe5), f32x4Mul = simd(0xe6), f32x4Div = simd(0xe7);
@@ -137,6 +135,10 @@ const shuffle32 = (a: Code, b: Code, lanes: number[]): Code => [
   0x0d,
   ...lanes.flatMap((lane) => [4 * lane, 4 * lane + 1, 4 * lane + 2, 4 * lane + 3]),
 ];
+/** `i8x16.shuffle`: byte i of the result is byte `lanes[i]` of a (0-15) or of b (16-31). */
+const shuffle8 = (a: Code, b: Code, lanes: number[]): Code => [...a, ...b, 0xfd, 0x0d, ...lanes];
+/** `v128.const` of sixteen bytes. */
+const bytesConst = (bytes: number[]): Code => [0xfd, 0x0c, ...bytes];
 const vstore = (addr: Code, offset: number, value: Code): Code => [...addr, ...value, 0xfd, 0x0b, 0, ...uleb(offset)];
 const zero = (): Code => i32x4Splat(i32(0));
 const i8x16Splat = (value: number): Code => simd(0x0f)(i32(value));
@@ -740,10 +742,13 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
  * - Q6_K: 16 sub-blocks of 16 with int8 scales; `q` is 4 low bits from `ql`
  *   and 2 high bits from `qh`, minus 32.
  *
+ * A super-block's scales (and minimums) are decoded into float vectors once.
  * Each sub-block is decoded once for the one or four inputs of a step. With
  * four, their sums are folded into one vector (lane i: input i) and scaled by
- * the four inputs' scales and sums read as vectors from `xd4`/`xc4`. The outer
- * loop is `rowsByInputs`'.
+ * the four inputs' scales and sums read as vectors from `xd4`/`xc4`. With one
+ * (generation), the sums of four consecutive sub-blocks are folded instead
+ * (lane i: sub-block i), and scaled by their scales and input scales side by
+ * side. The outer loop is `rowsByInputs`'.
  */
 function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const f = new Fn(12);
@@ -756,25 +761,24 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   // A sub-block's weights, decoded once for every input: 32 bytes in `w8` (int8 path) or int16 in `w16`.
   const w8 = [f.local(V128), f.local(V128)];
   const w16 = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
-  // The sub-block's scale times d, and minimum times dmin.
-  const scaled = f.local(F32), scaledMin = f.local(F32);
-
-  /** One input: moving pointers into its values, scales and sums, its accumulators (alternating) and minimum sum. */
-  interface Input {
-    xp: number;
-    dp: number;
-    cp: number;
-    acc: number[];
-    min: number;
-  }
-  const newInput = (acc: number[]): Input => ({
+  // Q6_K: the scales times d of the four sub-blocks of 16 being summed (lane i: sub-block 4k + i of group k).
+  const groupScales = f.local(V128);
+  // Q4_K, Q5_K: the eight sub-blocks' scales times d (two vectors: sub-blocks 0-3, 4-7), minimums times dmin.
+  const scales = [f.local(V128), f.local(V128)], mins = [f.local(V128), f.local(V128)];
+  // Masks for decoding the 6-bit scales and minimums (see decodeScales).
+  const lowBitsMask = f.local(V128), highNibbleMask = f.local(V128);
+  /**
+   * One input (generation): moving pointers into its values, scales and sums; two accumulators (sub-blocks 0-3 and
+   * 4-7 of Q4_K/Q5_K, alternate groups of four of Q6_K) and, for Q4_K/Q5_K, the minimums' products (lane i:
+   * sub-blocks i and 4 + i).
+   */
+  const single = {
     xp: f.local(I32),
     dp: f.local(I32),
     cp: f.local(I32),
-    acc,
-    min: f.local(F32),
-  });
-  const one = [newInput([f.local(V128), f.local(V128)])];
+    acc: [f.local(V128), f.local(V128)],
+    minSum: f.local(V128),
+  };
 
   /** The int16 weights `w16[from .. from + count)` times the int16 input values at `xp` + `offset`. */
   const dot16 = (xp: number, offset: number, from: number, count: number): Code => {
@@ -796,8 +800,35 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
       set(w16[3], hi(get(w16[3]))),
     ];
   };
-  const accumulate = (into: number, sum: Code, scale: Code): Code =>
-    set(into, f32x4Add(get(into), f32x4Mul(f32x4FromI32(sum), f32x4Splat(scale))));
+
+  /**
+   * The 12 scale bytes of a Q4_K/Q5_K super-block (llama.cpp's `get_scale_min_k4`) as `scales` and `mins`: sub-block
+   * j < 4 has scale `b[j] & 63` and minimum `b[j + 4] & 63`; j >= 4 has scale `b[j + 4] & 15 | (b[j - 4] >> 6) << 4`
+   * and minimum `b[j + 4] >> 4 | (b[j] >> 6) << 4`. Two shuffles put each lane's bytes in place (byte i: scale i,
+   * byte 8 + i: minimum i), masks pick the bits, then the bytes are widened to floats and scaled by d and dmin.
+   */
+  const decodeScales = (): Code[] => {
+    const [bytes, v] = [q[2], q[3]];
+    const low = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11];
+    const high = [16, 16, 16, 16, 0, 1, 2, 3, 16, 16, 16, 16, 4, 5, 6, 7];
+    const floats = (u16: number, half: number, by: number, into: number): Code =>
+      set(into, f32x4Mul(f32x4FromI32((half ? i32x4ExtendHighU : i32x4ExtendLowU)(get(u16))), f32x4Splat(get(by))));
+    return [
+      set(v, vload(get(bp), 4)),
+      set(bytes, byteBits(shuffle8(get(v), zero(), high), 2, get(bits45))),
+      set(v, shuffle8(get(v), get(v), low)),
+      set(bytes, vor(get(bytes), vor(vand(get(v), get(lowBitsMask)), byteBits(get(v), 4, get(highNibbleMask))))),
+      set(v, i16x8ExtendLowU(get(bytes))),
+      set(bytes, i16x8ExtendHighU(get(bytes))),
+      floats(v, 0, d, scales[0]),
+      floats(v, 1, d, scales[1]),
+      floats(bytes, 0, dmin, mins[0]),
+      floats(bytes, 1, dmin, mins[1]),
+    ];
+  };
+  /** Lane `j % 4` of `vectors[j >> 2]` in every lane. */
+  const laneOf = (vectors: number[], j: number): Code =>
+    shuffle32(get(vectors[j >> 2]), get(vectors[j >> 2]), [j & 3, j & 3, j & 3, j & 3]);
 
   /**
    * Four inputs folded together: moving pointers into each input's values, and into the four inputs' scales and
@@ -814,20 +845,21 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const groupStride = f.local(I32);
 
   /**
-   * One super-block of the row at `bp` against each of `inputs`, or (`folded`) against the four inputs of `group`,
-   * whose sums are folded into one vector per sub-block so that it is converted and scaled once.
+   * One super-block of the row at `bp` against the input of `single`, or (`folded`) against the four inputs of
+   * `group`, whose sums are folded into one vector per sub-block so that it is converted and scaled once.
    */
-  const superBlockFor = (inputs: Input[], folded = false): Code[] => {
+  const superBlockFor = (folded: boolean): Code[] => {
     const code: Code[] = [];
-    const u = (input: Input, half: number) => input.acc[half % input.acc.length];
     if (type !== "q6_k") {
       // Q4_K: d, dmin, 12 scale bytes, 128 bytes of nibbles. Q5_K: the same with 32 bytes of fifth bits before the
       // nibbles (bit j of byte l: element l of sub-block j).
       const qs = type === "q4_k" ? 16 : 48;
       code.push(set(d, fload(shl(load16u(get(bp)), i32(2)), HALF_TABLE)));
       code.push(set(dmin, fload(shl(load16u(get(bp), 2), i32(2)), HALF_TABLE)));
+      code.push(...decodeScales());
       if (type === "q5_k") code.push(set(q[4], vload(get(bp), 16)), set(q[5], vload(get(bp), 32)));
-      const byte = (i: number): Code => load8u(get(bp), 4 + i);
+      // One input: its block product of sub-block j goes to sums[j % 4]; each four are folded into one vector.
+      const input = single, sums = group.sums;
       for (let pair = 0; pair < 4; pair++) {
         // 32 bytes: sub-block 2·pair in the low nibbles, 2·pair + 1 in the high nibbles.
         code.push(set(q[0], vload(get(bp), qs + 32 * pair)), set(q[1], vload(get(bp), qs + 16 + 32 * pair)));
@@ -838,50 +870,52 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
           const fifthBit = (v: Code) => byteBits(v, j - 4, get(bit4));
           const weights = (i: number) =>
             type === "q4_k" ? nibble(get(q[i])) : vor(nibble(get(q[i])), fifthBit(get(q[4 + i])));
-          const scale = j < 4
-            ? and(byte(j), i32(63))
-            : or(and(byte(j + 4), i32(0xf)), shl(shrU(byte(j - 4), i32(6)), i32(4)));
-          const min = j < 4
-            ? and(byte(j + 4), i32(63))
-            : or(shrU(byte(j + 4), i32(4)), shl(shrU(byte(j), i32(6)), i32(4)));
-          code.push(set(scaled, fmul(get(d), convertU(scale))), set(scaledMin, fmul(get(dmin), convertU(min))));
           if (int8x) code.push(set(w8[0], weights(0)), set(w8[1], weights(1)));
           else code.push(...widen(weights(0), weights(1), false));
+          /** The decoded sub-block times the input values at `xp` (int16 lanes on the int8 path). */
+          const product = (xp: number): Code =>
+            int8x
+              ? i16x8Add(
+                relaxedDot(vload(get(xp), 32 * j), get(w8[0])),
+                relaxedDot(vload(get(xp), 32 * j + 16), get(w8[1])),
+              )
+              : dot16(xp, 64 * j, 0, 4);
+          // 5-bit weights could overflow a 16-bit fold: widened first.
+          const widened = (sum: Code): Code => int8x && type === "q5_k" ? i32x4ExtaddPairwise(sum) : sum;
+          const fold = (): Code[] => int8x && type === "q4_k" ? fold16(sums) : foldFour(sums);
           if (folded) {
-            const { xps, sums, dp, cp, acc, min } = group;
-            for (let i = 0; i < 4; i++) {
-              const product = int8x
-                ? i16x8Add(
-                  relaxedDot(vload(get(xps[i]), 32 * j), get(w8[0])),
-                  relaxedDot(vload(get(xps[i]), 32 * j + 16), get(w8[1])),
-                )
-                : dot16(xps[i], 64 * j, 0, 4);
-              // 5-bit weights could overflow a 16-bit fold: widened first.
-              code.push(set(sums[i], int8x && type === "q5_k" ? i32x4ExtaddPairwise(product) : product));
-            }
-            code.push(...(int8x && type === "q4_k" ? fold16(sums) : foldFour(sums)));
+            const { xps, dp, cp, acc, min } = group;
+            for (let i = 0; i < 4; i++) code.push(set(sums[i], widened(product(xps[i]))));
+            code.push(...fold());
             const dx = vload(get(dp), 16 * j);
             code.push(
-              set(acc, f32x4Add(get(acc), f32x4Mul(f32x4FromI32(get(sums[0])), f32x4Mul(dx, f32x4Splat(get(scaled)))))),
+              set(acc, f32x4Add(get(acc), f32x4Mul(f32x4FromI32(get(sums[0])), f32x4Mul(dx, laneOf(scales, j))))),
             );
             // The minimums times Σ qx (xc4 holds the four inputs' -8·Σqx), times the inputs' scales.
             const sumX = f32x4Mul(f32x4FromI32(vload(get(cp), 16 * j)), f32x4Splat(f32(-0.125)));
-            code.push(set(min, f32x4Add(get(min), f32x4Mul(f32x4Mul(dx, f32x4Splat(get(scaledMin))), sumX))));
+            code.push(set(min, f32x4Add(get(min), f32x4Mul(f32x4Mul(dx, laneOf(mins, j)), sumX))));
             continue;
           }
-          for (const input of inputs) {
-            const dx = fload(get(input.dp), 4 * j);
-            const sum = int8x
-              ? i32x4ExtaddPairwise(i16x8Add(
-                relaxedDot(vload(get(input.xp), 32 * j), get(w8[0])),
-                relaxedDot(vload(get(input.xp), 32 * j + 16), get(w8[1])),
-              ))
-              : dot16(input.xp, 64 * j, 0, 4);
-            code.push(accumulate(u(input, half), sum, fmul(get(scaled), dx)));
-            // The minimum times Σ qx (lane 0 of xc is -8·Σqx), times the input's scale.
-            const sumX = fmul(convertS(iload(get(input.cp), 16 * j)), f32(-0.125));
-            code.push(set(input.min, fadd(get(input.min), fmul(fmul(get(scaledMin), dx), sumX))));
-          }
+          code.push(set(sums[j & 3], widened(product(input.xp))));
+          if ((j & 3) !== 3) continue;
+          // Sub-blocks 4h .. 4h + 3 folded into one vector (lane i: sub-block 4h + i), scaled by their scales and
+          // the input's block scales (consecutive in xd) at once.
+          const h = j >> 2;
+          code.push(...fold());
+          const dx = vload(get(input.dp), 16 * h);
+          code.push(
+            set(
+              input.acc[h],
+              f32x4Add(get(input.acc[h]), f32x4Mul(f32x4FromI32(get(sums[0])), f32x4Mul(dx, get(scales[h])))),
+            ),
+          );
+          // The four blocks' -8·Σqx, lane 0 of each xc entry, side by side.
+          const xc = (i: number) => vload(get(input.cp), 16 * (4 * h + i));
+          const pairs = [0, 4, 0, 4];
+          const sumX = shuffle32(shuffle32(xc(0), xc(1), pairs), shuffle32(xc(2), xc(3), pairs), [0, 1, 4, 5]);
+          code.push(
+            set(input.minSum, f32x4Add(get(input.minSum), f32x4Mul(f32x4Mul(dx, get(mins[h])), f32x4FromI32(sumX)))),
+          );
         }
       }
     } else {
@@ -896,25 +930,41 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
           // Bits 2·plane and 2·plane + 1 of each qh byte, moved to bits 4 and 5.
           const high = (i: number) => byteBits(get(q[4 + i]), 2 * plane - 4, get(bits45));
           const weights = (i: number) => i8x16Sub(vor(low(i), high(i)), get(thirtyTwo));
-          const block = 4 * h + plane, scaleAt = 192 + 8 * h + 2 * plane;
+          const block = 4 * h + plane;
           code.push(...widen(weights(0), weights(1), true));
-          // Bytes 0..15 and 16..31 of the plane are two sub-blocks of 16, each with its own scale.
+          // Bytes 0..15 and 16..31 of the plane are two sub-blocks of 16, each with its own scale: sub-blocks
+          // 2·block and 2·block + 1 of the sixteen, taken four at a time (group k: sub-blocks 4k .. 4k + 3).
           for (let half = 0; half < 2; half++) {
-            code.push(set(scaled, fmul(get(d), convertS(load8s(get(bp), scaleAt + half)))));
+            const sub = 2 * block + half, k = sub >> 2, lane = sub & 3;
+            if (lane === 0) {
+              // The sixteen int8 scales at byte 192, four of them widened to floats and times d.
+              const raw = vload(get(bp), 192);
+              const wide = (k < 2 ? i16x8ExtendLowS : i16x8ExtendHighS)(raw);
+              const scales = f32x4FromI32((k & 1 ? i32x4ExtendHighS : i32x4ExtendLowS)(wide));
+              code.push(set(groupScales, f32x4Mul(scales, f32x4Splat(get(d)))));
+            }
             if (folded) {
               const { xps, sums, dp, acc } = group;
               for (let i = 0; i < 4; i++) {
                 code.push(set(sums[i], dot16(xps[i], 64 * block, 2 * half, 2)));
               }
               code.push(...foldFour(sums));
-              const scales = f32x4Mul(vload(get(dp), 16 * block), f32x4Splat(get(scaled)));
+              const scales = f32x4Mul(vload(get(dp), 16 * block), laneOf([groupScales], lane));
               code.push(set(acc, f32x4Add(get(acc), f32x4Mul(f32x4FromI32(get(sums[0])), scales))));
               continue;
             }
-            for (const input of inputs) {
-              const scale = fmul(get(scaled), fload(get(input.dp), 4 * block));
-              code.push(accumulate(u(input, half), dot16(input.xp, 64 * block, 2 * half, 2), scale));
-            }
+            // One input: the four sub-blocks' sums folded into one vector, scaled by their scales and by their
+            // blocks' input scales (two sub-blocks per block of 32).
+            const input = single, { sums } = group;
+            code.push(set(sums[lane], dot16(input.xp, 64 * block, 2 * half, 2)));
+            if (lane !== 3) continue;
+            code.push(...foldFour(sums));
+            const dx = vload(get(input.dp), 16 * (k >> 1)), first = 2 * (k & 1);
+            const dxPairs = shuffle32(dx, dx, [first, first, first + 1, first + 1]);
+            const scales = f32x4Mul(get(groupScales), dxPairs);
+            code.push(
+              set(input.acc[k & 1], f32x4Add(get(input.acc[k & 1]), f32x4Mul(f32x4FromI32(get(sums[0])), scales))),
+            );
           }
         }
       }
@@ -922,32 +972,30 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     return code;
   };
 
-  /** The row at `row` against inputs t .. t + inputs.length - 1, into `results`. */
-  const dotInputs = (inputs: Input[], row: number, t: number, results: number[]): Code => [
-    ...inputs.flatMap((input, j) => [
-      ...set(input.xp, add(get(X), mul(add(get(t), i32(j)), mul(get(COLS), i32(xBytes))))),
-      ...set(input.dp, add(get(XD), mul(add(get(t), i32(j)), shl(get(blocks), i32(5))))),
-      ...set(input.cp, add(get(XC), mul(add(get(t), i32(j)), shl(get(blocks), i32(7))))),
-      ...input.acc.flatMap((a) => set(a, zero())),
-      ...set(input.min, f32(0)),
-    ]),
+  /** The row at `row` against input t, into `results[0]`. */
+  const dotOne = (row: number, t: number, results: number[]): Code => [
+    ...set(single.xp, add(get(X), mul(get(t), mul(get(COLS), i32(xBytes))))),
+    ...set(single.dp, add(get(XD), mul(get(t), shl(get(blocks), i32(5))))),
+    ...set(single.cp, add(get(XC), mul(get(t), shl(get(blocks), i32(7))))),
+    ...[...single.acc, single.minSum].flatMap((a) => set(a, zero())),
     ...set(bp, get(row)),
     ...set(b, i32(0)),
     ...whileLoop(
       ltU(get(b), get(blocks)),
-      ...superBlockFor(inputs),
+      ...superBlockFor(false),
       set(b, add(get(b), i32(1))),
       set(bp, add(get(bp), i32(blockBytes))),
-      ...inputs.map((input) => [
-        ...set(input.xp, add(get(input.xp), i32(256 * xBytes))),
-        ...set(input.dp, add(get(input.dp), i32(32))),
-        ...set(input.cp, add(get(input.cp), i32(128))),
-      ]),
+      set(single.xp, add(get(single.xp), i32(256 * xBytes))),
+      set(single.dp, add(get(single.dp), i32(32))),
+      set(single.cp, add(get(single.cp), i32(128))),
     ),
-    ...inputs.flatMap((input, j) => {
-      const total = input.acc.length === 2 ? hsum2(input.acc[0], input.acc[1]) : hsum(input.acc[0]);
-      return set(results[j], fsub(total, get(input.min)));
-    }),
+    // Q4_K, Q5_K: the minimums' products used -8·Σqx, so the minimum term is -Σ/8; Q6_K has none.
+    ...set(
+      results[0],
+      type === "q6_k"
+        ? hsum2(single.acc[0], single.acc[1])
+        : fadd(hsum2(single.acc[0], single.acc[1]), fmul(hsum(single.minSum), f32(0.125))),
+    ),
   ];
   /** The row at `row` against inputs t .. t + 3, folded, into `results`. */
   const dotFolded = (row: number, t: number, results: number[]): Code => [
@@ -961,7 +1009,7 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     ...set(b, i32(0)),
     ...whileLoop(
       ltU(get(b), get(blocks)),
-      ...superBlockFor([], true),
+      ...superBlockFor(true),
       set(b, add(get(b), i32(1))),
       set(bp, add(get(bp), i32(blockBytes))),
       ...group.xps.map((p) => set(p, add(get(p), i32(256 * xBytes)))),
@@ -972,12 +1020,14 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     ...results.flatMap((result, i) => set(result, fsub(f32x4Lane(get(group.acc), i), f32x4Lane(get(group.min), i)))),
   ];
   const dot = (k: number, row: number, t: number, results: number[]): Code =>
-    k === 4 ? dotFolded(row, t, results) : dotInputs(one, row, t, results);
+    k === 4 ? dotFolded(row, t, results) : dotOne(row, t, results);
   return f.encode([
     ...set(low4, i8x16Splat(0x0f)),
     ...set(bits45, i8x16Splat(0x30)),
     ...set(bit4, i8x16Splat(0x10)),
     ...set(thirtyTwo, i8x16Splat(32)),
+    ...set(lowBitsMask, bytesConst([63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0])),
+    ...set(highNibbleMask, bytesConst([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15])),
     // Super-blocks per row (cols / 256), and the bytes per group of four inputs in XD4/XC4 (16 per block of 32).
     ...set(blocks, shrU(get(COLS), i32(8))),
     ...set(groupStride, shl(get(blocks), i32(7))),
