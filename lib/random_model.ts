@@ -1,7 +1,9 @@
 /**
  * Random models of the stories shapes (and Llama 2 7B) for benchmarking:
  * uniform weights in ±1/sqrt(cols), written as a llama2.c v0 checkpoint (F32)
- * or as GGUF (Q8_0, Q4_0, quantized like llama.cpp's reference quantizers).
+ * or as GGUF (Q8_0, Q4_0, quantized like llama.cpp's reference quantizers;
+ * Q4_K_M, with Q4_K and Q6_K tensors where llama.cpp puts them and simpler
+ * quantizers than its searching ones).
  * The arithmetic costs the same as trained weights; the text is nonsense.
  *
  * @module
@@ -9,17 +11,24 @@
 
 import { encodeLlama2c } from "./llama2c.ts";
 import type { LlamaConfig } from "./model_file.ts";
+import { halfToFloat } from "./quant.ts";
+import { rowBytes } from "./tensor.ts";
 
 /** Model shapes the benchmark knows by name. */
 export const SHAPES: Record<string, LlamaConfig> = {
   "15M": { dim: 288, hiddenDim: 768, nLayers: 6, nHeads: 6, nKvHeads: 6, vocabSize: 32000, seqLen: 1024 },
   "42M": { dim: 512, hiddenDim: 1376, nLayers: 8, nHeads: 8, nKvHeads: 8, vocabSize: 32000, seqLen: 1024 },
   "110M": { dim: 768, hiddenDim: 2048, nLayers: 12, nHeads: 12, nKvHeads: 12, vocabSize: 32000, seqLen: 1024 },
+  "1.1B": { dim: 2048, hiddenDim: 5632, nLayers: 22, nHeads: 32, nKvHeads: 4, vocabSize: 32000, seqLen: 2048 },
   "7B": { dim: 4096, hiddenDim: 11008, nLayers: 32, nHeads: 32, nKvHeads: 32, vocabSize: 32000, seqLen: 4096 },
 };
 
-/** Encodings {@link writeRandomModel} can write. */
-export type RandomModelType = "F32" | "Q8_0" | "Q4_0";
+/** Encodings {@link writeRandomModel} can write (Q4_K_M: a mix of Q4_K and Q6_K tensors, as llama.cpp's). */
+export type RandomModelType = "F32" | "Q8_0" | "Q4_0" | "Q4_K_M";
+/** Every {@link RandomModelType}. */
+export const RANDOM_MODEL_TYPES: readonly RandomModelType[] = ["F32", "Q8_0", "Q4_0", "Q4_K_M"];
+/** The encodings of single tensors in those files. */
+type TensorEncoding = "F32" | "Q8_0" | "Q4_0" | "Q4_K" | "Q6_K";
 
 /** A small fast PRNG (xorshift32); `next()` is uniform in [-1, 1). */
 export class Random {
@@ -113,9 +122,119 @@ export function quantizeQ4_0(values: Float32Array, out: Uint8Array, outOffset = 
   }
 }
 
+/** `x` rounded to the nearest integer, clamped to `[low, high]`. */
+function clampRound(x: number, low: number, high: number): number {
+  return Math.min(high, Math.max(low, Math.round(x)));
+}
+
+/** Scratch of the K-quantizers: a super-block's sub-block scales, minimums and levels. */
+const kScales = new Float32Array(16), kMins = new Float32Array(8), kLevels = new Uint8Array(256);
+
+/**
+ * Quantizes `values` (a multiple of 256) into Q4_K blocks at `out`: per sub-block of 32, the scale spans
+ * min(0, min x) .. max x in 15 steps, and the minimum is -min(0, min x); the 8 scales and minimums become 6-bit
+ * multiples of d and dmin, packed as llama.cpp's `get_scale_min_k4` reads them. (llama.cpp searches for better
+ * scales; the kernels' cost is the same.)
+ */
+export function quantizeQ4_K(values: Float32Array, out: Uint8Array, outOffset = 0): void {
+  const f = Math.fround;
+  for (let blk = 0; blk < values.length / 256; blk++) {
+    const x = blk * 256, p = outOffset + blk * 144;
+    let largestScale = 0, largestMin = 0;
+    for (let j = 0; j < 8; j++) {
+      let low = 0, high = -Infinity;
+      for (let i = x + 32 * j; i < x + 32 * j + 32; i++) {
+        low = Math.min(low, values[i]);
+        high = Math.max(high, values[i]);
+      }
+      kScales[j] = (high - low) / 15;
+      kMins[j] = -low;
+      largestScale = Math.max(largestScale, kScales[j]);
+      largestMin = Math.max(largestMin, kMins[j]);
+    }
+    const d = f(halfFloat(largestScale / 63)), dmin = f(halfFloat(largestMin / 63));
+    writeHalf(out, p, d);
+    writeHalf(out, p + 2, dmin);
+    const sc = kScales.map((v) => d ? clampRound(v / d, 0, 63) : 0);
+    const m = kMins.map((v) => dmin ? clampRound(v / dmin, 0, 63) : 0);
+    const packed = out.subarray(p + 4, p + 16);
+    packed.fill(0);
+    for (let j = 0; j < 8; j++) {
+      if (j < 4) {
+        packed[j] = sc[j];
+        packed[j + 4] = m[j];
+      } else {
+        packed[j + 4] = (sc[j] & 0xf) | ((m[j] & 0xf) << 4);
+        packed[j - 4] |= (sc[j] >> 4) << 6;
+        packed[j] |= (m[j] >> 4) << 6;
+      }
+    }
+    for (let j = 0; j < 8; j++) {
+      const step = f(d * sc[j]), offset = f(dmin * m[j]);
+      // Sub-blocks 2k and 2k + 1 share 32 bytes: low nibbles, then high nibbles.
+      const q = p + 16 + 32 * (j >> 1), shift = 4 * (j & 1);
+      if (shift === 0) out.fill(0, q, q + 32);
+      for (let l = 0; l < 32; l++) {
+        const level = step ? clampRound((values[x + 32 * j + l] + offset) / step, 0, 15) : 0;
+        out[q + l] |= level << shift;
+      }
+    }
+  }
+}
+
+/**
+ * Quantizes `values` (a multiple of 256) into Q6_K blocks at `out`: per sub-block of 16, the scale maps the largest
+ * magnitude to 32 steps; the 16 scales are int8 multiples of d. Bits are laid out as llama.cpp's
+ * `quantize_row_q6_K_ref` lays them out.
+ */
+export function quantizeQ6_K(values: Float32Array, out: Uint8Array, outOffset = 0): void {
+  const f = Math.fround;
+  for (let blk = 0; blk < values.length / 256; blk++) {
+    const x = blk * 256, p = outOffset + blk * 210;
+    let largest = 0;
+    for (let s = 0; s < 16; s++) {
+      let amax = 0;
+      for (let i = x + 16 * s; i < x + 16 * s + 16; i++) amax = Math.max(amax, Math.abs(values[i]));
+      kScales[s] = amax / 32;
+      largest = Math.max(largest, kScales[s]);
+    }
+    const d = f(halfFloat(largest / 127));
+    writeHalf(out, p + 208, d);
+    const levels = kLevels;
+    for (let s = 0; s < 16; s++) {
+      const sc = d ? clampRound(kScales[s] / d, -128, 127) : 0;
+      out[p + 192 + s] = sc & 0xff;
+      const step = f(d * sc);
+      for (let i = 16 * s; i < 16 * s + 16; i++) levels[i] = step ? clampRound(values[x + i] / step, -32, 31) + 32 : 32;
+    }
+    // Per half of 128: ql holds planes 0/1 (low nibbles) and 2/3 (high nibbles), qh two bits of each plane.
+    for (let h = 0; h < 2; h++) {
+      for (let l = 0; l < 32; l++) {
+        const [q1, q2, q3, q4] = [0, 32, 64, 96].map((plane) => levels[128 * h + plane + l]);
+        out[p + 64 * h + l] = (q1 & 0xf) | ((q3 & 0xf) << 4);
+        out[p + 64 * h + 32 + l] = (q2 & 0xf) | ((q4 & 0xf) << 4);
+        out[p + 128 + 32 * h + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
+      }
+    }
+  }
+}
+
+/** `value` rounded to half precision (as a float). */
+function halfFloat(value: number): number {
+  return halfToFloat(floatToHalf(value));
+}
+
+function writeHalf(out: Uint8Array, at: number, value: number): void {
+  const h = floatToHalf(value);
+  out[at] = h & 0xff;
+  out[at + 1] = h >> 8;
+}
+
+const QUANTIZERS = { Q8_0: quantizeQ8_0, Q4_0: quantizeQ4_0, Q4_K: quantizeQ4_K, Q6_K: quantizeQ6_K } as const;
+
 /** Bytes a `rows x cols` matrix takes in `type`. */
-function matrixBytes(type: RandomModelType, rows: number, cols: number): number {
-  return type === "F32" ? rows * cols * 4 : rows * (cols / 32) * (type === "Q8_0" ? 34 : 18);
+function matrixBytes(type: TensorEncoding, rows: number, cols: number): number {
+  return type === "F32" ? rows * cols * 4 : rowBytes(type, cols) * rows;
 }
 
 /** Streams bytes to a file in large chunks. */
@@ -130,7 +249,7 @@ class FileSink {
 }
 
 /** A random `rows x cols` matrix in `type`, written row by row (bounded memory even at 7B). */
-async function writeMatrix(sink: FileSink, type: RandomModelType, rows: number, cols: number, random: Random) {
+async function writeMatrix(sink: FileSink, type: TensorEncoding, rows: number, cols: number, random: Random) {
   const scale = 1 / Math.sqrt(cols);
   const rowsPerChunk = Math.max(1, Math.floor((8 << 20) / (cols * 4)));
   const values = new Float32Array(rowsPerChunk * cols);
@@ -142,7 +261,7 @@ async function writeMatrix(sink: FileSink, type: RandomModelType, rows: number, 
       await sink.write(new Uint8Array(chunk.buffer, 0, chunk.byteLength));
     } else {
       const out = new Uint8Array(matrixBytes(type, count, cols));
-      (type === "Q8_0" ? quantizeQ8_0 : quantizeQ4_0)(chunk, out);
+      QUANTIZERS[type](chunk, out);
       await sink.write(out);
     }
   }
@@ -156,7 +275,8 @@ function ones(length: number): Uint8Array {
 /**
  * Writes a random model of `config` to `path`: a llama2.c v0 checkpoint with a
  * shared classifier for F32, a GGUF v3 file (with a filler vocabulary) for
- * Q8_0 and Q4_0. Written to `path + ".partial"` first, then renamed.
+ * the others. Written to `path + ".partial"` first, then renamed. Q4_K_M needs
+ * `dim` and `hiddenDim` to be multiples of 256.
  */
 export async function writeRandomModel(path: string, config: LlamaConfig, type: RandomModelType, seed = 1) {
   const partial = path + ".partial";
@@ -260,33 +380,59 @@ class GgufHeader {
   }
 }
 
-const GGML_TYPE = { F32: 0, Q4_0: 2, Q8_0: 8 } as const;
+const GGML_TYPE = { F32: 0, Q4_0: 2, Q8_0: 8, Q4_K: 12, Q6_K: 14 } as const;
+
+/**
+ * The encoding of each matrix: `type` throughout, except for Q4_K_M, which (as llama.cpp's `llama-quantize`) is Q4_K
+ * with Q6_K for the classifier and for `attn_v` and `ffn_down` in the layers its `use_more_bits` picks.
+ */
+function encodingOf(
+  type: Exclude<RandomModelType, "F32">,
+  name: string,
+  layer: number,
+  layers: number,
+): TensorEncoding {
+  if (type !== "Q4_K_M") return type;
+  if (name === "output.weight") return "Q6_K";
+  // llama.cpp's use_more_bits, in its integer arithmetic.
+  const eighth = Math.floor(layers / 8);
+  const moreBits = layer < eighth || layer >= Math.floor((7 * layers) / 8) || (layer - eighth) % 3 === 2;
+  return (name.endsWith("attn_v.weight") || name.endsWith("ffn_down.weight")) && moreBits ? "Q6_K" : "Q4_K";
+}
 const ALIGNMENT = 32;
 
-async function writeGguf(sink: FileSink, c: LlamaConfig, type: "Q8_0" | "Q4_0", random: Random): Promise<void> {
-  const kvDim = (c.dim / c.nHeads) * c.nKvHeads;
-  // Tensors in file order: name, rows, cols (a 1-row "matrix" of F32 for norms).
-  const tensors: { name: string; rows: number; cols: number; type: RandomModelType; norm?: boolean }[] = [
-    { name: "token_embd.weight", rows: c.vocabSize, cols: c.dim, type },
-  ];
-  for (let l = 0; l < c.nLayers; l++) {
-    const p = `blk.${l}.`;
-    tensors.push(
-      { name: p + "attn_norm.weight", rows: 1, cols: c.dim, type: "F32", norm: true },
-      { name: p + "attn_q.weight", rows: c.dim, cols: c.dim, type },
-      { name: p + "attn_k.weight", rows: kvDim, cols: c.dim, type },
-      { name: p + "attn_v.weight", rows: kvDim, cols: c.dim, type },
-      { name: p + "attn_output.weight", rows: c.dim, cols: c.dim, type },
-      { name: p + "ffn_norm.weight", rows: 1, cols: c.dim, type: "F32", norm: true },
-      { name: p + "ffn_gate.weight", rows: c.hiddenDim, cols: c.dim, type },
-      { name: p + "ffn_down.weight", rows: c.dim, cols: c.hiddenDim, type },
-      { name: p + "ffn_up.weight", rows: c.hiddenDim, cols: c.dim, type },
+async function writeGguf(
+  sink: FileSink,
+  c: LlamaConfig,
+  modelType: Exclude<RandomModelType, "F32">,
+  random: Random,
+): Promise<void> {
+  if (modelType === "Q4_K_M" && (c.dim % 256 !== 0 || c.hiddenDim % 256 !== 0)) {
+    throw new RangeError(
+      `Q4_K_M needs dimensions that are multiples of 256 (this shape has ${c.dim} and ${c.hiddenDim})`,
     );
   }
-  tensors.push(
-    { name: "output_norm.weight", rows: 1, cols: c.dim, type: "F32", norm: true },
-    { name: "output.weight", rows: c.vocabSize, cols: c.dim, type },
-  );
+  const kvDim = (c.dim / c.nHeads) * c.nKvHeads;
+  // Tensors in file order: name, rows, cols (a 1-row "matrix" of F32 for norms).
+  const tensors: { name: string; rows: number; cols: number; type: TensorEncoding; norm?: boolean }[] = [];
+  const matrix = (name: string, rows: number, cols: number, layer = 0) =>
+    tensors.push({ name, rows, cols, type: encodingOf(modelType, name, layer, c.nLayers) });
+  const norm = (name: string) => tensors.push({ name, rows: 1, cols: c.dim, type: "F32", norm: true });
+  matrix("token_embd.weight", c.vocabSize, c.dim);
+  for (let l = 0; l < c.nLayers; l++) {
+    const p = `blk.${l}.`;
+    norm(p + "attn_norm.weight");
+    matrix(p + "attn_q.weight", c.dim, c.dim, l);
+    matrix(p + "attn_k.weight", kvDim, c.dim, l);
+    matrix(p + "attn_v.weight", kvDim, c.dim, l);
+    matrix(p + "attn_output.weight", c.dim, c.dim, l);
+    norm(p + "ffn_norm.weight");
+    matrix(p + "ffn_gate.weight", c.hiddenDim, c.dim, l);
+    matrix(p + "ffn_down.weight", c.dim, c.hiddenDim, l);
+    matrix(p + "ffn_up.weight", c.hiddenDim, c.dim, l);
+  }
+  norm("output_norm.weight");
+  matrix("output.weight", c.vocabSize, c.dim);
 
   const vocab = fillerVocabulary(c.vocabSize);
   const h = new GgufHeader();

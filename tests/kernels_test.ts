@@ -15,7 +15,15 @@ import {
   RESERVED_PAGES,
 } from "../lib/kernels/wasm_module.ts";
 import { dequantizeRow } from "../lib/quant.ts";
-import { floatToHalf, quantizeQ4_0, quantizeQ8_0, Random, writeRandomModel } from "../lib/random_model.ts";
+import {
+  floatToHalf,
+  quantizeQ4_0,
+  quantizeQ4_K,
+  quantizeQ6_K,
+  quantizeQ8_0,
+  Random,
+  writeRandomModel,
+} from "../lib/random_model.ts";
 import { readFileBytes } from "../lib/file_bytes.ts";
 import { ggufToModelFile, isGguf, parseGguf } from "../lib/gguf.ts";
 import { parseLlama2c } from "../lib/llama2c.ts";
@@ -266,11 +274,39 @@ Deno.test("random-model quantizers round-trip within half a quantization step", 
   }
 });
 
+Deno.test("random-model K-quantizers round-trip within a quantization step", () => {
+  const random = new Random(12);
+  const values = Float32Array.from({ length: 512 }, () => random.next() * 0.05);
+  // Q4_K: a sub-block of 32 spans its range in 15 steps; its 6-bit scale and minimum are rounded too (to a 63rd of
+  // the largest, so up to half of that per step and per minimum). Q6_K: 32 steps per sub-block of 16.
+  for (const [type, quantize, size] of [["Q4_K", quantizeQ4_K, 32], ["Q6_K", quantizeQ6_K, 16]] as const) {
+    const w: Matrix = { type, rows: 1, cols: 512, data: new Uint8Array(rowBytes(type, 512)) };
+    quantize(values, w.data);
+    const back = new Float32Array(512);
+    dequantizeRow(w, 0, back);
+    for (let b = 0; b < 512; b += size) {
+      const sub = values.subarray(b, b + size);
+      const range = type === "Q4_K" ? Math.max(...sub) - Math.min(0, ...sub) : Math.max(...sub.map(Math.abs));
+      const superBlock = values.subarray(b - (b % 256), b - (b % 256) + 256);
+      const largest = Math.max(...superBlock.map(Math.abs));
+      const bound = type === "Q4_K" ? range / 15 + (2 * largest) / 63 : range / 32 + (16 * largest) / (32 * 127);
+      for (let i = b; i < b + size; i++) {
+        assert.ok(Math.abs(back[i] - values[i]) <= bound, `${type} [${i}]: ${back[i]} vs ${values[i]}`);
+      }
+    }
+    // And not everything zero: the blocks carry the values.
+    assert.ok(back.some((v) => Math.abs(v) > 0.01), type);
+  }
+});
+
 Deno.test("random models load, and fast kernels follow the plain path's greedy ids on them", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const config = { dim: 64, hiddenDim: 96, nLayers: 2, nHeads: 4, nKvHeads: 4, vocabSize: 300, seqLen: 32 };
-    for (const type of ["F32", "Q8_0", "Q4_0"] as const) {
+    const small = { dim: 64, hiddenDim: 96, nLayers: 2, nHeads: 4, nKvHeads: 4, vocabSize: 300, seqLen: 32 };
+    // K-quants need sizes that are multiples of 256; 9 layers put Q6_K in some layers' attn_v and ffn_down.
+    const wide = { dim: 256, hiddenDim: 512, nLayers: 9, nHeads: 4, nKvHeads: 2, vocabSize: 300, seqLen: 32 };
+    for (const type of ["F32", "Q8_0", "Q4_0", "Q4_K_M"] as const) {
+      const config = type === "Q4_K_M" ? wide : small;
       const path = `${dir}/tiny-${type}.${type === "F32" ? "bin" : "gguf"}`;
       await writeRandomModel(path, config, type);
       const runs: number[][] = [];
@@ -279,6 +315,17 @@ Deno.test("random models load, and fast kernels follow the plain path's greedy i
         const bytes = await readFileBytes(path, 0, kernels.allocateBytes?.bind(kernels));
         const file = isGguf(bytes) ? ggufToModelFile(parseGguf(bytes, path)) : parseLlama2c(bytes, path);
         assert.deepEqual(file.config, config);
+        if (type === "Q4_K_M") {
+          // As llama.cpp's Q4_K_M: Q6_K for the classifier and, by use_more_bits, layers 0, 3, 6, 7 and 8 of
+          // attn_v/ffn_down.
+          const { layers } = file.weights;
+          assert.equal(file.weights.classifier.type, "Q6_K");
+          assert.deepEqual(layers.map((l) => [l.wv.type, l.w2.type, l.wq.type]).map((t) => t.join()), [
+            ...[0, 1, 2, 3, 4, 5, 6, 7, 8].map((l) =>
+              [0, 3, 6, 7, 8].includes(l) ? "Q6_K,Q6_K,Q4_K" : "Q4_K,Q4_K,Q4_K"
+            ),
+          ]);
+        }
         const session = new Session({ ...file, kernels });
         const ids = [1];
         let logits = session.feed(ids);

@@ -11,12 +11,18 @@ import { FileFormatError, TensorlessError } from "../errors.ts";
 import { describeOpenError } from "../file_bytes.ts";
 import { createKernels, KERNEL_KINDS, type KernelKind } from "../kernels/select.ts";
 import { findTokenizer, Model, readModelFile } from "../model.ts";
-import { fillerVocabulary, type RandomModelType, SHAPES, writeRandomModel } from "../random_model.ts";
+import {
+  fillerVocabulary,
+  RANDOM_MODEL_TYPES,
+  type RandomModelType,
+  SHAPES,
+  writeRandomModel,
+} from "../random_model.ts";
 import { Tokenizer } from "../tokenizer.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./command.ts";
 import { argmax } from "../sampler.ts";
 
-const help = `Usage: tensorless bench [--model FILE | --shape 15M|42M|110M|7B] [options]
+const help = `Usage: tensorless bench [--model FILE | --shape 15M|42M|110M|1.1B|7B] [options]
 
 Measures generation and prefill tokens/s, time to first token, load time and
 peak resident memory, per kernel path and thread count. Token ids are fed
@@ -29,8 +35,10 @@ Options:
   -m, --model FILE       a model file to measure (llama2.c or GGUF)
       --shape LIST       random models of these shapes, comma-separated (default 15M):
                          15M (288/768/6/6), 42M (512/1376/8/8), 110M (768/2048/12/12),
-                         7B (4096/11008/32/32), all with vocabulary 32000
-      --type LIST        encodings of the random models: F32, Q8_0, Q4_0 (default F32)
+                         1.1B (2048/5632/22/32, 4 KV heads: TinyLlama), 7B (4096/11008/32/32),
+                         all with vocabulary 32000
+      --type LIST        encodings of the random models: F32, Q8_0, Q4_0, Q4_K_M (default F32;
+                         Q4_K_M needs a shape whose sizes are multiples of 256: 110M, 1.1B, 7B)
       --kernels LIST     kernel paths: plain, wasm, fast (default plain,fast)
       --threads LIST     thread counts for fast (default: 1 and navigator.hardwareConcurrency)
       --tokens N         tokens to generate (default 256)
@@ -117,9 +125,17 @@ export const command: Command = {
       const cache = values.cache ?? defaultCache();
       await Deno.mkdir(cache, { recursive: true });
       for (const shape of list(values.shape ?? "15M")) {
-        if (!(shape in SHAPES)) throw new UsageError(`unknown shape "${shape}" (15M, 42M, 110M or 7B)`);
+        if (!(shape in SHAPES)) throw new UsageError(`unknown shape "${shape}" (${Object.keys(SHAPES).join(", ")})`);
         for (const type of list(values.type ?? "F32")) {
-          if (!["F32", "Q8_0", "Q4_0"].includes(type)) throw new UsageError(`unknown type "${type}"`);
+          if (!RANDOM_MODEL_TYPES.includes(type as RandomModelType)) {
+            throw new UsageError(`unknown type "${type}" (${RANDOM_MODEL_TYPES.join(", ")})`);
+          }
+          const { dim, hiddenDim } = SHAPES[shape];
+          if (type === "Q4_K_M" && (dim % 256 !== 0 || hiddenDim % 256 !== 0)) {
+            throw new UsageError(
+              `Q4_K_M needs sizes that are multiples of 256; shape ${shape} has ${dim} and ${hiddenDim}`,
+            );
+          }
           models.push(await randomModel(cache, shape, type as RandomModelType));
         }
       }
