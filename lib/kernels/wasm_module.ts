@@ -95,6 +95,7 @@ const fload = (addr: Code, offset = 0): Code => [...addr, 0x2a, 2, ...uleb(offse
 const fstore = (addr: Code, value: Code): Code => [...addr, ...value, 0x38, 2, 0];
 const load16u = (addr: Code, offset = 0): Code => [...addr, 0x2f, 1, ...uleb(offset)];
 const iload = (addr: Code, offset = 0): Code => [...addr, 0x28, 2, ...uleb(offset)];
+const convertS = op(0xb2);
 
 // SIMD instructions (prefix 0xfd).
 const vload = (addr: Code, offset = 0): Code => [...addr, 0xfd, 0, 0, ...uleb(offset)];
@@ -745,9 +746,11 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
  * A super-block's scales (and minimums) are decoded into float vectors once.
  * Each sub-block is decoded once for the one or four inputs of a step. With
  * four, their sums are folded into one vector (lane i: input i) and scaled by
- * the four inputs' scales and sums read as vectors from `xd4`/`xc4`. With one
- * (generation), the sums of four consecutive sub-blocks are folded instead
- * (lane i: sub-block i), and scaled by their scales and input scales side by
+ * the four inputs' scales and sums read as vectors from `xd4`/`xc4`. With
+ * fewer (generation), Q4_K and Q5_K on the int8 path take four rows at once
+ * and fold the rows' sums (lane i: row i), with their scales transposed to
+ * match; otherwise one row's sums of four consecutive sub-blocks are folded
+ * (lane i: sub-block i) and scaled by their scales and input scales side by
  * side. The outer loop is `rowsByInputs`'.
  */
 function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
@@ -809,21 +812,27 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
    */
   const decodeScales = (): Code[] => {
     const [bytes, v] = [q[2], q[3]];
-    const low = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11];
-    const high = [16, 16, 16, 16, 0, 1, 2, 3, 16, 16, 16, 16, 4, 5, 6, 7];
     const floats = (u16: number, half: number, by: number, into: number): Code =>
       set(into, f32x4Mul(f32x4FromI32((half ? i32x4ExtendHighU : i32x4ExtendLowU)(get(u16))), f32x4Splat(get(by))));
     return [
-      set(v, vload(get(bp), 4)),
-      set(bytes, byteBits(shuffle8(get(v), zero(), high), 2, get(bits45))),
-      set(v, shuffle8(get(v), get(v), low)),
-      set(bytes, vor(get(bytes), vor(vand(get(v), get(lowBitsMask)), byteBits(get(v), 4, get(highNibbleMask))))),
+      ...scaleBytes(bp, bytes, v),
       set(v, i16x8ExtendLowU(get(bytes))),
       set(bytes, i16x8ExtendHighU(get(bytes))),
       floats(v, 0, d, scales[0]),
       floats(v, 1, d, scales[1]),
       floats(bytes, 0, dmin, mins[0]),
       floats(bytes, 1, dmin, mins[1]),
+    ];
+  };
+  /** The super-block at `pointer`'s scales and minimums as 16 bytes in `into` (see decodeScales), using `v`. */
+  const scaleBytes = (pointer: number, into: number, v: number): Code[] => {
+    const low = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11];
+    const high = [16, 16, 16, 16, 0, 1, 2, 3, 16, 16, 16, 16, 4, 5, 6, 7];
+    return [
+      set(v, vload(get(pointer), 4)),
+      set(into, byteBits(shuffle8(get(v), zero(), high), 2, get(bits45))),
+      set(v, shuffle8(get(v), get(v), low)),
+      set(into, vor(get(into), vor(vand(get(v), get(lowBitsMask)), byteBits(get(v), 4, get(highNibbleMask))))),
     ];
   };
   /** Lane `j % 4` of `vectors[j >> 2]` in every lane. */
@@ -972,6 +981,119 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     return code;
   };
 
+  /**
+   * Q4_K/Q5_K generation on the int8 path: four rows against one input, each input sub-block loaded once for the
+   * four. Per sub-block the four rows' products are folded into one vector (lane i: row i), so the scales go
+   * transposed: the rows' scale bytes are interleaved into one vector per four sub-blocks (byte 4j + i: row i's
+   * scale of sub-block j), then widened per sub-block and multiplied by the rows' d side by side.
+   */
+  const fourRows = {
+    pointers: [f.local(I32), f.local(I32), f.local(I32), f.local(I32)],
+    xp: f.local(I32),
+    dp: f.local(I32),
+    cp: f.local(I32),
+    // Per row: its 16 scale and minimum bytes (then reused for the transposition).
+    bytes: [f.local(V128), f.local(V128), f.local(V128), f.local(V128)],
+    // Scale bytes of sub-blocks 0-3 and 4-7, minimum bytes of the same, transposed.
+    scales: [f.local(V128), f.local(V128)],
+    mins: [f.local(V128), f.local(V128)],
+    x: [f.local(V128), f.local(V128)],
+    products: [f.local(V128), f.local(V128), f.local(V128), f.local(V128)],
+    acc: f.local(V128),
+    minSum: f.local(V128),
+    // This super-block's sums, before d and dmin (which only come in at its end, to free their registers).
+    blockAcc: f.local(V128),
+    blockMin: f.local(V128),
+  };
+  const dotRows = (rows: number[], t: number, results: number[]): Code => {
+    const { pointers, xp, dp, cp, bytes, scales: scaleT, mins: minT, x, products, acc, minSum } = fourRows;
+    const { blockAcc, blockMin } = fourRows;
+    const qs = type === "q4_k" ? 16 : 48;
+    const half = (pointer: number, at: number): Code => fload(shl(load16u(get(pointer), at), i32(2)), HALF_TABLE);
+    /** The four rows' halves at byte `at` (d or dmin) as one vector. */
+    const sideBySide = (at: number): Code => {
+      let vector = f32x4Splat(half(pointers[0], at));
+      for (let i = 1; i < 4; i++) vector = f32x4ReplaceLane(vector, i, half(pointers[i], at));
+      return vector;
+    };
+    const interleave = (a: number, b: number, from: number): Code =>
+      shuffle8(get(a), get(b), Array.from({ length: 16 }, (_, i) => from + (i >> 1) + 16 * (i & 1)));
+    const pairsOf = (a: number, b: number, from: number): Code =>
+      shuffle8(
+        get(a),
+        get(b),
+        Array.from({ length: 16 }, (_, i) => from + 2 * (i >> 2) + (i & 1) + 16 * ((i >> 1) & 1)),
+      );
+    /** Bytes 4j .. 4j + 3 of `vectors[j >> 2]` (sub-block j of the four rows) as floats. */
+    const floatsOf = (vectors: number[], j: number): Code => {
+      const wide = (j & 2 ? i16x8ExtendHighU : i16x8ExtendLowU)(get(vectors[j >> 2]));
+      return f32x4FromI32((j & 1 ? i32x4ExtendHighU : i32x4ExtendLowU)(wide));
+    };
+    const superBlock: Code[] = [
+      set(blockAcc, zero()),
+      set(blockMin, zero()),
+      ...pointers.flatMap((pointer, i) => scaleBytes(pointer, bytes[i], scaleT[0])),
+      // Rows 0 and 1 byte by byte, rows 2 and 3 likewise, then the two by pairs: bytes of rows 0, 1, 2, 3 in turn.
+      set(scaleT[0], interleave(bytes[0], bytes[1], 0)),
+      set(scaleT[1], interleave(bytes[2], bytes[3], 0)),
+      set(minT[0], interleave(bytes[0], bytes[1], 8)),
+      set(minT[1], interleave(bytes[2], bytes[3], 8)),
+      set(bytes[0], pairsOf(scaleT[0], scaleT[1], 0)),
+      set(bytes[1], pairsOf(scaleT[0], scaleT[1], 8)),
+      set(bytes[2], pairsOf(minT[0], minT[1], 0)),
+      set(bytes[3], pairsOf(minT[0], minT[1], 8)),
+    ];
+    const [sT, mT] = [[bytes[0], bytes[1]], [bytes[2], bytes[3]]];
+    for (let j = 0; j < 8; j++) {
+      const pair = j >> 1, shift = 4 * (j & 1);
+      superBlock.push(set(x[0], vload(get(xp), 32 * j)), set(x[1], vload(get(xp), 32 * j + 16)));
+      for (let i = 0; i < 4; i++) {
+        const weights = (k: number): Code => {
+          const nibble = byteBits(vload(get(pointers[i]), qs + 32 * pair + 16 * k), shift, get(low4));
+          return type === "q4_k"
+            ? nibble
+            : vor(nibble, byteBits(vload(get(pointers[i]), 16 + 16 * k), j - 4, get(bit4)));
+        };
+        const product = i16x8Add(relaxedDot(get(x[0]), weights(0)), relaxedDot(get(x[1]), weights(1)));
+        // 5-bit weights could overflow a 16-bit fold: widened first.
+        superBlock.push(set(products[i], type === "q5_k" ? i32x4ExtaddPairwise(product) : product));
+      }
+      superBlock.push(...(type === "q4_k" ? fold16(products) : foldFour(products)));
+      const dx = fload(get(dp), 4 * j);
+      const scale = f32x4Mul(floatsOf(sT, j), f32x4Splat(dx));
+      superBlock.push(set(blockAcc, f32x4Add(get(blockAcc), f32x4Mul(f32x4FromI32(get(products[0])), scale))));
+      // The minimums times dx·(-8·Σqx) of the input block.
+      const sumX = fmul(dx, convertS(iload(get(cp), 16 * j)));
+      superBlock.push(set(blockMin, f32x4Add(get(blockMin), f32x4Mul(floatsOf(mT, j), f32x4Splat(sumX)))));
+    }
+    superBlock.push(
+      set(acc, f32x4Add(get(acc), f32x4Mul(get(blockAcc), sideBySide(0)))),
+      set(minSum, f32x4Add(get(minSum), f32x4Mul(get(blockMin), sideBySide(2)))),
+    );
+    return [
+      ...set(xp, add(get(X), mul(get(t), get(COLS)))),
+      ...set(dp, add(get(XD), mul(get(t), shl(get(blocks), i32(5))))),
+      ...set(cp, add(get(XC), mul(get(t), shl(get(blocks), i32(7))))),
+      ...rows.flatMap((row, i) => set(pointers[i], get(row))),
+      ...set(acc, zero()),
+      ...set(minSum, zero()),
+      ...set(b, i32(0)),
+      ...whileLoop(
+        ltU(get(b), get(blocks)),
+        ...superBlock,
+        set(b, add(get(b), i32(1))),
+        ...pointers.map((pointer) => set(pointer, add(get(pointer), i32(blockBytes)))),
+        set(xp, add(get(xp), i32(256))),
+        set(dp, add(get(dp), i32(32))),
+        set(cp, add(get(cp), i32(128))),
+      ),
+      // The minimum terms used -8·Σqx: each is -1/8 of its sum.
+      ...results.flatMap((result, i) =>
+        set(result, fadd(f32x4Lane(get(acc), i), fmul(f32x4Lane(get(minSum), i), f32(0.125))))
+      ),
+    ];
+  };
+
   /** The row at `row` against input t, into `results[0]`. */
   const dotOne = (row: number, t: number, results: number[]): Code => [
     ...set(single.xp, add(get(X), mul(get(t), mul(get(COLS), i32(xBytes))))),
@@ -1031,7 +1153,7 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     // Super-blocks per row (cols / 256), and the bytes per group of four inputs in XD4/XC4 (16 per block of 32).
     ...set(blocks, shrU(get(COLS), i32(8))),
     ...set(groupStride, shl(get(blocks), i32(7))),
-    ...rowsByInputs(f, mul(get(blocks), i32(blockBytes)), dot),
+    ...rowsByInputs(f, mul(get(blocks), i32(blockBytes)), dot, int8x && type !== "q6_k" ? dotRows : undefined),
   ]);
 }
 
