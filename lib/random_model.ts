@@ -84,9 +84,7 @@ export function quantizeQ8_0(values: Float32Array, out: Uint8Array, outOffset = 
     for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(values[x + j]));
     const d = f(amax / 127);
     const id = d ? f(1 / d) : 0;
-    const h = floatToHalf(d);
-    out[p] = h & 0xff;
-    out[p + 1] = h >> 8;
+    writeHalf(out, p, d);
     for (let j = 0; j < 32; j++) {
       const v = f(values[x + j] * id);
       out[p + 2 + j] = (v < 0 ? -Math.round(-v) : Math.round(v)) & 0xff;
@@ -110,9 +108,7 @@ export function quantizeQ4_0(values: Float32Array, out: Uint8Array, outOffset = 
     }
     const d = f(max / -8);
     const id = d ? f(1 / d) : 0;
-    const h = floatToHalf(d);
-    out[p] = h & 0xff;
-    out[p + 1] = h >> 8;
+    writeHalf(out, p, d);
     for (let j = 0; j < 16; j++) {
       // (int8_t)(x*id + 8.5f) truncates toward zero; MIN(15, ...).
       const q0 = Math.min(15, Math.trunc(f(f(values[x + j] * id) + 8.5)));
