@@ -168,19 +168,22 @@ for (const [label, options] of WASM_CONFIGURATIONS) {
   });
 }
 
-Deno.test("the largest 4- and 5-bit weights against the largest inputs: no 16-bit sum overflows", async () => {
-  // Every weight at its top value (nibbles 15, Q5_K's fifth bits set) and every input quantized to 127: the 8-bit
-  // dot products' 16-bit partial sums are at their largest, one row alone and four inputs folded together.
+Deno.test("the largest 4-, 5- and 6-bit weights against the largest inputs: no 16-bit sum overflows", async () => {
+  // Every weight at its top value (nibbles 15, Q5_K's fifth bits set; Q6_K at level 0, i.e. -32) and every input
+  // quantized to 127: the 8-bit dot products' 16-bit partial sums are at their largest, one row alone and four inputs
+  // folded together.
   const cols = 512, rows = 8, random = new Random(12);
   const x = new Float32Array(8 * cols).fill(1);
   for (const options of [{ threads: 1, relaxed: true }, { threads: 1, relaxed: false }]) {
     const kernels = await WasmKernels.create(options);
     try {
-      for (const type of ["Q4_0", "Q4_K", "Q5_K"] as const) {
-        const data = new Uint8Array(rows * rowBytes(type, cols)).fill(0xff);
+      for (const type of ["Q4_0", "Q4_K", "Q5_K", "Q6_K"] as const) {
+        const data = new Uint8Array(rows * rowBytes(type, cols)).fill(type === "Q6_K" ? 0 : 0xff);
         const { blockBytes } = TENSOR_TYPES[type];
         const view = new DataView(data.buffer);
         for (let p = 0; p < data.length; p += blockBytes) {
+          // Q6_K: its sixteen int8 scales at their largest too.
+          if (type === "Q6_K") data.fill(127, p + 192, p + 208);
           for (const at of type === "Q4_0" ? [0] : SCALES[type]!) {
             view.setUint16(p + at, floatToHalf((random.next() + 2) / 256), true);
           }

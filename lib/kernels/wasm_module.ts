@@ -23,9 +23,9 @@
  *   inputs (per group and block, one vector of the four inputs' values), for
  *   the four-input path, which folds the four block sums into one vector and
  *   converts and scales them together.
- * - `q4_k`, `q5_k`, `q6_k`: the same quantized inputs, as int16 (int8 for
- *   `q4_k` and `q5_k` with relaxed SIMD); `xc`'s `-8·Σq` gives the minimums
- *   of Q4_K and Q5_K their input sums.
+ * - `q4_k`, `q5_k`, `q6_k`: the same quantized inputs, as int16 (int8 with
+ *   relaxed SIMD); `xc`'s `-8·Σq` gives the minimums of Q4_K and Q5_K their
+ *   input sums.
  *
  * Each kernel handles four inputs at a time when it can, so a weight row is
  * read from memory once and reused from cache for the whole batch; with
@@ -105,7 +105,7 @@ const i32x4Splat = simd(0x11), f32x4Splat = simd(0x13);
 const f32x4Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1f, lane];
 const f32x4ReplaceLane = (v: Code, lane: number, value: Code): Code => [...v, ...value, 0xfd, 0x20, lane];
 const vand = simd(0x4e), vor = simd(0x50);
-const i8x16Sub = simd(0x71), i16x8Add = simd(0x8e), i16x8ShrU = simd(0x8d);
+const i8x16Sub = simd(0x71), i16x8Add = simd(0x8e), i16x8Sub = simd(0x91), i16x8ShrU = simd(0x8d);
 const i16x8Shl = simd(0x8b);
 /**
  * Each byte of `v` shifted right by `shift` bits (left when negative), then masked by `mask`. The 16-bit shifts
@@ -174,10 +174,10 @@ export const WASM_KERNELS = ["f32", "f16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k
 /** One of {@link WASM_KERNELS}. */
 export type WasmKernelName = (typeof WASM_KERNELS)[number];
 /**
- * The kernels whose weights (4- and 5-bit, unsigned) fit the 7-bit operand of the relaxed 8-bit dot product: with
- * relaxed SIMD they read the quantized inputs as int8, the other quantized kernels as int16.
+ * The kernels whose weights (4-, 5- and 6-bit, unsigned) fit the 7-bit operand of the relaxed 8-bit dot product:
+ * with relaxed SIMD they read the quantized inputs as int8, the other quantized kernels as int16.
  */
-export const INT8_INPUT_KERNELS: readonly WasmKernelName[] = ["q4_0", "q4_k", "q5_k"];
+export const INT8_INPUT_KERNELS: readonly WasmKernelName[] = ["q4_0", "q4_k", "q5_k", "q6_k"];
 /** The kernels that read their inputs as floats; every other one reads them quantized by `quantize`. */
 export const FLOAT_INPUT_KERNELS: readonly WasmKernelName[] = ["f32", "f16"];
 
@@ -731,17 +731,18 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
 
 /**
  * Q4_K, Q5_K and Q6_K rows (super-blocks of 256 weights) against inputs
- * quantized to 8 bits in blocks of 32, read as int16 (`x`; int8 for Q4_K and
- * Q5_K with relaxed SIMD) with their scales (`xd`) and `-8·Σq` (lane 0 of
- * `xc`, used here for the minimums). Each block of 32 weights is widened to
- * int16 and multiplied with `i32x4.dot_i16x8_s` (or, relaxed, with the 8-bit
- * dot product):
+ * quantized to 8 bits in blocks of 32, read as int16 (`x`; int8 with relaxed
+ * SIMD) with their scales (`xd`) and `-8·Σq` (lane 0 of `xc`, used here for
+ * the minimums). Each block of 32 weights is widened to int16 and multiplied
+ * with `i32x4.dot_i16x8_s` (or, relaxed, kept as bytes for the 8-bit dot
+ * product):
  *
  * - Q4_K: sub-block j of 32 has a 6-bit scale and minimum (12 packed bytes,
  *   llama.cpp's `get_scale_min_k4`): `Σ w·x = dx·(d·sc·Σ q·qx − dmin·m·Σ qx)`.
  * - Q5_K: the same, with a fifth bit per weight from 32 more bytes.
  * - Q6_K: 16 sub-blocks of 16 with int8 scales; `q` is 4 low bits from `ql`
- *   and 2 high bits from `qh`, minus 32.
+ *   and 2 high bits from `qh`, minus 32 (the 8-bit path multiplies the
+ *   unsigned levels and takes off 32·Σx with a second 8-bit dot product).
  *
  * A super-block's scales (and minimums) are decoded into float vectors once.
  * Each sub-block is decoded once for the one or four inputs of a step. With
@@ -938,9 +939,23 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
           const low = (i: number) => byteBits(get(q[2 * (plane & 1) + i]), 4 * (plane >> 1), get(low4));
           // Bits 2·plane and 2·plane + 1 of each qh byte, moved to bits 4 and 5.
           const high = (i: number) => byteBits(get(q[4 + i]), 2 * plane - 4, get(bits45));
-          const weights = (i: number) => i8x16Sub(vor(low(i), high(i)), get(thirtyTwo));
+          // The int8 path keeps q unsigned (0..63, the 7-bit operand) and takes 32·Σx off; int16 widens q - 32.
+          const levels = (i: number) => vor(low(i), high(i));
           const block = 4 * h + plane;
-          code.push(...widen(weights(0), weights(1), true));
+          if (int8x) code.push(set(w8[0], levels(0)), set(w8[1], levels(1)));
+          else code.push(...widen(i8x16Sub(levels(0), get(thirtyTwo)), i8x16Sub(levels(1), get(thirtyTwo)), true));
+          /**
+           * Sub-block `half` of the plane times the input at `xp`: on the int8 path Σ x·q - Σ x·32 in int16 lanes
+           * (each at most 2·32·127 in magnitude, so four of them fold at 16 bits), else an i32x4.
+           */
+          const product = (xp: number, half: number): Code =>
+            int8x
+              ? i16x8Sub(
+                relaxedDot(vload(get(xp), 32 * block + 16 * half), get(w8[half])),
+                relaxedDot(vload(get(xp), 32 * block + 16 * half), get(thirtyTwo)),
+              )
+              : dot16(xp, 64 * block, 2 * half, 2);
+          const fold = (sums: number[]): Code[] => int8x ? fold16(sums) : foldFour(sums);
           // Bytes 0..15 and 16..31 of the plane are two sub-blocks of 16, each with its own scale: sub-blocks
           // 2·block and 2·block + 1 of the sixteen, taken four at a time (group k: sub-blocks 4k .. 4k + 3).
           for (let half = 0; half < 2; half++) {
@@ -954,10 +969,8 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
             }
             if (folded) {
               const { xps, sums, dp, acc } = group;
-              for (let i = 0; i < 4; i++) {
-                code.push(set(sums[i], dot16(xps[i], 64 * block, 2 * half, 2)));
-              }
-              code.push(...foldFour(sums));
+              for (let i = 0; i < 4; i++) code.push(set(sums[i], product(xps[i], half)));
+              code.push(...fold(sums));
               const scales = f32x4Mul(vload(get(dp), 16 * block), laneOf([groupScales], lane));
               code.push(set(acc, f32x4Add(get(acc), f32x4Mul(f32x4FromI32(get(sums[0])), scales))));
               continue;
@@ -965,9 +978,9 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
             // One input: the four sub-blocks' sums folded into one vector, scaled by their scales and by their
             // blocks' input scales (two sub-blocks per block of 32).
             const input = single, { sums } = group;
-            code.push(set(sums[lane], dot16(input.xp, 64 * block, 2 * half, 2)));
+            code.push(set(sums[lane], product(input.xp, half)));
             if (lane !== 3) continue;
-            code.push(...foldFour(sums));
+            code.push(...fold(sums));
             const dx = vload(get(input.dp), 16 * (k >> 1)), first = 2 * (k & 1);
             const dxPairs = shuffle32(dx, dx, [first, first, first + 1, first + 1]);
             const scales = f32x4Mul(get(groupScales), dxPairs);
