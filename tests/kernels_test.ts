@@ -101,6 +101,8 @@ const CASES: { type: TensorType; cols: number }[] = [
   { type: "Q4_0", cols: 160 },
   ...(["BF16", "Q4_1", "Q5_0", "Q5_1"] as const).map((type) => ({ type, cols: 64 })),
   ...(["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"] as const).map((type) => ({ type, cols: 256 })),
+  // Two super-blocks a row: the kernels' pointers move on from the first.
+  ...(["Q4_K", "Q5_K", "Q6_K"] as const).map((type) => ({ type, cols: 512 })),
 ];
 
 /** Prompt-sized batches: enough input blocks (40 x 1024 / 32) that a pool quantizes them in parallel. */
