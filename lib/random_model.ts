@@ -1,5 +1,5 @@
 /**
- * Random models of the stories shapes (and Llama 2 7B) for benchmarking:
+ * Random models of the stories shapes (and TinyLlama 1.1B's and Llama 2 7B's) for benchmarking:
  * uniform weights in ±1/sqrt(cols), written as a llama2.c v0 checkpoint (F32)
  * or as GGUF (Q8_0, Q4_0, quantized like llama.cpp's reference quantizers;
  * Q4_K_M, with Q4_K and Q6_K tensors where llama.cpp puts them and simpler
