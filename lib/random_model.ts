@@ -30,6 +30,17 @@ export const RANDOM_MODEL_TYPES: readonly RandomModelType[] = ["F32", "Q8_0", "Q
 /** The encodings of single tensors in those files. */
 type TensorEncoding = "F32" | "Q8_0" | "Q4_0" | "Q4_K" | "Q6_K";
 
+/** Why {@link writeRandomModel} cannot write `type` for `config` (`name` says which shape in the message), if it cannot. */
+export function randomModelProblem(
+  config: LlamaConfig,
+  type: RandomModelType,
+  name = "this shape",
+): string | undefined {
+  if (type === "Q4_K_M" && (config.dim % 256 !== 0 || config.hiddenDim % 256 !== 0)) {
+    return `Q4_K_M needs sizes that are multiples of 256; ${name} has ${config.dim} and ${config.hiddenDim}`;
+  }
+}
+
 /** A small fast PRNG (xorshift32); `next()` is uniform in [-1, 1). */
 export class Random {
   #state: number;
@@ -275,15 +286,21 @@ function ones(length: number): Uint8Array {
  * `dim` and `hiddenDim` to be multiples of 256.
  */
 export async function writeRandomModel(path: string, config: LlamaConfig, type: RandomModelType, seed = 1) {
+  const problem = randomModelProblem(config, type);
+  if (problem) throw new RangeError(problem);
   const partial = path + ".partial";
   const file = await Deno.open(partial, { write: true, create: true, truncate: true });
   try {
     const sink = new FileSink(file);
     if (type === "F32") await sink.write(encodeLlama2c(config, llama2cValues(config, new Random(seed))));
     else await writeGguf(sink, config, type, new Random(seed));
-  } finally {
+  } catch (error) {
+    // No half-written file is left behind.
     file.close();
+    await Deno.remove(partial).catch(() => {});
+    throw error;
   }
+  file.close();
   await Deno.rename(partial, path);
 }
 
@@ -403,11 +420,6 @@ async function writeGguf(
   modelType: Exclude<RandomModelType, "F32">,
   random: Random,
 ): Promise<void> {
-  if (modelType === "Q4_K_M" && (c.dim % 256 !== 0 || c.hiddenDim % 256 !== 0)) {
-    throw new RangeError(
-      `Q4_K_M needs dimensions that are multiples of 256 (this shape has ${c.dim} and ${c.hiddenDim})`,
-    );
-  }
   const kvDim = (c.dim / c.nHeads) * c.nKvHeads;
   // Tensors in file order: name, rows, cols (a 1-row "matrix" of F32 for norms).
   const tensors: { name: string; rows: number; cols: number; type: TensorEncoding; norm?: boolean }[] = [];

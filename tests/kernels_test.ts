@@ -304,6 +304,17 @@ Deno.test("random-model K-quantizers round-trip within a quantization step", () 
   }
 });
 
+Deno.test("a random Q4_K_M model of sizes that are not multiples of 256 is refused, and no file is left", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const config = { dim: 64, hiddenDim: 96, nLayers: 1, nHeads: 4, nKvHeads: 4, vocabSize: 300, seqLen: 32 };
+    await assert.rejects(writeRandomModel(`${dir}/tiny.gguf`, config, "Q4_K_M"), /multiples of 256; this shape has 64/);
+    assert.deepEqual([...Deno.readDirSync(dir)], []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("random models load, and fast kernels follow the plain path's greedy ids on them", async () => {
   const dir = await Deno.makeTempDir();
   try {

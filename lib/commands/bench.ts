@@ -14,6 +14,7 @@ import { findTokenizer, Model, readModelFile } from "../model.ts";
 import {
   fillerVocabulary,
   RANDOM_MODEL_TYPES,
+  randomModelProblem,
   type RandomModelType,
   SHAPES,
   writeRandomModel,
@@ -130,12 +131,8 @@ export const command: Command = {
           if (!RANDOM_MODEL_TYPES.includes(type as RandomModelType)) {
             throw new UsageError(`unknown type "${type}" (${RANDOM_MODEL_TYPES.join(", ")})`);
           }
-          const { dim, hiddenDim } = SHAPES[shape];
-          if (type === "Q4_K_M" && (dim % 256 !== 0 || hiddenDim % 256 !== 0)) {
-            throw new UsageError(
-              `Q4_K_M needs sizes that are multiples of 256; shape ${shape} has ${dim} and ${hiddenDim}`,
-            );
-          }
+          const problem = randomModelProblem(SHAPES[shape], type as RandomModelType, `shape ${shape}`);
+          if (problem) throw new UsageError(problem);
           models.push(await randomModel(cache, shape, type as RandomModelType));
         }
       }

@@ -104,6 +104,9 @@ const vloadMemory1 = (addr: Code, offset = 0): Code => [...addr, 0xfd, 0, 0x40, 
 const i32x4Splat = simd(0x11), f32x4Splat = simd(0x13);
 const f32x4Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1f, lane];
 const f32x4ReplaceLane = (v: Code, lane: number, value: Code): Code => [...v, ...value, 0xfd, 0x20, lane];
+/** An f32x4 of four floats, lane i from `values[i]` (e.g. four rows' scales side by side). */
+const f32x4Of = (values: Code[]): Code =>
+  values.slice(1).reduce((vector, value, i) => f32x4ReplaceLane(vector, i + 1, value), f32x4Splat(values[0]));
 const vand = simd(0x4e), vor = simd(0x50);
 const i8x16Sub = simd(0x71), i16x8Add = simd(0x8e), i16x8Sub = simd(0x91), i16x8ShrU = simd(0x8d);
 const i16x8Shl = simd(0x8b);
@@ -687,9 +690,7 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       }
       // Each row's block sum gets the input block's correction: xc is [-8·Σq, 0, 0, 0], so lane 0 splatted.
       body.push(...fold16(products), set(products[0], i32x4Add(get(products[0]), i32x4Splat(iload(get(cp))))));
-      let scales: Code = f32x4Splat(get(rowScales[0]));
-      for (let j = 1; j < 4; j++) scales = f32x4ReplaceLane(scales, j, get(rowScales[j]));
-      const scaled = f32x4Mul(scales, f32x4Splat(fload(get(dp))));
+      const scaled = f32x4Mul(f32x4Of(rowScales.map(get)), f32x4Splat(fload(get(dp))));
       body.push(set(rowAcc[0], madd(f32x4FromI32(get(products[0])), scaled, get(rowAcc[0]))));
     } else {
       for (let j = 0; j < 4; j++) {
@@ -1024,11 +1025,7 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     const qs = type === "q4_k" ? 16 : 48;
     const half = (pointer: number, at: number): Code => fload(shl(load16u(get(pointer), at), i32(2)), HALF_TABLE);
     /** The four rows' halves at byte `at` (d or dmin) as one vector. */
-    const sideBySide = (at: number): Code => {
-      let vector = f32x4Splat(half(pointers[0], at));
-      for (let i = 1; i < 4; i++) vector = f32x4ReplaceLane(vector, i, half(pointers[i], at));
-      return vector;
-    };
+    const sideBySide = (at: number): Code => f32x4Of(pointers.map((pointer) => half(pointer, at)));
     const interleave = (a: number, b: number, from: number): Code =>
       shuffle8(get(a), get(b), Array.from({ length: 16 }, (_, i) => from + (i >> 1) + 16 * (i & 1)));
     const pairsOf = (a: number, b: number, from: number): Code =>
