@@ -45,6 +45,10 @@ export const SLOT = {
   XD4: 15,
   /** Q4_0 corrections laid out the same way: per group and block, the four inputs' `-8·Σq`. */
   XC4: 16,
+  /** The same for the K-quants' minimums: per group and block, the four inputs' `d·Σq` (float). */
+  XS4: 17,
+  /** The same for Q6_K's offset of 32: per group and half block (16 values), the four inputs' `32·Σq`. */
+  XH4: 18,
 } as const;
 
 /**
@@ -137,6 +141,8 @@ export type KernelFunction = (
   rows: number,
   xd4: number,
   xc4: number,
+  xs4: number,
+  xh4: number,
 ) => void;
 
 /**
@@ -268,7 +274,7 @@ function runMatmul(control: Int32Array, kernels: KernelFunction[], memory: WebAs
     const int8 = control[SLOT.RELAXED] === 1 && INT8_INPUT_KERNELS.includes(name);
     const x = FLOAT_INPUT_KERNELS.includes(name) ? control[SLOT.XF] : control[int8 ? SLOT.XQ8 : SLOT.XQ16];
     const [xd, xc, xd4, xc4] = [control[SLOT.XD], control[SLOT.XC], control[SLOT.XD4], control[SLOT.XC4]];
-    kernels[kind](w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4);
+    kernels[kind](w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4, control[SLOT.XS4], control[SLOT.XH4]);
   }
 }
 

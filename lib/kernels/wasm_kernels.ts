@@ -339,7 +339,7 @@ export class WasmKernels implements Kernels {
     const xfBytes = xInPlace ? 0 : align64(n * cols * 4), xq16Bytes = align64(n * cols * 2);
     const xq8Bytes = align64(n * cols), xdBytes = align64(n * blocks * 4), xcBytes = align64(n * blocks * 16);
     const groups = n >> 2, groupedBytes = align64(groups * blocks * 16);
-    let total = xfBytes + xq16Bytes + xq8Bytes + xdBytes + xcBytes + 2 * groupedBytes;
+    let total = xfBytes + xq16Bytes + xq8Bytes + xdBytes + xcBytes + 5 * groupedBytes;
     const outOffsets = jobs.map(({ w }, j) => {
       if (outInPlace[j]) return -1;
       const at = total;
@@ -348,7 +348,7 @@ export class WasmKernels implements Kernels {
     });
     const base = this.#regionOf(this.#scratch, total);
     const xq16 = base + xfBytes, xq8 = xq16 + xq16Bytes, xd = xq8 + xq8Bytes, xc = xd + xdBytes;
-    const xd4 = xc + xcBytes, xc4 = xd4 + groupedBytes;
+    const xd4 = xc + xcBytes, xc4 = xd4 + groupedBytes, xs4 = xc4 + groupedBytes, xh4 = xs4 + groupedBytes;
     const xf = xInPlace ? xStart : base;
     if (!xInPlace) new Float32Array(this.#main.buffer(), xf, n * cols).set(x.subarray(0, n * cols));
     // Quantized kernels read the input as 8-bit blocks, made once here for every job and thread.
@@ -357,16 +357,21 @@ export class WasmKernels implements Kernels {
       this.#quantize(xf, (n * cols) / 32, xq16, xq8, xd, xc);
     }
     if (quantized && groups > 0) {
-      // The same scales and corrections regrouped by four inputs, for the kernels' four-input path.
+      // The scales and sums regrouped by four inputs, for the kernels' four-input path (SLOT.XD4 .. SLOT.XH4).
       const buffer = this.#main.buffer();
       const scales = new Float32Array(buffer, xd, n * blocks), corrections = new Int32Array(buffer, xc, n * blocks * 4);
       const scales4 = new Float32Array(buffer, xd4, groups * blocks * 4);
       const corrections4 = new Int32Array(buffer, xc4, groups * blocks * 4);
+      const scaledSums4 = new Float32Array(buffer, xs4, groups * blocks * 4);
+      const halfSums4 = new Int32Array(buffer, xh4, groups * blocks * 8);
       for (let t = 0; t < 4 * groups; t++) {
         for (let b = 0; b < blocks; b++) {
-          const at = ((t >> 2) * blocks + b) * 4 + (t & 3);
+          const at = ((t >> 2) * blocks + b) * 4 + (t & 3), from = (t * blocks + b) * 4;
           scales4[at] = scales[t * blocks + b];
-          corrections4[at] = corrections[(t * blocks + b) * 4];
+          corrections4[at] = corrections[from];
+          scaledSums4[at] = scales[t * blocks + b] * (corrections[from + 1] + corrections[from + 2]);
+          halfSums4[at + (at & ~3)] = 32 * corrections[from + 1];
+          halfSums4[at + (at & ~3) + 4] = 32 * corrections[from + 2];
         }
       }
     }
@@ -382,6 +387,8 @@ export class WasmKernels implements Kernels {
     control[SLOT.XC] = xc;
     control[SLOT.XD4] = xd4;
     control[SLOT.XC4] = xc4;
+    control[SLOT.XS4] = xs4;
+    control[SLOT.XH4] = xh4;
     jobs.forEach(({ w, out }, j) => {
       const at = JOB_BASE + j * JOB_INTS;
       control[at + JOB.KIND] = kinds[j];

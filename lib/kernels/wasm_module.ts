@@ -7,7 +7,7 @@
  * Every exported kernel has the same signature:
  *
  * ```
- * (w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4)
+ * (w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4, xs4, xh4)
  * ```
  *
  * and computes `out[t*rows + r] = row r of w · input t` for rows `r0 <= r < r1`
@@ -18,14 +18,17 @@
  *   `quantize_row_q8_0` (blocks of 32: a float scale in `xd`, integers in
  *   -127..127); `x` holds them as int16 (`q8_0`, and `q4_0` without relaxed
  *   SIMD) or int8 (`q4_0` with relaxed SIMD), and `xc` holds per block the
- *   i32x4 `[-8·Σq, 0, 0, 0]` that folds Q4_0's offset of 8 into the sum.
+ *   i32x4 `[-8·Σq, Σq₀, Σq₁, 0]`: lane 0 folds Q4_0's offset of 8 into the sum,
+ *   and lanes 1 and 2 are the sums of the block's two halves of 16.
  *   `xd4` and `xc4` hold the same scales and corrections regrouped by four
  *   inputs (per group and block, one vector of the four inputs' values), for
  *   the four-input path, which folds the four block sums into one vector and
  *   converts and scales them together.
  * - `q4_k`, `q5_k`, `q6_k`: the same quantized inputs, as int16 (int8 with
  *   relaxed SIMD); `xc`'s `-8·Σq` gives the minimums of Q4_K and Q5_K their
- *   input sums.
+ *   input sums. Their four-input path reads those sums regrouped by four as
+ *   well: `xs4` holds each block's `d·Σq` (float, for the minimums) and `xh4`
+ *   each half block's `32·Σq` (int32, for Q6_K's offset of 32).
  *
  * Each kernel handles four inputs at a time when it can, so a weight row is
  * read from memory once and reused from cache for the whole batch; with
@@ -185,7 +188,8 @@ export const INT8_INPUT_KERNELS: readonly WasmKernelName[] = ["q4_0", "q4_k", "q
 export const FLOAT_INPUT_KERNELS: readonly WasmKernelName[] = ["f32", "f16"];
 
 /** Parameter indices shared by every kernel. */
-const W = 0, R0 = 1, R1 = 2, COLS = 3, X = 4, XD = 5, XC = 6, N = 7, OUT = 8, ROWS = 9, XD4 = 10, XC4 = 11;
+const W = 0, R0 = 1, R1 = 2, COLS = 3, X = 4, XD = 5, XC = 6, N = 7, OUT = 8, ROWS = 9, XD4 = 10, XC4 = 11, XS4 = 12;
+const XH4 = 13, KERNEL_PARAMS = 14;
 
 /** Horizontal sum of an f32x4: (l0 + l1) + (l2 + l3). */
 const hsum = (v: number): Code =>
@@ -207,6 +211,8 @@ const halvesToFloats = (bits: Code): Code =>
 
 /** Lanes of {@link fold}'s two steps: first [a0+a2, a1+a3, b0+b2, b1+b3] from a and b, then [Σa, Σb, Σc, Σd]. */
 const PAIRS = [[0, 1, 4, 5], [2, 3, 6, 7]], LANES = [[0, 2, 4, 6], [1, 3, 5, 7]];
+/** Lanes of a folding step that keeps a and b interleaved: [a0+a2, b0+b2, a1+a3, b1+b3]. */
+const INTERLEAVED = [[0, 4, 1, 5], [2, 6, 3, 7]];
 
 /** One folding step of four-lane sums (i32x4; f32x4 with `sum = f32x4Add`): lanes `lanes[0]` plus `lanes[1]`. */
 const fold = (a: number, b: number, lanes: number[][], sum = i32x4Add): Code =>
@@ -225,16 +231,21 @@ const foldFour = (sums: number[]): Code[] => [
  * block product is at most 2·2·15·127 (4-bit weights) or 2·2·31·127 (5-bit), so the sums of four stay below 2^15
  * for 4-bit weights; 5-bit ones are widened first (see the K-quant kernel).
  */
-const fold16 = (sums: number[]): Code[] => {
-  const half = (a: number, b: number, lanes: number[][]): Code =>
-    i16x8Add(shuffle32(get(a), get(b), lanes[0]), shuffle32(get(a), get(b), lanes[1]));
-  const interleaved = [[0, 4, 1, 5], [2, 6, 3, 7]];
-  return [
-    set(sums[0], half(sums[0], sums[1], interleaved)),
-    set(sums[2], half(sums[2], sums[3], interleaved)),
-    set(sums[0], i32x4ExtaddPairwise(half(sums[0], sums[2], PAIRS))),
-  ];
-};
+const fold16 = (sums: number[]): Code[] => [
+  set(sums[0], fold(sums[0], sums[1], INTERLEAVED, i16x8Add)),
+  set(sums[2], fold(sums[2], sums[3], INTERLEAVED, i16x8Add)),
+  set(sums[0], i32x4ExtaddPairwise(fold(sums[0], sums[2], PAIRS, i16x8Add))),
+];
+
+/**
+ * Like {@link fold16}, for int16 lanes of up to 2^14 in magnitude (two of them still fit 16 bits, four do not):
+ * the first step at 16 bits, then widened, then the second at 32.
+ */
+const foldWide16 = (sums: number[]): Code[] => [
+  set(sums[0], i32x4ExtaddPairwise(fold(sums[0], sums[1], INTERLEAVED, i16x8Add))),
+  set(sums[2], i32x4ExtaddPairwise(fold(sums[2], sums[3], INTERLEAVED, i16x8Add))),
+  set(sums[0], fold(sums[0], sums[2], PAIRS)),
+];
 
 /**
  * Shared outer structure: for each row, first groups of four inputs then the
@@ -348,7 +359,7 @@ function rowsByInputs(
 
 /** F32 and F16 rows: float dot products, 4 floats per step, a scalar tail for odd widths. */
 function floatKernel(half: boolean, relaxed: boolean): Code {
-  const f = new Fn(12);
+  const f = new Fn(KERNEL_PARAMS);
   const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
   const c = f.local(I32), vecEnd = f.local(I32), wv = f.local(V128);
   const acc = Array.from({ length: 8 }, () => f.local(V128));
@@ -526,7 +537,7 @@ export function fillHalfTable(memory: WebAssembly.Memory, halfToFloat: (bits: nu
  * integer dot product, then one float multiply-add by the two scales.
  */
 function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
-  const f = new Fn(12);
+  const f = new Fn(KERNEL_PARAMS);
   const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
   const { blockBytes } = TENSOR_TYPES[type === "q8_0" ? "Q8_0" : "Q4_0"];
   // The int8 path (relaxed Q4_0) reads x as bytes; the others as int16.
@@ -586,7 +597,8 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
   const dotOne = (row: number, t: number, results: number[]): Code => {
     const blockStep = (at: number): Code[] => {
       let sum = blockSum(get(xp), at * xBlockBytes);
-      if (int8x) sum = i32x4Add(sum, vload(get(cp), at * 16));
+      // Lane 0 of xc only (its lanes 1 and 2 hold Q6_K's half sums).
+      if (int8x) sum = i32x4Add(sum, i32x4ReplaceLane0(zero(), iload(get(cp), at * 16)));
       const scale = fmul(get(d), fload(get(dp), at * 4));
       return [...decode(at), set(acc[at], madd(f32x4FromI32(sum), f32x4Splat(scale), get(acc[at])))];
     };
@@ -748,7 +760,9 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
  * A super-block's scales (and minimums) are decoded into float vectors once.
  * Each sub-block is decoded once for the one or four inputs of a step. With
  * four, their sums are folded into one vector (lane i: input i) and scaled by
- * the four inputs' scales and sums read as vectors from `xd4`/`xc4`. With
+ * the four inputs' scales and sums read as vectors from `xd4` and `xs4`
+ * (Q4_K, Q5_K) or `xh4` (Q6_K, whose 8-bit path then needs only one 8-bit
+ * dot product per input and sub-block). With
  * fewer (generation), Q4_K and Q5_K on the int8 path take four rows at once
  * and fold the rows' sums (lane i: row i), with their scales transposed to
  * match; otherwise one row's sums of four consecutive sub-blocks are folded
@@ -756,8 +770,9 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
  * side. The outer loop is `rowsByInputs`'.
  */
 function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
-  const f = new Fn(12);
+  const f = new Fn(KERNEL_PARAMS);
   const int8x = relaxed && INT8_INPUT_KERNELS.includes(type);
+  const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
   const xBytes = int8x ? 1 : 2;
   const { blockBytes } = TENSOR_TYPES[({ q4_k: "Q4_K", q5_k: "Q5_K", q6_k: "Q6_K" } as const)[type]];
   const b = f.local(I32), blocks = f.local(I32), bp = f.local(I32), d = f.local(F32), dmin = f.local(F32);
@@ -842,13 +857,15 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     shuffle32(get(vectors[j >> 2]), get(vectors[j >> 2]), [j & 3, j & 3, j & 3, j & 3]);
 
   /**
-   * Four inputs folded together: moving pointers into each input's values, and into the four inputs' scales and
-   * sums as vectors (XD4, XC4); one accumulator and one minimum sum (Q4_K, Q5_K), lane i for input i.
+   * Four inputs folded together: moving pointers into each input's values, and into the four inputs' scales, scaled
+   * sums (Q4_K, Q5_K) and half sums (Q6_K) as vectors (XD4, XS4, XH4); one accumulator and one minimum sum (Q4_K,
+   * Q5_K), lane i for input i.
    */
   const group = {
     xps: [f.local(I32), f.local(I32), f.local(I32), f.local(I32)],
     dp: f.local(I32),
-    cp: f.local(I32),
+    sp: f.local(I32),
+    hp: f.local(I32),
     sums: [f.local(V128), f.local(V128), f.local(V128), f.local(V128)],
     acc: f.local(V128),
     min: f.local(V128),
@@ -895,16 +912,13 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
           const widened = (sum: Code): Code => int8x && type === "q5_k" ? i32x4ExtaddPairwise(sum) : sum;
           const fold = (): Code[] => int8x && type === "q4_k" ? fold16(sums) : foldFour(sums);
           if (folded) {
-            const { xps, dp, cp, acc, min } = group;
+            const { xps, dp, sp, acc, min } = group;
             for (let i = 0; i < 4; i++) code.push(set(sums[i], widened(product(xps[i]))));
             code.push(...fold());
-            const dx = vload(get(dp), 16 * j);
-            code.push(
-              set(acc, f32x4Add(get(acc), f32x4Mul(f32x4FromI32(get(sums[0])), f32x4Mul(dx, laneOf(scales, j))))),
-            );
-            // The minimums times Σ qx (xc4 holds the four inputs' -8·Σqx), times the inputs' scales.
-            const sumX = f32x4Mul(f32x4FromI32(vload(get(cp), 16 * j)), f32x4Splat(f32(-0.125)));
-            code.push(set(min, f32x4Add(get(min), f32x4Mul(f32x4Mul(dx, laneOf(mins, j)), sumX))));
+            const scaled = f32x4Mul(vload(get(dp), 16 * j), laneOf(scales, j));
+            code.push(set(acc, madd(f32x4FromI32(get(sums[0])), scaled, get(acc))));
+            // The minimum times the four inputs' dx·Σqx (xs4).
+            code.push(set(min, madd(laneOf(mins, j), vload(get(sp), 16 * j), get(min))));
             continue;
           }
           code.push(set(sums[j & 3], widened(product(input.xp))));
@@ -969,11 +983,23 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
               code.push(set(groupScales, f32x4Mul(scales, f32x4Splat(get(d)))));
             }
             if (folded) {
-              const { xps, sums, dp, acc } = group;
-              for (let i = 0; i < 4; i++) code.push(set(sums[i], product(xps[i], half)));
-              code.push(...fold(sums));
+              const { xps, sums, dp, hp, acc } = group;
+              if (int8x) {
+                // Σ x·q for the unsigned levels, folded (widened after the first step: four lanes of up to
+                // 2·63·127 would overflow 16 bits), minus the four inputs' 32·Σx of this half block (xh4).
+                for (let i = 0; i < 4; i++) {
+                  code.push(set(sums[i], relaxedDot(vload(get(xps[i]), 32 * block + 16 * half), get(w8[half]))));
+                }
+                code.push(
+                  ...foldWide16(sums),
+                  set(sums[0], i32x4Sub(get(sums[0]), vload(get(hp), 32 * block + 16 * half))),
+                );
+              } else {
+                for (let i = 0; i < 4; i++) code.push(set(sums[i], product(xps[i], half)));
+                code.push(...fold(sums));
+              }
               const scales = f32x4Mul(vload(get(dp), 16 * block), laneOf([groupScales], lane));
-              code.push(set(acc, f32x4Add(get(acc), f32x4Mul(f32x4FromI32(get(sums[0])), scales))));
+              code.push(set(acc, madd(f32x4FromI32(get(sums[0])), scales, get(acc))));
               continue;
             }
             // One input: the four sub-blocks' sums folded into one vector, scaled by their scales and by their
@@ -1134,7 +1160,8 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     ...set(group.xps[0], add(get(X), mul(get(t), mul(get(COLS), i32(xBytes))))),
     ...[1, 2, 3].flatMap((i) => set(group.xps[i], add(get(group.xps[i - 1]), mul(get(COLS), i32(xBytes))))),
     ...set(group.dp, add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride)))),
-    ...set(group.cp, add(get(XC4), mul(shrU(get(t), i32(2)), get(groupStride)))),
+    ...set(group.sp, add(get(XS4), mul(shrU(get(t), i32(2)), get(groupStride)))),
+    ...set(group.hp, add(get(XH4), mul(shrU(get(t), i32(2)), shl(get(groupStride), i32(1))))),
     ...set(group.acc, zero()),
     ...set(group.min, zero()),
     ...set(bp, get(row)),
@@ -1145,9 +1172,10 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
       set(b, add(get(b), i32(1))),
       set(bp, add(get(bp), i32(blockBytes))),
       ...group.xps.map((p) => set(p, add(get(p), i32(256 * xBytes)))),
-      // Eight blocks of 32 a super-block, 16 bytes each in XD4 and XC4.
+      // Eight blocks of 32 a super-block, 16 bytes each in XD4 and XS4, 32 in XH4.
       set(group.dp, add(get(group.dp), i32(128))),
-      set(group.cp, add(get(group.cp), i32(128))),
+      set(group.sp, add(get(group.sp), i32(128))),
+      set(group.hp, add(get(group.hp), i32(256))),
     ),
     ...results.flatMap((result, i) => set(result, fsub(f32x4Lane(get(group.acc), i), f32x4Lane(get(group.min), i)))),
   ];
@@ -1178,12 +1206,14 @@ const MAGIC = 1.5 * 2 ** 23, MAGIC_BITS = 0x4b400000;
  * `x` become what the quantized kernels read, as llama.cpp's
  * `quantize_row_q8_0`: d = max|x| / 127, q = x / d rounded (ties to even here,
  * away from zero there: they differ only on exact halves), stored as int16 at
- * `q16` and int8 at `q8`, d at `xd`, and `[-8·Σq, 0, 0, 0]` at `xc`.
+ * `q16` and int8 at `q8`, d at `xd`, and `[-8·Σq, Σq₀, Σq₁, 0]` at `xc` (Σq₀, Σq₁:
+ * the sums of the first and second 16).
  */
 function quantizeFunction(): Code {
   const f = new Fn(6);
   const [XP, BLOCKS, Q16, Q8, D, C] = [0, 1, 2, 3, 4, 5];
   const b = f.local(I32), m = f.local(V128), id = f.local(F32), d = f.local(F32), sum = f.local(V128);
+  const halves = f.local(V128);
   const ids = f.local(V128), magic = f.local(V128), magicBits = f.local(V128);
   const v = Array.from({ length: 8 }, () => f.local(V128));
   const q = Array.from({ length: 8 }, () => f.local(V128));
@@ -1203,16 +1233,20 @@ function quantizeFunction(): Code {
   for (let i = 0; i < 8; i++) {
     body.push(set(q[i], i32x4Sub(f32x4Add(f32x4Mul(get(v[i]), get(ids)), get(magic)), get(magicBits))));
   }
-  body.push(set(sum, get(q[0])));
-  for (let i = 1; i < 8; i++) body.push(set(sum, i32x4Add(get(sum), get(q[i]))));
+  // Σq of each half (16 values): the halves' vector sums, then both folded at once into [Σ₀, Σ₁, Σ₀, Σ₁].
+  const vectorSum = (from: number): Code =>
+    i32x4Add(i32x4Add(get(q[from]), get(q[from + 1])), i32x4Add(get(q[from + 2]), get(q[from + 3])));
+  body.push(set(sum, vectorSum(0)), set(halves, vectorSum(4)));
+  body.push(set(sum, fold(sum, halves, INTERLEAVED)));
+  body.push(set(halves, i32x4Add(get(sum), shuffle32(get(sum), get(sum), [2, 3, 0, 1]))));
   for (let i = 0; i < 4; i++) body.push(vstore(get(Q16), 16 * i, i16x8Narrow(get(q[2 * i]), get(q[2 * i + 1]))));
   for (let i = 0; i < 2; i++) {
     const low = i16x8Narrow(get(q[4 * i]), get(q[4 * i + 1])), high = i16x8Narrow(get(q[4 * i + 2]), get(q[4 * i + 3]));
     body.push(vstore(get(Q8), 16 * i, i8x16Narrow(low, high)));
   }
   body.push(fstore(get(D), get(d)));
-  const total = add(add(i32Lane(get(sum), 0), i32Lane(get(sum), 1)), add(i32Lane(get(sum), 2), i32Lane(get(sum), 3)));
-  body.push(vstore(get(C), 0, i32x4ReplaceLane0(zero(), mul(total, i32(-8)))));
+  const total = add(i32Lane(get(halves), 0), i32Lane(get(halves), 1));
+  body.push(vstore(get(C), 0, shuffle32(i32x4ReplaceLane0(zero(), mul(total, i32(-8))), get(halves), [0, 4, 5, 3])));
   for (const [pointer, step] of [[XP, 128], [Q16, 64], [Q8, 32], [D, 4], [C, 16]]) {
     body.push(set(pointer, add(get(pointer), i32(step))));
   }
@@ -1531,7 +1565,7 @@ export function buildKernelModule(
     const bytes = new TextEncoder().encode(text);
     return [...uleb(bytes.length), ...bytes];
   };
-  const kernelType = [0x60, 12, ...Array(12).fill(I32), 0];
+  const kernelType = [0x60, KERNEL_PARAMS, ...Array(KERNEL_PARAMS).fill(I32), 0];
   const quantizeType = [0x60, 6, ...Array(6).fill(I32), 0];
   const attendType = [0x60, 8, ...Array(8).fill(I32), 0];
   const swigluType = [0x60, 3, ...Array(3).fill(I32), 0];
