@@ -152,6 +152,50 @@ Deno.test("the kernel module declares the reserved pages as its memory's minimum
   assert.ok(new WebAssembly.Instance(module, { env: { memory: memoryOf(RESERVED_PAGES) } }));
 });
 
+Deno.test("the module's quantize matches llama.cpp's quantize_row_q8_0, with each block's half sums", () => {
+  // Blocks of zeros, negative zeros, tiny, ordinary and huge values, and ones whose largest magnitude is negative.
+  const blocks = 64;
+  const memory = new WebAssembly.Memory({ initial: RESERVED_PAGES + 1, maximum: 65536, shared: true });
+  const { exports } = new WebAssembly.Instance(new WebAssembly.Module(buildKernelModule({ relaxed: false })), {
+    env: { memory },
+  });
+  const x = RESERVED_PAGES * 65536, q16 = x + blocks * 128, q8 = q16 + blocks * 64, xd = q8 + blocks * 32;
+  const xc = xd + blocks * 4;
+  const random = new Random(11);
+  const values = new Float32Array(memory.buffer, x, blocks * 32);
+  for (let b = 0; b < blocks; b++) {
+    const scale = [0, 1e-30, 1e-3, 1, 1e30][b % 5];
+    for (let i = 0; i < 32; i++) values[32 * b + i] = b % 7 === 3 ? -0 : random.next() * scale;
+    if (b % 3 === 1) values[32 * b + (b % 32)] = -2 * scale;
+  }
+  (exports.quantize as (...args: number[]) => void)(x, blocks, q16, q8, xd, xc);
+  const [ints16, ints8] = [
+    new Int16Array(memory.buffer, q16, blocks * 32),
+    new Int8Array(memory.buffer, q8, blocks * 32),
+  ];
+  const [scales, sums] = [new Float32Array(memory.buffer, xd, blocks), new Int32Array(memory.buffer, xc, blocks * 4)];
+  const f = Math.fround;
+  for (let b = 0; b < blocks; b++) {
+    const block = values.subarray(32 * b, 32 * b + 32);
+    const d = f(Math.max(...block.map(Math.abs)) / 127), id = d ? f(1 / d) : 0;
+    // Ties to even (llama.cpp rounds them away from zero: random values have none).
+    const q = Array.from(block, (v) => {
+      const scaled = f(v * id), floor = Math.floor(scaled), rest = scaled - floor;
+      return (rest > 0.5 || (rest === 0.5 && floor % 2 !== 0) ? floor + 1 : floor) + 0;
+    });
+    assert.equal(scales[b], d, `block ${b}: d`);
+    assert.deepEqual(Array.from(ints16.subarray(32 * b, 32 * b + 32)), q, `block ${b}: int16`);
+    assert.deepEqual(Array.from(ints8.subarray(32 * b, 32 * b + 32)), q, `block ${b}: int8`);
+    const half = (from: number) => q.slice(from, from + 16).reduce((s, v) => s + v, 0);
+    assert.deepEqual(Array.from(sums.subarray(4 * b, 4 * b + 4)), [
+      -8 * (half(0) + half(16)) + 0,
+      half(0),
+      half(16),
+      0,
+    ]);
+  }
+});
+
 /** The fast configurations every fast path is checked in: with and without relaxed SIMD, and a pool of three. */
 const WASM_CONFIGURATIONS = [
   ["wasm, one thread, plain SIMD", { threads: 1, relaxed: false }],

@@ -130,7 +130,7 @@ const f32x4Add = simd(0xe4), f32x4Sub = simd(0xe5), f32x4Mul = simd(0xe6), f32x4
 const f32x4FromI32 = simd(0xfa);
 const f32x4Floor = simd(0x68), f32x4Pmin = simd(0xea), f32x4Pmax = simd(0xeb), i32x4Sub = simd(0xb1);
 const relaxedMadd = simd(0x105), relaxedDot = simd(0x112);
-const f32x4Abs = simd(0xe0), f32x4Max = simd(0xe9);
+const f32x4Abs = simd(0xe0);
 const i16x8Narrow = simd(0x85), i8x16Narrow = simd(0x65);
 const i32Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1b, lane];
 const i32x4ReplaceLane0 = (v: Code, value: Code): Code => [...v, ...value, 0xfd, 0x1c, 0];
@@ -1220,11 +1220,17 @@ function quantizeFunction(): Code {
   const lane = (x: Code, i: number): Code => [...x, 0xfd, 0x1f, i];
   const body: Code[] = [];
   for (let i = 0; i < 8; i++) body.push(set(v[i], vload(get(XP), 16 * i)));
-  body.push(set(m, f32x4Abs(get(v[0]))));
-  for (let i = 1; i < 8; i++) body.push(set(m, f32x4Max(get(m), f32x4Abs(get(v[i])))));
-  body.push(
-    set(d, fdiv(fmax(fmax(lane(get(m), 0), lane(get(m), 1)), fmax(lane(get(m), 2), lane(get(m), 3))), f32(127))),
-  );
+  // max|x| as a tree of pseudo-maxima (one instruction each, where f32x4.max and f32.max order NaNs and zeros in
+  // several: the magnitudes have neither sign to order, and a NaN input gives unusable values either way), then across
+  // the lanes.
+  const magnitudes = (from: number, count: number): Code =>
+    count === 1
+      ? f32x4Abs(get(v[from]))
+      : f32x4Pmax(magnitudes(from, count / 2), magnitudes(from + count / 2, count / 2));
+  body.push(set(m, magnitudes(0, 8)));
+  body.push(set(m, f32x4Pmax(get(m), shuffle32(get(m), get(m), [2, 3, 0, 1]))));
+  body.push(set(m, f32x4Pmax(get(m), shuffle32(get(m), get(m), [1, 0, 3, 2]))));
+  body.push(set(d, fdiv(lane(get(m), 0), f32(127))));
   // id = d ? 1 / d : 0
   body.push(set(id, [...fdiv(f32(1), get(d)), ...f32(0), ...fne(get(d), f32(0)), 0x1b]));
   // Rounded to the nearest integer (ties to even) by adding 1.5·2^23, whose float bits then end in it: cheaper than
