@@ -690,28 +690,42 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
   const rowAcc = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
   const rowScales = [f.local(F32), f.local(F32), f.local(F32), f.local(F32)];
   const dotRows = (rows: number[], t: number, results: number[]): Code => {
-    const body: Code[] = [];
-    if (int8x) {
-      // The four rows' products folded into one vector (lane j: row j) as in the prompt path, scaled by the rows'
-      // scales side by side, into one accumulator.
-      const products = stepRows[0].sums;
-      for (let j = 0; j < 4; j++) {
-        body.push(...decode(0, rowPointers[j], { wv, d: rowScales[j] }));
-        body.push(set(products[j], blockSum16(get(xp), 0)));
-        body.push(set(rowPointers[j], add(get(rowPointers[j]), i32(blockBytes))));
+    /** The four rows' blocks `at` (0 or 1) past the pointers. */
+    const step = (at: number): Code[] => {
+      const code: Code[] = [];
+      if (int8x) {
+        // The four rows' products folded into one vector (lane j: row j) as in the prompt path, scaled by the rows'
+        // scales side by side, into one accumulator.
+        const products = stepRows[0].sums;
+        for (let j = 0; j < 4; j++) {
+          code.push(...decode(at, rowPointers[j], { wv, d: rowScales[j] }));
+          code.push(set(products[j], blockSum16(get(xp), at * xBlockBytes)));
+        }
+        // Each row's block sum gets the input block's correction, lane 0 of xc splatted.
+        code.push(
+          ...fold16(products),
+          set(products[0], i32x4Add(get(products[0]), i32x4Splat(iload(get(cp), 16 * at)))),
+        );
+        const scaled = f32x4Mul(f32x4Of(rowScales.map(get)), f32x4Splat(fload(get(dp), 4 * at)));
+        code.push(set(rowAcc[0], madd(f32x4FromI32(get(products[0])), scaled, get(rowAcc[0]))));
+      } else {
+        for (let j = 0; j < 4; j++) {
+          const scale = fmul(get(d), fload(get(dp), 4 * at));
+          code.push(...decode(at, rowPointers[j]));
+          code.push(
+            set(rowAcc[j], madd(f32x4FromI32(blockSum(get(xp), at * xBlockBytes)), f32x4Splat(scale), get(rowAcc[j]))),
+          );
+        }
       }
-      // Each row's block sum gets the input block's correction: xc is [-8·Σq, 0, 0, 0], so lane 0 splatted.
-      body.push(...fold16(products), set(products[0], i32x4Add(get(products[0]), i32x4Splat(iload(get(cp))))));
-      const scaled = f32x4Mul(f32x4Of(rowScales.map(get)), f32x4Splat(fload(get(dp))));
-      body.push(set(rowAcc[0], madd(f32x4FromI32(get(products[0])), scaled, get(rowAcc[0]))));
-    } else {
-      for (let j = 0; j < 4; j++) {
-        const scale = fmul(get(d), fload(get(dp)));
-        body.push(...decode(0, rowPointers[j]));
-        body.push(set(rowAcc[j], madd(f32x4FromI32(blockSum(get(xp), 0)), f32x4Splat(scale), get(rowAcc[j]))));
-        body.push(set(rowPointers[j], add(get(rowPointers[j]), i32(blockBytes))));
-      }
-    }
+      return code;
+    };
+    const advance = (count: number): Code[] => [
+      set(b, add(get(b), i32(count))),
+      ...rowPointers.map((pointer) => set(pointer, add(get(pointer), i32(count * blockBytes)))),
+      set(xp, add(get(xp), i32(count * xBlockBytes))),
+      set(dp, add(get(dp), i32(count * 4))),
+      set(cp, add(get(cp), i32(count * 16))),
+    ];
     return [
       ...set(xp, add(get(X), mul(get(t), get(xStride)))),
       ...set(dp, add(get(XD), mul(get(t), get(dStride)))),
@@ -719,14 +733,9 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       ...rows.flatMap((row, j) => set(rowPointers[j], get(row))),
       ...rowAcc.flatMap((a) => set(a, zero())),
       ...set(b, i32(0)),
-      ...whileLoop(
-        ltU(get(b), get(blocks)),
-        ...body,
-        set(b, add(get(b), i32(1))),
-        set(xp, add(get(xp), i32(xBlockBytes))),
-        set(dp, add(get(dp), i32(4))),
-        set(cp, add(get(cp), i32(16))),
-      ),
+      // Two blocks a step (half the loop's own work: counters, pointers, reloads), then the last odd one.
+      ...whileLoop(leU(add(get(b), i32(2)), get(blocks)), ...step(0), ...step(1), ...advance(2)),
+      ...whileLoop(ltU(get(b), get(blocks)), ...step(0), ...advance(1)),
       ...results.flatMap((result, j) => set(result, int8x ? f32x4Lane(get(rowAcc[0]), j) : hsum(rowAcc[j]))),
     ];
   };
