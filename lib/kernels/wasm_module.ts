@@ -772,7 +772,7 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
  * the four inputs' scales and sums read as vectors from `xd4` and `xs4`
  * (Q4_K, Q5_K) or `xh4` (Q6_K, whose 8-bit path then needs only one 8-bit
  * dot product per input and sub-block). With
- * fewer (generation), Q4_K and Q5_K on the int8 path take four rows at once
+ * fewer (generation), the int8 path takes four rows at once
  * and fold the rows' sums (lane i: row i), with their scales transposed to
  * match; otherwise one row's sums of four consecutive sub-blocks are folded
  * (lane i: sub-block i) and scaled by their scales and input scales side by
@@ -1031,6 +1031,32 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   };
 
   /**
+   * Four rows' 16 bytes each (in `rows`) transposed into `into` (which may be `rows`): byte 4s + i of `into[s >> 2]`
+   * is byte s of row i. Rows 0 and 1 are interleaved byte by byte into `temps` (rows 2 and 3 likewise), then the two
+   * by pairs.
+   */
+  const transposeBytes = (rows: number[], temps: number[], into: number[]): Code[] => {
+    const interleave = (a: number, b: number, from: number): Code =>
+      shuffle8(get(a), get(b), Array.from({ length: 16 }, (_, i) => from + (i >> 1) + 16 * (i & 1)));
+    const pairsOf = (a: number, b: number, from: number): Code =>
+      shuffle8(
+        get(a),
+        get(b),
+        Array.from({ length: 16 }, (_, i) => from + 2 * (i >> 2) + (i & 1) + 16 * ((i >> 1) & 1)),
+      );
+    return [
+      set(temps[0], interleave(rows[0], rows[1], 0)),
+      set(temps[1], interleave(rows[2], rows[3], 0)),
+      set(temps[2], interleave(rows[0], rows[1], 8)),
+      set(temps[3], interleave(rows[2], rows[3], 8)),
+      set(into[0], pairsOf(temps[0], temps[1], 0)),
+      set(into[1], pairsOf(temps[0], temps[1], 8)),
+      set(into[2], pairsOf(temps[2], temps[3], 0)),
+      set(into[3], pairsOf(temps[2], temps[3], 8)),
+    ];
+  };
+
+  /**
    * Q4_K/Q5_K generation on the int8 path: four rows against one input, each input sub-block loaded once for the
    * four. Per sub-block the four rows' products are folded into one vector (lane i: row i), so the scales go
    * transposed: the rows' scale bytes are interleaved into one vector per four sub-blocks (byte 4j + i: row i's
@@ -1061,14 +1087,6 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     const half = (pointer: number, at: number): Code => fload(shl(load16u(get(pointer), at), i32(2)), HALF_TABLE);
     /** The four rows' halves at byte `at` (d or dmin) as one vector. */
     const sideBySide = (at: number): Code => f32x4Of(pointers.map((pointer) => half(pointer, at)));
-    const interleave = (a: number, b: number, from: number): Code =>
-      shuffle8(get(a), get(b), Array.from({ length: 16 }, (_, i) => from + (i >> 1) + 16 * (i & 1)));
-    const pairsOf = (a: number, b: number, from: number): Code =>
-      shuffle8(
-        get(a),
-        get(b),
-        Array.from({ length: 16 }, (_, i) => from + 2 * (i >> 2) + (i & 1) + 16 * ((i >> 1) & 1)),
-      );
     /** Bytes 4j .. 4j + 3 of `vectors[j >> 2]` (sub-block j of the four rows) as floats. */
     const floatsOf = (vectors: number[], j: number): Code => {
       const wide = (j & 2 ? i16x8ExtendHighU : i16x8ExtendLowU)(get(vectors[j >> 2]));
@@ -1078,15 +1096,7 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
       set(blockAcc, zero()),
       set(blockMin, zero()),
       ...pointers.flatMap((pointer, i) => scaleBytes(pointer, bytes[i], scaleT[0])),
-      // Rows 0 and 1 byte by byte, rows 2 and 3 likewise, then the two by pairs: bytes of rows 0, 1, 2, 3 in turn.
-      set(scaleT[0], interleave(bytes[0], bytes[1], 0)),
-      set(scaleT[1], interleave(bytes[2], bytes[3], 0)),
-      set(minT[0], interleave(bytes[0], bytes[1], 8)),
-      set(minT[1], interleave(bytes[2], bytes[3], 8)),
-      set(bytes[0], pairsOf(scaleT[0], scaleT[1], 0)),
-      set(bytes[1], pairsOf(scaleT[0], scaleT[1], 8)),
-      set(bytes[2], pairsOf(minT[0], minT[1], 0)),
-      set(bytes[3], pairsOf(minT[0], minT[1], 8)),
+      ...transposeBytes(bytes, [...scaleT, ...minT], bytes),
     ];
     const [sT, mT] = [[bytes[0], bytes[1]], [bytes[2], bytes[3]]];
     for (let j = 0; j < 8; j++) {
@@ -1136,6 +1146,72 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
       ...results.flatMap((result, i) =>
         set(result, fadd(f32x4Lane(get(acc), i), fmul(f32x4Lane(get(minSum), i), f32(0.125))))
       ),
+    ];
+  };
+
+  /**
+   * Q6_K generation on the int8 path: four rows against one input, as dotRows does for Q4_K. Per sub-block of 16
+   * the rows' products (unsigned levels, minus the input's 32·Σx, made once for the four) are folded into one
+   * vector (lane i: row i) and scaled by the rows' int8 scales, transposed per super-block like dotRows' scale bytes.
+   */
+  const dotRows6 = (rows: number[], t: number, results: number[]): Code => {
+    const { pointers, xp, dp, bytes, scales: temps, x, products, acc, blockAcc } = fourRows;
+    /** Bytes 4s .. 4s + 3 of `bytes[s >> 2]` (sub-block s of the four rows: signed scales) as floats. */
+    const scalesOf = (s: number): Code => {
+      const wide = (s & 2 ? i16x8ExtendHighS : i16x8ExtendLowS)(get(bytes[s >> 2]));
+      return f32x4FromI32((s & 1 ? i32x4ExtendHighS : i32x4ExtendLowS)(wide));
+    };
+    const superBlock: Code[] = [
+      set(blockAcc, zero()),
+      // Each row's sixteen scales, transposed: bytes 4s .. 4s + 3 of bytes[s >> 2] are the rows' scales of sub-block s.
+      ...pointers.map((pointer, i) => set(products[i], vload(get(pointer), 192))),
+      ...transposeBytes(products, [...temps, ...fourRows.mins], bytes),
+    ];
+    for (let h = 0; h < 2; h++) {
+      for (let plane = 0; plane < 4; plane++) {
+        const block = 4 * h + plane;
+        superBlock.push(set(x[0], vload(get(xp), 32 * block)), set(x[1], vload(get(xp), 32 * block + 16)));
+        for (let half = 0; half < 2; half++) {
+          // The input's 32·Σx of this sub-block, in int16 pairs (the same for the four rows).
+          const thirtyTwos = temps[0];
+          superBlock.push(set(thirtyTwos, relaxedDot(get(x[half]), get(thirtyTwo))));
+          for (let i = 0; i < 4; i++) {
+            // ql: 64 bytes a half (planes 0/2 in the first 32, 1/3 in the next; low then high nibbles); qh: 32
+            // bytes, bits 2·plane and 2·plane + 1 of each.
+            const low = byteBits(
+              vload(get(pointers[i]), 64 * h + 32 * (plane & 1) + 16 * half),
+              4 * (plane >> 1),
+              get(low4),
+            );
+            const high = byteBits(vload(get(pointers[i]), 128 + 32 * h + 16 * half), 2 * plane - 4, get(bits45));
+            const levels = vor(low, high);
+            superBlock.push(set(products[i], i16x8Sub(relaxedDot(get(x[half]), levels), get(thirtyTwos))));
+          }
+          superBlock.push(...fold16(products));
+          const sub = 2 * block + half;
+          const scale = f32x4Mul(scalesOf(sub), f32x4Splat(fload(get(dp), 4 * block)));
+          superBlock.push(set(blockAcc, madd(f32x4FromI32(get(products[0])), scale, get(blockAcc))));
+        }
+      }
+    }
+    // The rows' d, side by side.
+    const d4 = f32x4Of(pointers.map((pointer) => fload(shl(load16u(get(pointer), 208), i32(2)), HALF_TABLE)));
+    superBlock.push(set(acc, madd(get(blockAcc), d4, get(acc))));
+    return [
+      ...set(xp, add(get(X), mul(get(t), get(COLS)))),
+      ...set(dp, add(get(XD), mul(get(t), shl(get(blocks), i32(5))))),
+      ...rows.flatMap((row, i) => set(pointers[i], get(row))),
+      ...set(acc, zero()),
+      ...set(b, i32(0)),
+      ...whileLoop(
+        ltU(get(b), get(blocks)),
+        ...superBlock,
+        set(b, add(get(b), i32(1))),
+        ...pointers.map((pointer) => set(pointer, add(get(pointer), i32(blockBytes)))),
+        set(xp, add(get(xp), i32(256))),
+        set(dp, add(get(dp), i32(32))),
+      ),
+      ...results.flatMap((result, i) => set(result, f32x4Lane(get(acc), i))),
     ];
   };
 
@@ -1200,7 +1276,12 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     // Super-blocks per row (cols / 256), and the bytes per group of four inputs in XD4/XC4 (16 per block of 32).
     ...set(blocks, shrU(get(COLS), i32(8))),
     ...set(groupStride, shl(get(blocks), i32(7))),
-    ...rowsByInputs(f, mul(get(blocks), i32(blockBytes)), dot, int8x && type !== "q6_k" ? dotRows : undefined),
+    ...rowsByInputs(
+      f,
+      mul(get(blocks), i32(blockBytes)),
+      dot,
+      int8x ? (type === "q6_k" ? dotRows6 : dotRows) : undefined,
+    ),
   ]);
 }
 
