@@ -771,12 +771,11 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
  * four, their sums are folded into one vector (lane i: input i) and scaled by
  * the four inputs' scales and sums read as vectors from `xd4` and `xs4`
  * (Q4_K, Q5_K) or `xh4` (Q6_K, whose 8-bit path then needs only one 8-bit
- * dot product per input and sub-block). With
- * fewer (generation), the int8 path takes four rows at once
- * and fold the rows' sums (lane i: row i), with their scales transposed to
- * match; otherwise one row's sums of four consecutive sub-blocks are folded
- * (lane i: sub-block i) and scaled by their scales and input scales side by
- * side. The outer loop is `rowsByInputs`'.
+ * dot product per input and sub-block). With fewer (generation), the int8
+ * path takes four rows at once and folds the rows' sums (lane i: row i),
+ * with their scales transposed to match; otherwise one row's sums of four
+ * consecutive sub-blocks are folded (lane i: sub-block i) and scaled by their
+ * scales and input scales side by side. The outer loop is `rowsByInputs`'.
  */
 function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const f = new Fn(KERNEL_PARAMS);
