@@ -129,7 +129,7 @@ const i32x4Shl = simd(0xab), i32x4Add = simd(0xae), i32x4Dot = simd(0xba);
 const f32x4Add = simd(0xe4), f32x4Sub = simd(0xe5), f32x4Mul = simd(0xe6), f32x4Div = simd(0xe7);
 const f32x4FromI32 = simd(0xfa);
 const f32x4Floor = simd(0x68), f32x4Pmin = simd(0xea), f32x4Pmax = simd(0xeb), i32x4Sub = simd(0xb1);
-const relaxedMadd = simd(0x105), relaxedDot = simd(0x112);
+const relaxedSwizzle = simd(0x100), relaxedMadd = simd(0x105), relaxedDot = simd(0x112);
 const f32x4Abs = simd(0xe0);
 const i16x8Narrow = simd(0x85), i8x16Narrow = simd(0x65);
 const i32Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1b, lane];
@@ -752,6 +752,14 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
 }
 
 /**
+ * The byte orders that put a Q4_K/Q5_K super-block's scale bytes (from byte 4) in place for `get_scale_min_k4`: byte
+ * i of the result is byte LOW_ORDER[i] (the low six or four bits' source) and HIGH_ORDER[i] (the top two bits'
+ * source; 16: none).
+ */
+const LOW_ORDER = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11];
+const HIGH_ORDER = [16, 16, 16, 16, 0, 1, 2, 3, 16, 16, 16, 16, 4, 5, 6, 7];
+
+/**
  * Q4_K, Q5_K and Q6_K rows (super-blocks of 256 weights) against inputs
  * quantized to 8 bits in blocks of 32, read as int16 (`x`; int8 with relaxed
  * SIMD) with their scales (`xd`) and `-8·Σq` (lane 0 of `xc`, used here for
@@ -795,6 +803,8 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const scales = [f.local(V128), f.local(V128)], mins = [f.local(V128), f.local(V128)];
   // Masks for decoding the 6-bit scales and minimums (see decodeScales).
   const lowBitsMask = f.local(V128), highNibbleMask = f.local(V128);
+  // scaleBytes' byte orders (and the bits its high order keeps), as vectors for the relaxed path's swizzles.
+  const lowOrder = f.local(V128), highOrder = f.local(V128), highBitsMask = f.local(V128);
   /**
    * One input (generation): moving pointers into its values, scales and sums; two accumulators (sub-blocks 0-3 and
    * 4-7 of Q4_K/Q5_K, alternate groups of four of Q6_K) and, for Q4_K/Q5_K, the minimums' products (lane i:
@@ -851,12 +861,15 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   };
   /** The super-block at `pointer`'s scales and minimums as 16 bytes in `into` (see decodeScales), using `v`. */
   const scaleBytes = (pointer: number, into: number, v: number): Code[] => {
-    const low = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11];
-    const high = [16, 16, 16, 16, 0, 1, 2, 3, 16, 16, 16, 16, 4, 5, 6, 7];
+    // With relaxed SIMD the byte orders are swizzles by vectors kept in locals: one instruction each, where a
+    // shuffle's immediate lanes are rebuilt in registers every time (four more).
+    const [byHigh, byLow] = relaxed
+      ? [relaxedSwizzle(get(v), get(highOrder)), relaxedSwizzle(get(v), get(lowOrder))]
+      : [shuffle8(get(v), zero(), HIGH_ORDER), shuffle8(get(v), get(v), LOW_ORDER)];
     return [
       set(v, vload(get(pointer), 4)),
-      set(into, byteBits(shuffle8(get(v), zero(), high), 2, get(bits45))),
-      set(v, shuffle8(get(v), get(v), low)),
+      set(into, byteBits(byHigh, 2, get(highBitsMask))),
+      set(v, byLow),
       set(into, vor(get(into), vor(vand(get(v), get(lowBitsMask)), byteBits(get(v), 4, get(highNibbleMask))))),
     ];
   };
@@ -1272,6 +1285,9 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     ...set(thirtyTwo, i8x16Splat(32)),
     ...set(lowBitsMask, bytesConst([63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0])),
     ...set(highNibbleMask, bytesConst([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15])),
+    ...set(lowOrder, bytesConst(LOW_ORDER)),
+    ...set(highOrder, bytesConst(HIGH_ORDER.map((lane) => lane & 15))),
+    ...set(highBitsMask, bytesConst(HIGH_ORDER.map((lane) => lane < 16 ? 0x30 : 0))),
     // Super-blocks per row (cols / 256), and the bytes per group of four inputs in XD4/XC4 (16 per block of 32).
     ...set(blocks, shrU(get(COLS), i32(8))),
     ...set(groupStride, shl(get(blocks), i32(7))),
