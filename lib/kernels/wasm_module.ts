@@ -1092,6 +1092,31 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     blockAcc: f.local(V128),
     blockMin: f.local(V128),
   };
+  /**
+   * The four-row generation paths' loop: pointers into input t (its values, scales and, `withMinimums`, xc) and into
+   * the four rows, accumulators cleared, then `superBlock` once per super-block.
+   */
+  const fourRowLoop = (rows: number[], t: number, superBlock: Code[], withMinimums: boolean): Code => {
+    const { pointers, xp, dp, cp, acc, minSum } = fourRows;
+    return [
+      ...set(xp, add(get(X), mul(get(t), get(COLS)))),
+      ...set(dp, add(get(XD), mul(get(t), shl(get(blocks), i32(5))))),
+      ...(withMinimums ? set(cp, add(get(XC), mul(get(t), shl(get(blocks), i32(7))))) : []),
+      ...rows.flatMap((row, i) => set(pointers[i], get(row))),
+      ...set(acc, zero()),
+      ...(withMinimums ? set(minSum, zero()) : []),
+      ...set(b, i32(0)),
+      ...whileLoop(
+        ltU(get(b), get(blocks)),
+        ...superBlock,
+        set(b, add(get(b), i32(1))),
+        ...pointers.map((pointer) => set(pointer, add(get(pointer), i32(blockBytes)))),
+        set(xp, add(get(xp), i32(256))),
+        set(dp, add(get(dp), i32(32))),
+        withMinimums ? set(cp, add(get(cp), i32(128))) : [],
+      ),
+    ];
+  };
   const dotRows = (rows: number[], t: number, results: number[]): Code => {
     const { pointers, xp, dp, cp, bytes, scales: scaleT, mins: minT, x, products, acc, minSum } = fourRows;
     const { blockAcc, blockMin } = fourRows;
@@ -1138,22 +1163,7 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
       set(minSum, f32x4Add(get(minSum), f32x4Mul(get(blockMin), sideBySide(2)))),
     );
     return [
-      ...set(xp, add(get(X), mul(get(t), get(COLS)))),
-      ...set(dp, add(get(XD), mul(get(t), shl(get(blocks), i32(5))))),
-      ...set(cp, add(get(XC), mul(get(t), shl(get(blocks), i32(7))))),
-      ...rows.flatMap((row, i) => set(pointers[i], get(row))),
-      ...set(acc, zero()),
-      ...set(minSum, zero()),
-      ...set(b, i32(0)),
-      ...whileLoop(
-        ltU(get(b), get(blocks)),
-        ...superBlock,
-        set(b, add(get(b), i32(1))),
-        ...pointers.map((pointer) => set(pointer, add(get(pointer), i32(blockBytes)))),
-        set(xp, add(get(xp), i32(256))),
-        set(dp, add(get(dp), i32(32))),
-        set(cp, add(get(cp), i32(128))),
-      ),
+      ...fourRowLoop(rows, t, superBlock, true),
       // The minimum terms used -8·Σqx: each is -1/8 of its sum.
       ...results.flatMap((result, i) =>
         set(result, fadd(f32x4Lane(get(acc), i), fmul(f32x4Lane(get(minSum), i), f32(0.125))))
@@ -1210,19 +1220,7 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     const d4 = f32x4Of(pointers.map((pointer) => fload(shl(load16u(get(pointer), 208), i32(2)), HALF_TABLE)));
     superBlock.push(set(acc, madd(get(blockAcc), d4, get(acc))));
     return [
-      ...set(xp, add(get(X), mul(get(t), get(COLS)))),
-      ...set(dp, add(get(XD), mul(get(t), shl(get(blocks), i32(5))))),
-      ...rows.flatMap((row, i) => set(pointers[i], get(row))),
-      ...set(acc, zero()),
-      ...set(b, i32(0)),
-      ...whileLoop(
-        ltU(get(b), get(blocks)),
-        ...superBlock,
-        set(b, add(get(b), i32(1))),
-        ...pointers.map((pointer) => set(pointer, add(get(pointer), i32(blockBytes)))),
-        set(xp, add(get(xp), i32(256))),
-        set(dp, add(get(dp), i32(32))),
-      ),
+      ...fourRowLoop(rows, t, superBlock, false),
       ...results.flatMap((result, i) => set(result, f32x4Lane(get(acc), i))),
     ];
   };
