@@ -7,6 +7,7 @@ import type { AttentionJob, Kernels } from "../lib/kernels/kernels.ts";
 import { attendTo } from "../lib/attention.ts";
 import { PlainKernels } from "../lib/kernels/plain.ts";
 import { createKernels } from "../lib/kernels/select.ts";
+import { rowsPerTask } from "../lib/kernels/job_runner.ts";
 import { WasmKernels } from "../lib/kernels/wasm_kernels.ts";
 import {
   buildKernelModule,
@@ -273,6 +274,20 @@ Deno.test("weights read into allocateBytes memory are used in place", async () =
   } finally {
     kernels.close();
   }
+});
+
+Deno.test("generation tasks cover at least 256 KiB of weights unless a thread would go without; prompts keep 8 a thread", () => {
+  // 15M's wq (288 rows of 1152 bytes): one task per thread generating, 16 for a prompt.
+  assert.equal(rowsPerTask(288, 2, 1, 1152), 144);
+  assert.equal(rowsPerTask(288, 2, 128, 1152), 18);
+  // Matrices whose eighth of a thread's share is already past 256 KiB keep about 8 tasks a thread.
+  assert.equal(rowsPerTask(5632, 2, 1, 1152), 352);
+  assert.equal(rowsPerTask(32000, 2, 1, 1152), 2000);
+  assert.equal(rowsPerTask(2048, 1, 1, 1152), 256);
+  // Below that, 256 KiB a task: 456 rows of 576 bytes (Q4_0 rows of 1024 values).
+  assert.equal(rowsPerTask(2048, 2, 1, 576), 456);
+  // Never fewer than 4 rows.
+  assert.equal(rowsPerTask(6, 2, 128, 64), 4);
 });
 
 Deno.test("createKernels selects each kind", async () => {
