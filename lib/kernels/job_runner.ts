@@ -267,11 +267,10 @@ function runMatmul(control: Int32Array, kernels: KernelFunction[], memory: WebAs
   const n = control[SLOT.N];
   const participants = control[SLOT.PARTICIPANTS];
   let job = 0, firstTask = 0;
+  let base = JOB_BASE, chunk = taskRows(control, base, participants, n);
+  let tasks = Math.ceil(control[base + JOB.ROWS] / chunk);
   for (let task = Atomics.add(control, SLOT.NEXT_TASK, 1);; task = Atomics.add(control, SLOT.NEXT_TASK, 1)) {
     // Find the job this task belongs to (tasks are numbered job after job; they only increase).
-    let base = JOB_BASE + job * JOB_INTS;
-    let chunk = taskRows(control, base, participants, n);
-    let tasks = Math.ceil(control[base + JOB.ROWS] / chunk);
     while (task >= firstTask + tasks) {
       firstTask += tasks;
       if (++job === jobs) return;

@@ -366,12 +366,15 @@ export class WasmKernels implements Kernels {
       const halfSums4 = new Int32Array(buffer, xh4, groups * blocks * 8);
       for (let t = 0; t < 4 * groups; t++) {
         for (let b = 0; b < blocks; b++) {
-          const at = ((t >> 2) * blocks + b) * 4 + (t & 3), from = (t * blocks + b) * 4;
-          scales4[at] = scales[t * blocks + b];
+          // Group entry (t / 4, b), lane t % 4; input t's block b and its [-8·Σq, Σq₀, Σq₁, 0].
+          const entry = (t >> 2) * blocks + b, lane = t & 3, at = 4 * entry + lane;
+          const scale = scales[t * blocks + b], from = (t * blocks + b) * 4;
+          scales4[at] = scale;
           corrections4[at] = corrections[from];
-          scaledSums4[at] = scales[t * blocks + b] * (corrections[from + 1] + corrections[from + 2]);
-          halfSums4[at + (at & ~3)] = 32 * corrections[from + 1];
-          halfSums4[at + (at & ~3) + 4] = 32 * corrections[from + 2];
+          scaledSums4[at] = scale * (corrections[from + 1] + corrections[from + 2]);
+          // Two vectors an entry: the first halves' sums, then the second halves'.
+          halfSums4[8 * entry + lane] = 32 * corrections[from + 1];
+          halfSums4[8 * entry + 4 + lane] = 32 * corrections[from + 2];
         }
       }
     }
