@@ -49,6 +49,8 @@ export const SLOT = {
   XS4: 17,
   /** The same for Q6_K's offset of 32: per group and half block (16 values), the four inputs' `32·Σq`. */
   XH4: 18,
+  /** The int8 inputs by groups of four, interleaved four values at a time (see the module's Q4_0 kernel). */
+  XT: 19,
 } as const;
 
 /**
@@ -143,6 +145,7 @@ export type KernelFunction = (
   xc4: number,
   xs4: number,
   xh4: number,
+  xt: number,
 ) => void;
 
 /** Bytes of weights a generation task covers at least, where each thread still gets a task (see rowsPerTask). */
@@ -293,7 +296,8 @@ function runMatmul(control: Int32Array, kernels: KernelFunction[], memory: WebAs
     const int8 = control[SLOT.RELAXED] === 1 && INT8_INPUT_KERNELS.includes(name);
     const x = FLOAT_INPUT_KERNELS.includes(name) ? control[SLOT.XF] : control[int8 ? SLOT.XQ8 : SLOT.XQ16];
     const [xd, xc, xd4, xc4] = [control[SLOT.XD], control[SLOT.XC], control[SLOT.XD4], control[SLOT.XC4]];
-    kernels[kind](w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4, control[SLOT.XS4], control[SLOT.XH4]);
+    const [xs4, xh4, xt] = [control[SLOT.XS4], control[SLOT.XH4], control[SLOT.XT]];
+    kernels[kind](w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4, xs4, xh4, xt);
   }
 }
 

@@ -339,7 +339,10 @@ export class WasmKernels implements Kernels {
     const xfBytes = xInPlace ? 0 : align64(n * cols * 4), xq16Bytes = align64(n * cols * 2);
     const xq8Bytes = align64(n * cols), xdBytes = align64(n * blocks * 4), xcBytes = align64(n * blocks * 16);
     const groups = n >> 2, groupedBytes = align64(groups * blocks * 16);
-    let total = xfBytes + xq16Bytes + xq8Bytes + xdBytes + xcBytes + 5 * groupedBytes;
+    // Relaxed Q4_0 takes eight inputs at a time from their bytes interleaved by four (the module's XT).
+    const interleave = this.#control[SLOT.RELAXED] === 1 && n >= 8 && kinds.some((k) => WASM_KERNELS[k] === "q4_0");
+    const xtBytes = interleave ? align64(groups * 4 * cols) : 0;
+    let total = xfBytes + xq16Bytes + xq8Bytes + xdBytes + xcBytes + 5 * groupedBytes + xtBytes;
     const outOffsets = jobs.map(({ w }, j) => {
       if (outInPlace[j]) return -1;
       const at = total;
@@ -349,6 +352,7 @@ export class WasmKernels implements Kernels {
     const base = this.#regionOf(this.#scratch, total);
     const xq16 = base + xfBytes, xq8 = xq16 + xq16Bytes, xd = xq8 + xq8Bytes, xc = xd + xdBytes;
     const xd4 = xc + xcBytes, xc4 = xd4 + groupedBytes, xs4 = xc4 + groupedBytes, xh4 = xs4 + groupedBytes;
+    const xt = xh4 + 2 * groupedBytes;
     const xf = xInPlace ? xStart : base;
     if (!xInPlace) new Float32Array(this.#main.buffer(), xf, n * cols).set(x.subarray(0, n * cols));
     // Quantized kernels read the input as 8-bit blocks, made once here for every job and thread.
@@ -378,6 +382,17 @@ export class WasmKernels implements Kernels {
         }
       }
     }
+    if (quantized && interleave) {
+      // The int8 inputs interleaved by groups of four: word 4c + j of group g is input 4g + j's values 4c .. 4c + 3.
+      const buffer = this.#main.buffer();
+      const words = new Int32Array(buffer, xq8, (n * cols) >> 2),
+        interleaved = new Int32Array(buffer, xt, groups * cols);
+      const chunks = cols >> 2;
+      for (let t = 0; t < 4 * groups; t++) {
+        const from = t * chunks, to = (t >> 2) * 4 * chunks + (t & 3);
+        for (let c = 0; c < chunks; c++) interleaved[to + 4 * c] = words[from + c];
+      }
+    }
 
     const control = this.#control;
     control[SLOT.WORK] = WORK.MATMUL;
@@ -392,6 +407,7 @@ export class WasmKernels implements Kernels {
     control[SLOT.XC4] = xc4;
     control[SLOT.XS4] = xs4;
     control[SLOT.XH4] = xh4;
+    control[SLOT.XT] = xt;
     jobs.forEach(({ w, out }, j) => {
       const at = JOB_BASE + j * JOB_INTS;
       control[at + JOB.KIND] = kinds[j];

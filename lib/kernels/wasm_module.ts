@@ -7,7 +7,7 @@
  * Every exported kernel has the same signature:
  *
  * ```
- * (w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4, xs4, xh4)
+ * (w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4, xs4, xh4, xt)
  * ```
  *
  * and computes `out[t*rows + r] = row r of w · input t` for rows `r0 <= r < r1`
@@ -23,7 +23,10 @@
  *   `xd4` and `xc4` hold the same scales and corrections regrouped by four
  *   inputs (per group and block, one vector of the four inputs' values), for
  *   the four-input path, which folds the four block sums into one vector and
- *   converts and scales them together.
+ *   converts and scales them together. With relaxed SIMD and eight inputs or
+ *   more, `xt` holds the int8 inputs of each group of four interleaved four
+ *   bytes at a time (16 bytes: values 4c .. 4c + 3 of each input), which the
+ *   Q4_0 kernel takes eight inputs at a time.
  * - `q4_k`, `q5_k`, `q6_k`: the same quantized inputs, as int16 (int8 with
  *   relaxed SIMD); `xc`'s `-8·Σq` gives the minimums of Q4_K and Q5_K their
  *   input sums. Their four-input path reads those sums regrouped by four as
@@ -189,7 +192,7 @@ export const FLOAT_INPUT_KERNELS: readonly WasmKernelName[] = ["f32", "f16"];
 
 /** Parameter indices shared by every kernel. */
 const W = 0, R0 = 1, R1 = 2, COLS = 3, X = 4, XD = 5, XC = 6, N = 7, OUT = 8, ROWS = 9, XD4 = 10, XC4 = 11, XS4 = 12;
-const XH4 = 13, KERNEL_PARAMS = 14;
+const XH4 = 13, XT = 14, KERNEL_PARAMS = 15;
 
 /** Horizontal sum of an f32x4: (l0 + l1) + (l2 + l3). */
 const hsum = (v: number): Code =>
@@ -247,6 +250,9 @@ const foldWide16 = (sums: number[]): Code[] => [
   set(sums[0], fold(sums[0], sums[2], PAIRS)),
 ];
 
+/** Lane `lane` of an i32x4 or f32x4 in all four lanes. */
+const splatLane = (v: number, lane: number): Code => shuffle32(get(v), get(v), [lane, lane, lane, lane]);
+
 /**
  * Shared outer structure: for each row, first groups of four inputs then the
  * rest one by one. `rowBytes` computes a row's size from `cols`; `dot(k, ...)`
@@ -263,7 +269,9 @@ const foldWide16 = (sums: number[]): Code[] => [
  *
  * With four inputs or more (a prompt), kernels that give `dotPair` take rows
  * two at a time against each group of four inputs (results 0..3 for the first
- * row, 4..7 for the second).
+ * row, 4..7 for the second); those that also give `dotOctet` take the pair
+ * against eight inputs at a time first (`dotOctet(rows, t, outs)` leaves row
+ * r + i's results for inputs t + 4g .. t + 4g + 3 in the f32x4 `outs[2i + g]`).
  */
 function rowsByInputs(
   f: Fn,
@@ -271,6 +279,7 @@ function rowsByInputs(
   dot: (k: number, row: number, t: number, results: number[]) => Code,
   dotRows?: (rows: number[], t: number, results: number[]) => Code,
   dotPair?: (rows: number[], t: number, results: number[]) => Code,
+  dotOctet?: (rows: number[], t: number, outs: number[]) => Code,
 ): Code {
   const r = f.local(I32), t = f.local(I32), row = f.local(I32), stride = f.local(I32);
   const quarter = f.local(I32), quarterEnd = f.local(I32);
@@ -317,11 +326,25 @@ function rowsByInputs(
       add(get(OUT), shl(add(mul(add(get(t), i32(j & 3)), get(ROWS)), add(get(r), i32(j >> 2))), i32(2))),
       get(pairResults[j]),
     );
+  // Two rows against eight inputs: outs[2i + g] holds row r + i's results for inputs t + 4g .. t + 4g + 3.
+  const octetOuts = dotOctet ? [f.local(V128), f.local(V128), f.local(V128), f.local(V128)] : [];
+  const storeOctet = (i: number, g: number, j: number): Code =>
+    fstore(
+      add(get(OUT), shl(add(mul(add(get(t), i32(4 * g + j)), get(ROWS)), add(get(r), i32(i))), i32(2))),
+      f32x4Lane(get(octetOuts[2 * i + g]), j),
+    );
+  const octets = !dotOctet ? [] : whileLoop(
+    leU(add(get(t), i32(8)), get(N)),
+    dotOctet(rows, t, octetOuts),
+    ...[0, 1].flatMap((i) => [0, 1].flatMap((g) => [0, 1, 2, 3].map((j) => storeOctet(i, g, j)))),
+    set(t, add(get(t), i32(8))),
+  );
   const pairs = !dotPair ? [] : whileLoop(
     leU(add(get(r), i32(2)), get(R1)),
     set(rows[0], add(get(W), mul(get(r), get(stride)))),
     set(rows[1], add(get(rows[0]), get(stride))),
     set(t, i32(0)),
+    octets,
     whileLoop(
       leU(add(get(t), i32(4)), get(N)),
       dotPair(rows, t, pairResults),
@@ -344,7 +367,7 @@ function rowsByInputs(
     ...set(stride, rowBytes),
     ...set(r, get(R0)),
     ...spread,
-    // With four inputs or more, rows two at a time (the kernels that can), then the rest one at a time.
+    // With four inputs or more, rows four (then two) at a time (the kernels that can), then the rest one at a time.
     ...(dotPair ? block(brIf(0, ltU(get(N), i32(4))), pairs) : []),
     ...whileLoop(
       ltU(get(r), get(R1)),
@@ -739,6 +762,76 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       ...results.flatMap((result, j) => set(result, int8x ? f32x4Lane(get(rowAcc[0]), j) : hsum(rowAcc[j]))),
     ];
   };
+  // Two rows against eight inputs (the int8 path), inputs in lanes: `XT` holds each group of four inputs with their
+  // bytes interleaved four at a time (16 bytes: four consecutive values of each of the four inputs), so one 8-bit dot
+  // product against four of a row's weights (one lane of its nibbles, splatted) gives the four inputs' partial sums
+  // side by side. No folding across lanes: per row, group and block one int16 sum of eight products (each at most
+  // 2·15·127, so the sum stays below 2^15), widened once. Each splat serves two groups and each input vector two
+  // rows, which is what makes it cheaper than the four-input path (measured: 228 against 277 instructions per 512
+  // multiply-adds, +19-26% on prompt-sized batches).
+  const octet = {
+    rows: [f.local(I32), f.local(I32)],
+    low: [f.local(V128), f.local(V128)],
+    high: [f.local(V128), f.local(V128)],
+    d: [f.local(F32), f.local(F32)],
+    xt: [f.local(I32), f.local(I32)],
+    dp: [f.local(I32), f.local(I32)],
+    cp: [f.local(I32), f.local(I32)],
+    sums: vectors(),
+    x: [f.local(V128), f.local(V128)],
+    splat: f.local(V128),
+  };
+  const dotOctet = (rows: number[], t: number, outs: number[]): Code => {
+    const { low, high, d, xt, sums, x, splat } = octet;
+    const step = (at: number): Code[] => {
+      const code: Code[] = [];
+      for (let i = 0; i < 2; i++) {
+        const pointer = octet.rows[i];
+        code.push(set(high[i], vload(get(pointer), at * blockBytes + 2)));
+        code.push(set(low[i], vand(get(high[i]), get(low4))));
+        code.push(set(high[i], vand(i16x8ShrU(get(high[i]), i32(4)), get(low4))));
+        code.push(set(d[i], fload(shl([...get(pointer), 0x2f, 1, ...uleb(at * blockBytes)], i32(2)), HALF_TABLE)));
+      }
+      // Chunk c: values 4c .. 4c + 3 of the block (c < 4: low nibbles, else high).
+      for (let c = 0; c < 8; c++) {
+        for (let g = 0; g < 2; g++) code.push(set(x[g], vload(get(xt[g]), at * 128 + c * 16)));
+        for (let i = 0; i < 2; i++) {
+          code.push(set(splat, splatLane(c < 4 ? low[i] : high[i], c & 3)));
+          for (let g = 0; g < 2; g++) {
+            const product = relaxedDot(get(x[g]), get(splat));
+            code.push(set(sums[2 * i + g], c === 0 ? product : i16x8Add(get(sums[2 * i + g]), product)));
+          }
+        }
+      }
+      for (let i = 0; i < 2; i++) {
+        for (let g = 0; g < 2; g++) {
+          const sum = i32x4Add(i32x4ExtaddPairwise(get(sums[2 * i + g])), vload(get(octet.cp[g]), 16 * at));
+          const scales = f32x4Mul(vload(get(octet.dp[g]), 16 * at), f32x4Splat(get(d[i])));
+          code.push(set(outs[2 * i + g], madd(f32x4FromI32(sum), scales, get(outs[2 * i + g]))));
+        }
+      }
+      return code;
+    };
+    const advance = (count: number): Code[] => [
+      set(b, add(get(b), i32(count))),
+      ...octet.rows.map((pointer) => set(pointer, add(get(pointer), i32(count * blockBytes)))),
+      ...xt.map((p) => set(p, add(get(p), i32(count * 128)))),
+      ...[...octet.dp, ...octet.cp].map((p) => set(p, add(get(p), i32(count * 16)))),
+    ];
+    return [
+      ...set(xt[0], add(get(XT), mul(get(t), get(COLS)))),
+      ...set(xt[1], add(get(xt[0]), shl(get(COLS), i32(2)))),
+      ...set(octet.dp[0], add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride)))),
+      ...set(octet.dp[1], add(get(octet.dp[0]), get(groupStride))),
+      ...set(octet.cp[0], add(get(XC4), mul(shrU(get(t), i32(2)), get(groupStride)))),
+      ...set(octet.cp[1], add(get(octet.cp[0]), get(groupStride))),
+      ...rows.slice(0, 2).flatMap((row, i) => set(octet.rows[i], get(row))),
+      ...outs.flatMap((out) => set(out, zero())),
+      ...set(b, i32(0)),
+      ...whileLoop(leU(add(get(b), i32(2)), get(blocks)), ...step(0), ...step(1), ...advance(2)),
+      ...whileLoop(ltU(get(b), get(blocks)), ...step(0), ...advance(1)),
+    ];
+  };
   return f.encode([
     ...set(low4, i8x16Splat(0x0f)),
     ...set(eights, i8x16Splat(8)),
@@ -747,7 +840,14 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
     ...set(dStride, shl(get(blocks), i32(2))),
     ...set(cStride, shl(get(blocks), i32(4))),
     ...set(groupStride, shl(get(blocks), i32(4))),
-    ...rowsByInputs(f, mul(get(blocks), i32(blockBytes)), dot, dotRows, dotByFour),
+    ...rowsByInputs(
+      f,
+      mul(get(blocks), i32(blockBytes)),
+      dot,
+      dotRows,
+      dotByFour,
+      int8x ? dotOctet : undefined,
+    ),
   ]);
 }
 
