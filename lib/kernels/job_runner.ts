@@ -49,9 +49,14 @@ export const SLOT = {
   XS4: 17,
   /** The same for Q6_K's offset of 32: per group and half block (16 values), the four inputs' `32·Σq`. */
   XH4: 18,
-  /** The int8 inputs by groups of four, interleaved four values at a time (see the module's Q4_0 kernel). */
-  XT: 19,
+  /** The int8 inputs by groups of four, interleaved four values at a time (for relaxed Q4_0; see the module). */
+  XT8: 19,
+  /** The int16 inputs by groups of four, interleaved two values at a time (for Q8_0). */
+  XT16: 20,
 } as const;
+
+/** Where the job table starts (after the slots), and the ints per job. */
+export const JOB_BASE = 21, JOB_INTS = 8;
 
 /**
  * Kinds of batch: products (the job table), attention ({@link ATTENTION}), SwiGLU's elementwise step
@@ -60,12 +65,19 @@ export const SLOT = {
 export const WORK = { MATMUL: 0, ATTENTION: 1, SWIGLU: 2, QUANTIZE: 3 } as const;
 
 /** Fields of a SwiGLU batch (in the job table's space): byte addresses of the gate and up arrays, and the length. */
-export const SWIGLU = { GATE: 20, UP: 21, LENGTH: 22 } as const;
+export const SWIGLU = { GATE: JOB_BASE, UP: JOB_BASE + 1, LENGTH: JOB_BASE + 2 } as const;
 /** Values per SwiGLU task. */
 export const SWIGLU_TASK = 16384;
 
 /** Fields of a quantize batch: the arguments of the module's `quantize`, for `BLOCKS` blocks of 32 floats. */
-export const QUANTIZE = { X: 20, BLOCKS: 21, Q16: 22, Q8: 23, XD: 24, XC: 25 } as const;
+export const QUANTIZE = {
+  X: JOB_BASE,
+  BLOCKS: JOB_BASE + 1,
+  Q16: JOB_BASE + 2,
+  Q8: JOB_BASE + 3,
+  XD: JOB_BASE + 4,
+  XC: JOB_BASE + 5,
+} as const;
 /** Blocks per quantize task. */
 export const QUANTIZE_TASK = 512;
 
@@ -75,24 +87,24 @@ export const QUANTIZE_TASK = 512;
  */
 export const ATTENTION = {
   /** Queries: `n` vectors of `heads * headSize` floats. */
-  Q: 20,
+  Q: JOB_BASE,
   /** The key cache, head by head: `CAPACITY` positions of `headSize` floats each. */
-  KEYS: 21,
+  KEYS: JOB_BASE + 1,
   /** The value cache, laid out like the keys. */
-  VALUES: 22,
+  VALUES: JOB_BASE + 2,
   /** Results, laid out like the queries. */
-  OUT: 23,
+  OUT: JOB_BASE + 3,
   /** Scratch for scores: `SCORES_STRIDE` bytes per thread. */
-  SCORES: 24,
-  SCORES_STRIDE: 25,
+  SCORES: JOB_BASE + 4,
+  SCORES_STRIDE: JOB_BASE + 5,
   /** Query vectors. */
-  N: 26,
+  N: JOB_BASE + 6,
   /** Position of the first query: query t attends to positions `0 ..= START + t`. */
-  START: 27,
-  HEADS: 28,
-  KV_HEADS: 29,
-  HEAD_SIZE: 30,
-  CAPACITY: 31,
+  START: JOB_BASE + 7,
+  HEADS: JOB_BASE + 8,
+  KV_HEADS: JOB_BASE + 9,
+  HEAD_SIZE: JOB_BASE + 10,
+  CAPACITY: JOB_BASE + 11,
 } as const;
 
 /** The module's `attend` (see `wasm_module.ts`). */
@@ -107,8 +119,6 @@ export type AttendFunction = (
   kvStride: number,
 ) => void;
 
-/** Where the job table starts, and the ints per job. */
-export const JOB_BASE = 20, JOB_INTS = 8;
 /** The most jobs one matmul call may carry. */
 export const MAX_JOBS = 8;
 /** Length of the control array. */
@@ -296,7 +306,7 @@ function runMatmul(control: Int32Array, kernels: KernelFunction[], memory: WebAs
     const int8 = control[SLOT.RELAXED] === 1 && INT8_INPUT_KERNELS.includes(name);
     const x = FLOAT_INPUT_KERNELS.includes(name) ? control[SLOT.XF] : control[int8 ? SLOT.XQ8 : SLOT.XQ16];
     const [xd, xc, xd4, xc4] = [control[SLOT.XD], control[SLOT.XC], control[SLOT.XD4], control[SLOT.XC4]];
-    const [xs4, xh4, xt] = [control[SLOT.XS4], control[SLOT.XH4], control[SLOT.XT]];
+    const [xs4, xh4, xt] = [control[SLOT.XS4], control[SLOT.XH4], control[int8 ? SLOT.XT8 : SLOT.XT16]];
     kernels[kind](w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4, xs4, xh4, xt);
   }
 }

@@ -339,10 +339,14 @@ export class WasmKernels implements Kernels {
     const xfBytes = xInPlace ? 0 : align64(n * cols * 4), xq16Bytes = align64(n * cols * 2);
     const xq8Bytes = align64(n * cols), xdBytes = align64(n * blocks * 4), xcBytes = align64(n * blocks * 16);
     const groups = n >> 2, groupedBytes = align64(groups * blocks * 16);
-    // Relaxed Q4_0 takes eight inputs at a time from their bytes interleaved by four (the module's XT).
-    const interleave = this.#control[SLOT.RELAXED] === 1 && n >= 8 && kinds.some((k) => WASM_KERNELS[k] === "q4_0");
-    const xtBytes = interleave ? align64(groups * 4 * cols) : 0;
-    let total = xfBytes + xq16Bytes + xq8Bytes + xdBytes + xcBytes + 5 * groupedBytes + xtBytes;
+    // Relaxed Q4_0 and Q8_0 take eight inputs at a time from their values interleaved by groups of four (the
+    // module's `xt`): relaxed Q4_0 the int8 ones, Q8_0 the int16 ones.
+    const relaxed = this.#control[SLOT.RELAXED] === 1;
+    const interleave8 = relaxed && n >= 8 && kinds.some((k) => WASM_KERNELS[k] === "q4_0");
+    const interleave16 = n >= 8 && kinds.some((k) => WASM_KERNELS[k] === "q8_0");
+    const interleavedBytes = align64(4 * groups * cols);
+    const xt8Bytes = interleave8 ? interleavedBytes : 0, xt16Bytes = interleave16 ? 2 * interleavedBytes : 0;
+    let total = xfBytes + xq16Bytes + xq8Bytes + xdBytes + xcBytes + 5 * groupedBytes + xt8Bytes + xt16Bytes;
     const outOffsets = jobs.map(({ w }, j) => {
       if (outInPlace[j]) return -1;
       const at = total;
@@ -352,7 +356,7 @@ export class WasmKernels implements Kernels {
     const base = this.#regionOf(this.#scratch, total);
     const xq16 = base + xfBytes, xq8 = xq16 + xq16Bytes, xd = xq8 + xq8Bytes, xc = xd + xdBytes;
     const xd4 = xc + xcBytes, xc4 = xd4 + groupedBytes, xs4 = xc4 + groupedBytes, xh4 = xs4 + groupedBytes;
-    const xt = xh4 + 2 * groupedBytes;
+    const xt8 = xh4 + 2 * groupedBytes, xt16 = xt8 + xt8Bytes;
     const xf = xInPlace ? xStart : base;
     if (!xInPlace) new Float32Array(this.#main.buffer(), xf, n * cols).set(x.subarray(0, n * cols));
     // Quantized kernels read the input as 8-bit blocks, made once here for every job and thread.
@@ -382,17 +386,9 @@ export class WasmKernels implements Kernels {
         }
       }
     }
-    if (quantized && interleave) {
-      // The int8 inputs interleaved by groups of four: word 4c + j of group g is input 4g + j's values 4c .. 4c + 3.
-      const buffer = this.#main.buffer();
-      const words = new Int32Array(buffer, xq8, (n * cols) >> 2),
-        interleaved = new Int32Array(buffer, xt, groups * cols);
-      const chunks = cols >> 2;
-      for (let t = 0; t < 4 * groups; t++) {
-        const from = t * chunks, to = (t >> 2) * 4 * chunks + (t & 3);
-        for (let c = 0; c < chunks; c++) interleaved[to + 4 * c] = words[from + c];
-      }
-    }
+    // Word 4c + j of group g is input 4g + j's word c (int8: values 4c .. 4c + 3; int16: values 2c, 2c + 1).
+    if (interleave8) interleaveByFour(this.#main.buffer(), xq8, xt8, groups, cols >> 2);
+    if (interleave16) interleaveByFour(this.#main.buffer(), xq16, xt16, groups, cols >> 1);
 
     const control = this.#control;
     control[SLOT.WORK] = WORK.MATMUL;
@@ -407,7 +403,8 @@ export class WasmKernels implements Kernels {
     control[SLOT.XC4] = xc4;
     control[SLOT.XS4] = xs4;
     control[SLOT.XH4] = xh4;
-    control[SLOT.XT] = xt;
+    control[SLOT.XT8] = xt8;
+    control[SLOT.XT16] = xt16;
     jobs.forEach(({ w, out }, j) => {
       const at = JOB_BASE + j * JOB_INTS;
       control[at + JOB.KIND] = kinds[j];
@@ -510,5 +507,18 @@ export class WasmKernels implements Kernels {
       this.#copies.set(data, at);
     }
     return at;
+  }
+}
+
+/**
+ * The 32-bit words of `4 * groups` inputs of `words` words each, at `from`, interleaved by groups of four at `to`:
+ * word 4c + j of group g is word c of input 4g + j.
+ */
+function interleaveByFour(buffer: ArrayBufferLike, from: number, to: number, groups: number, words: number): void {
+  const source = new Int32Array(buffer, from, 4 * groups * words),
+    target = new Int32Array(buffer, to, 4 * groups * words);
+  for (let t = 0; t < 4 * groups; t++) {
+    const first = t * words, into = (t >> 2) * 4 * words + (t & 3);
+    for (let c = 0; c < words; c++) target[into + 4 * c] = source[first + c];
   }
 }

@@ -781,31 +781,57 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
     x: [f.local(V128), f.local(V128)],
     splat: f.local(V128),
   };
+  // Q8_0 reads the int16 inputs interleaved two at a time (`XT` then holds 16 bytes per two values of four inputs),
+  // so a 16-bit dot product against a row's two weights splatted gives the four inputs' sums in int32 lanes.
+  const xtBlockBytes = int8x ? 128 : 256;
   const dotOctet = (rows: number[], t: number, outs: number[]): Code => {
     const { low, high, d, xt, sums, x, splat } = octet;
+    /** Input chunk `c` of block `at` (both groups) times the `weights` of both rows, into the sums. */
+    const chunk = (at: number, c: number, weights: (i: number) => Code): Code[] => {
+      const code: Code[] = [];
+      for (let g = 0; g < 2; g++) code.push(set(x[g], vload(get(xt[g]), at * xtBlockBytes + c * 16)));
+      for (let i = 0; i < 2; i++) {
+        code.push(set(splat, weights(i)));
+        for (let g = 0; g < 2; g++) {
+          const product = int8x ? relaxedDot(get(x[g]), get(splat)) : i32x4Dot(get(x[g]), get(splat));
+          const sum = sums[2 * i + g];
+          code.push(set(sum, c === 0 ? product : (int8x ? i16x8Add : i32x4Add)(get(sum), product)));
+        }
+      }
+      return code;
+    };
     const step = (at: number): Code[] => {
       const code: Code[] = [];
       for (let i = 0; i < 2; i++) {
         const pointer = octet.rows[i];
-        code.push(set(high[i], vload(get(pointer), at * blockBytes + 2)));
-        code.push(set(low[i], vand(get(high[i]), get(low4))));
-        code.push(set(high[i], vand(i16x8ShrU(get(high[i]), i32(4)), get(low4))));
         code.push(set(d[i], fload(shl([...get(pointer), 0x2f, 1, ...uleb(at * blockBytes)], i32(2)), HALF_TABLE)));
       }
-      // Chunk c: values 4c .. 4c + 3 of the block (c < 4: low nibbles, else high).
-      for (let c = 0; c < 8; c++) {
-        for (let g = 0; g < 2; g++) code.push(set(x[g], vload(get(xt[g]), at * 128 + c * 16)));
+      if (int8x) {
         for (let i = 0; i < 2; i++) {
-          code.push(set(splat, splatLane(c < 4 ? low[i] : high[i], c & 3)));
-          for (let g = 0; g < 2; g++) {
-            const product = relaxedDot(get(x[g]), get(splat));
-            code.push(set(sums[2 * i + g], c === 0 ? product : i16x8Add(get(sums[2 * i + g]), product)));
+          code.push(set(high[i], vload(get(octet.rows[i]), at * blockBytes + 2)));
+          code.push(set(low[i], vand(get(high[i]), get(low4))));
+          code.push(set(high[i], vand(i16x8ShrU(get(high[i]), i32(4)), get(low4))));
+        }
+        // Chunk c: values 4c .. 4c + 3 of the block (c < 4: low nibbles, else high).
+        for (let c = 0; c < 8; c++) code.push(...chunk(at, c, (i) => splatLane(c < 4 ? low[i] : high[i], c & 3)));
+      } else {
+        // Each half of 16 weights widened to two int16 vectors (low: values 0..7, high: 8..15); chunk c holds
+        // values 2c, 2c + 1.
+        for (let half = 0; half < 2; half++) {
+          for (let i = 0; i < 2; i++) {
+            code.push(set(high[i], vload(get(octet.rows[i]), at * blockBytes + 2 + 16 * half)));
+            code.push(set(low[i], i16x8ExtendLowS(get(high[i]))), set(high[i], i16x8ExtendHighS(get(high[i]))));
+          }
+          for (let c = 8 * half; c < 8 * half + 8; c++) {
+            code.push(...chunk(at, c, (i) => splatLane((c & 7) < 4 ? low[i] : high[i], c & 3)));
           }
         }
       }
       for (let i = 0; i < 2; i++) {
         for (let g = 0; g < 2; g++) {
-          const sum = i32x4Add(i32x4ExtaddPairwise(get(sums[2 * i + g])), vload(get(octet.cp[g]), 16 * at));
+          const sum = int8x
+            ? i32x4Add(i32x4ExtaddPairwise(get(sums[2 * i + g])), vload(get(octet.cp[g]), 16 * at))
+            : get(sums[2 * i + g]);
           const scales = f32x4Mul(vload(get(octet.dp[g]), 16 * at), f32x4Splat(get(d[i])));
           code.push(set(outs[2 * i + g], madd(f32x4FromI32(sum), scales, get(outs[2 * i + g]))));
         }
@@ -815,12 +841,12 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
     const advance = (count: number): Code[] => [
       set(b, add(get(b), i32(count))),
       ...octet.rows.map((pointer) => set(pointer, add(get(pointer), i32(count * blockBytes)))),
-      ...xt.map((p) => set(p, add(get(p), i32(count * 128)))),
+      ...xt.map((p) => set(p, add(get(p), i32(count * xtBlockBytes)))),
       ...[...octet.dp, ...octet.cp].map((p) => set(p, add(get(p), i32(count * 16)))),
     ];
     return [
-      ...set(xt[0], add(get(XT), mul(get(t), get(COLS)))),
-      ...set(xt[1], add(get(xt[0]), shl(get(COLS), i32(2)))),
+      ...set(xt[0], add(get(XT), mul(get(t), get(xStride)))),
+      ...set(xt[1], add(get(xt[0]), shl(get(xStride), i32(2)))),
       ...set(octet.dp[0], add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride)))),
       ...set(octet.dp[1], add(get(octet.dp[0]), get(groupStride))),
       ...set(octet.cp[0], add(get(XC4), mul(shrU(get(t), i32(2)), get(groupStride)))),
@@ -846,7 +872,7 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       dot,
       dotRows,
       dotByFour,
-      int8x ? dotOctet : undefined,
+      int8x || type === "q8_0" ? dotOctet : undefined,
     ),
   ]);
 }
