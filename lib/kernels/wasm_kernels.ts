@@ -48,6 +48,7 @@ import {
   buildKernelModule,
   fillHalfTable,
   FLOAT_INPUT_KERNELS,
+  INT8_INPUT_KERNELS,
   multiMemorySupported,
   relaxedSimdSupported,
   RESERVED_BYTES,
@@ -339,10 +340,10 @@ export class WasmKernels implements Kernels {
     const xfBytes = xInPlace ? 0 : align64(n * cols * 4), xq16Bytes = align64(n * cols * 2);
     const xq8Bytes = align64(n * cols), xdBytes = align64(n * blocks * 4), xcBytes = align64(n * blocks * 16);
     const groups = n >> 2, groupedBytes = align64(groups * blocks * 16);
-    // Relaxed Q4_0 and Q8_0 take eight inputs at a time from their values interleaved by groups of four (the
-    // module's `xt`): relaxed Q4_0 the int8 ones, Q8_0 the int16 ones.
+    // The quantized kernels take eight inputs at a time from their values interleaved by groups of four (the
+    // module's `xt`): Q8_0 the int16 ones, the others (with relaxed SIMD) the int8 ones.
     const relaxed = this.#control[SLOT.RELAXED] === 1;
-    const interleave8 = relaxed && n >= 8 && kinds.some((k) => WASM_KERNELS[k] === "q4_0");
+    const interleave8 = relaxed && n >= 8 && kinds.some((k) => INT8_INPUT_KERNELS.includes(WASM_KERNELS[k]));
     const interleave16 = n >= 8 && kinds.some((k) => WASM_KERNELS[k] === "q8_0");
     const interleavedBytes = align64(4 * groups * cols);
     const xt8Bytes = interleave8 ? interleavedBytes : 0, xt16Bytes = interleave16 ? 2 * interleavedBytes : 0;

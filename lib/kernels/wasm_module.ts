@@ -339,7 +339,15 @@ function rowsByInputs(
     ...[0, 1].flatMap((i) => [0, 1].flatMap((g) => [0, 1, 2, 3].map((j) => storeOctet(i, g, j)))),
     set(t, add(get(t), i32(8))),
   );
-  const pairs = !dotPair ? [] : whileLoop(
+  // Without dotPair, the pair's remaining groups of four go one row at a time.
+  const rowByRowFours = [0, 1].flatMap((j) => [
+    set(row, get(rows[j])),
+    dot(4, row, t, results),
+    ...[0, 1, 2, 3].map((k) =>
+      fstore(add(get(OUT), shl(add(mul(add(get(t), i32(k)), get(ROWS)), add(get(r), i32(j))), i32(2))), get(results[k]))
+    ),
+  ]);
+  const pairs = !dotPair && !dotOctet ? [] : whileLoop(
     leU(add(get(r), i32(2)), get(R1)),
     set(rows[0], add(get(W), mul(get(r), get(stride)))),
     set(rows[1], add(get(rows[0]), get(stride))),
@@ -347,8 +355,7 @@ function rowsByInputs(
     octets,
     whileLoop(
       leU(add(get(t), i32(4)), get(N)),
-      dotPair(rows, t, pairResults),
-      ...pairResults.map((_, j) => storePair(j)),
+      ...(dotPair ? [dotPair(rows, t, pairResults), ...pairResults.map((_, j) => storePair(j))] : rowByRowFours),
       set(t, add(get(t), i32(4))),
     ),
     // The last n % 4 inputs, one row and one input at a time.
@@ -367,8 +374,8 @@ function rowsByInputs(
     ...set(stride, rowBytes),
     ...set(r, get(R0)),
     ...spread,
-    // With four inputs or more, rows four (then two) at a time (the kernels that can), then the rest one at a time.
-    ...(dotPair ? block(brIf(0, ltU(get(N), i32(4))), pairs) : []),
+    // With four inputs or more, rows two at a time (the kernels that can), then the rest one at a time.
+    ...(dotPair || dotOctet ? block(brIf(0, ltU(get(N), i32(4))), pairs) : []),
     ...whileLoop(
       ltU(get(r), get(R1)),
       set(row, add(get(W), mul(get(r), get(stride)))),
@@ -971,18 +978,18 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
    * and minimum `b[j + 4] >> 4 | (b[j] >> 6) << 4`. Two shuffles put each lane's bytes in place (byte i: scale i,
    * byte 8 + i: minimum i), masks pick the bits, then the bytes are widened to floats and scaled by d and dmin.
    */
-  const decodeScales = (): Code[] => {
+  const decodeScales = (pointer = bp, by = { d, dmin }, into = { scales, mins }): Code[] => {
     const [bytes, v] = [q[2], q[3]];
     const floats = (u16: number, half: number, by: number, into: number): Code =>
       set(into, f32x4Mul(f32x4FromI32((half ? i32x4ExtendHighU : i32x4ExtendLowU)(get(u16))), f32x4Splat(get(by))));
     return [
-      ...scaleBytes(bp, bytes, v),
+      ...scaleBytes(pointer, bytes, v),
       set(v, i16x8ExtendLowU(get(bytes))),
       set(bytes, i16x8ExtendHighU(get(bytes))),
-      floats(v, 0, d, scales[0]),
-      floats(v, 1, d, scales[1]),
-      floats(bytes, 0, dmin, mins[0]),
-      floats(bytes, 1, dmin, mins[1]),
+      floats(v, 0, by.d, into.scales[0]),
+      floats(v, 1, by.d, into.scales[1]),
+      floats(bytes, 0, by.dmin, into.mins[0]),
+      floats(bytes, 1, by.dmin, into.mins[1]),
     ];
   };
   /** The super-block at `pointer`'s scales and minimums as 16 bytes in `into` (see decodeScales), using `v`. */
@@ -1402,6 +1409,236 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   ];
   const dot = (k: number, row: number, t: number, results: number[]): Code =>
     k === 4 ? dotFolded(row, t, results) : dotOne(row, t, results);
+
+  /**
+   * Q4_K/Q5_K prompts on the int8 path: two rows against eight inputs, the inputs in lanes (`XT`, as for Q4_0): per
+   * sub-block and chunk of four values, one 8-bit dot product of each group's input vector with four of a row's
+   * weights splatted. Per row, group and sub-block the int16 sums are widened once (Q5_K: every four chunks, its
+   * products of up to 2·31·127 would overflow eight at a time), then scaled by the four inputs' scales times the
+   * row's scale, and the row's minimum times the inputs' `d·Σq` (XS4) taken off, into one accumulator.
+   */
+  const octet = {
+    rows: [f.local(I32), f.local(I32)],
+    xt: [f.local(I32), f.local(I32)],
+    dp: [f.local(I32), f.local(I32)],
+    sp: [f.local(I32), f.local(I32)],
+    d: [f.local(F32), f.local(F32)],
+    negativeDmin: [f.local(F32), f.local(F32)],
+    scales: [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]],
+    negativeMins: [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]],
+    weights: [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]],
+    sums: [f.local(V128), f.local(V128), f.local(V128), f.local(V128)],
+    wide: [f.local(V128), f.local(V128), f.local(V128), f.local(V128)],
+    x: [f.local(V128), f.local(V128)],
+    splat: f.local(V128),
+    qs: [f.local(I32), f.local(I32)],
+    half: f.local(I32),
+    scale: [f.local(V128), f.local(V128)],
+    negativeMin: [f.local(V128), f.local(V128)],
+    laneScale: f.local(V128),
+    hp: [f.local(I32), f.local(I32)],
+    qh: [f.local(I32), f.local(I32)],
+    laneMin: f.local(V128),
+    fifthBits: [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]],
+  };
+  const dotOctet = (rows: number[], t: number, outs: number[]): Code => {
+    const { xt, sums, wide, x, splat, weights, scale, negativeMin, fifthBits } = octet;
+    const qs = type === "q4_k" ? 16 : 48;
+    // Per super-block: each row's scales and minimums, then two halves of four sub-blocks (one loop step each, so
+    // the loop's code stays within the CPU's decoded-instruction cache).
+    const superBlock: Code[] = [];
+    for (let i = 0; i < 2; i++) {
+      const pointer = octet.rows[i];
+      superBlock.push(
+        set(octet.d[i], fload(shl(load16u(get(pointer)), i32(2)), HALF_TABLE)),
+        set(octet.negativeDmin[i], op(0x8c)(fload(shl(load16u(get(pointer), 2), i32(2)), HALF_TABLE))),
+        ...decodeScales(pointer, { d: octet.d[i], dmin: octet.negativeDmin[i] }, {
+          scales: octet.scales[i],
+          mins: octet.negativeMins[i],
+        }),
+        set(scale[i], get(octet.scales[i][0])),
+        set(negativeMin[i], get(octet.negativeMins[i][0])),
+        ...(type === "q5_k" ? [0, 1].map((v) => set(fifthBits[i][v], vload(get(pointer), 16 + 16 * v))) : []),
+        set(octet.qs[i], add(get(pointer), i32(qs))),
+      );
+    }
+    const half: Code[] = [];
+    for (let j = 0; j < 4; j++) {
+      // Sub-block j of the half: the low (even j) or high nibbles of 32 bytes, and Q5_K's bit j of its fifth bits
+      // (shifted down by four for the second half).
+      const pair = j >> 1, shift = 4 * (j & 1);
+      for (let i = 0; i < 2; i++) {
+        for (let v = 0; v < 2; v++) {
+          const nibble = byteBits(vload(get(octet.qs[i]), 32 * pair + 16 * v), shift, get(low4));
+          half.push(
+            set(
+              weights[i][v],
+              type === "q4_k" ? nibble : vor(nibble, byteBits(get(fifthBits[i][v]), j - 4, get(bit4))),
+            ),
+          );
+        }
+      }
+      for (let c = 0; c < 8; c++) {
+        for (let g = 0; g < 2; g++) half.push(set(x[g], vload(get(xt[g]), 128 * j + 16 * c)));
+        for (let i = 0; i < 2; i++) {
+          half.push(set(splat, splatLane(weights[i][c >> 2], c & 3)));
+          for (let g = 0; g < 2; g++) {
+            const product = relaxedDot(get(x[g]), get(splat));
+            const sum = sums[2 * i + g];
+            half.push(set(sum, c === 0 || (type === "q5_k" && c === 4) ? product : i16x8Add(get(sum), product)));
+          }
+        }
+        if (type === "q5_k" && c === 3) half.push(...sums.map((sum, k) => set(wide[k], i32x4ExtaddPairwise(get(sum)))));
+      }
+      for (let i = 0; i < 2; i++) {
+        const rowScale = splatLane(scale[i], j), rowMin = splatLane(negativeMin[i], j);
+        half.push(set(octet.laneScale, rowScale), set(octet.laneMin, rowMin));
+        for (let g = 0; g < 2; g++) {
+          const k = 2 * i + g;
+          const widened = i32x4ExtaddPairwise(get(sums[k]));
+          const sum = type === "q5_k" ? i32x4Add(get(wide[k]), widened) : widened;
+          const scaled = f32x4Mul(vload(get(octet.dp[g]), 16 * j), get(octet.laneScale));
+          half.push(
+            set(outs[k], madd(f32x4FromI32(sum), scaled, get(outs[k]))),
+            set(outs[k], madd(vload(get(octet.sp[g]), 16 * j), get(octet.laneMin), get(outs[k]))),
+          );
+        }
+      }
+    }
+    // On to the second half: the next 64 bytes of nibbles, four blocks of inputs (512 bytes of each group's, 64 of
+    // XD4/XS4), the upper scales and minimums, the fifth bits' upper four.
+    half.push(
+      ...octet.qs.map((p) => set(p, add(get(p), i32(64)))),
+      ...xt.map((p) => set(p, add(get(p), i32(512)))),
+      ...[...octet.dp, ...octet.sp].map((p) => set(p, add(get(p), i32(64)))),
+      ...[0, 1].flatMap((i) => [
+        set(scale[i], get(octet.scales[i][1])),
+        set(negativeMin[i], get(octet.negativeMins[i][1])),
+        ...(type === "q5_k" ? [0, 1].map((v) => set(fifthBits[i][v], i16x8ShrU(get(fifthBits[i][v]), i32(4)))) : []),
+      ]),
+      set(octet.half, add(get(octet.half), i32(1))),
+    );
+    return [
+      ...set(xt[0], add(get(XT), mul(get(t), get(COLS)))),
+      ...set(xt[1], add(get(xt[0]), shl(get(COLS), i32(2)))),
+      ...set(octet.dp[0], add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride)))),
+      ...set(octet.dp[1], add(get(octet.dp[0]), get(groupStride))),
+      ...set(octet.sp[0], add(get(XS4), mul(shrU(get(t), i32(2)), get(groupStride)))),
+      ...set(octet.sp[1], add(get(octet.sp[0]), get(groupStride))),
+      ...rows.slice(0, 2).flatMap((row, i) => set(octet.rows[i], get(row))),
+      ...outs.flatMap((out) => set(out, zero())),
+      ...set(b, i32(0)),
+      ...whileLoop(
+        ltU(get(b), get(blocks)),
+        ...superBlock,
+        set(octet.half, i32(0)),
+        whileLoop(ltU(get(octet.half), i32(2)), ...half),
+        set(b, add(get(b), i32(1))),
+        ...octet.rows.map((pointer) => set(pointer, add(get(pointer), i32(blockBytes)))),
+      ),
+    ];
+  };
+  /**
+   * Q6_K prompts on the int8 path, the same way: per block of 32 (two sub-blocks of 16 with their own scales), the
+   * unsigned levels (0..63) against the inputs in lanes, two chunks at a time in int16 (two products of up to
+   * 2·63·127 fit, four would not), minus the four inputs' 32·Σx of the sub-block (XH4), scaled by the inputs'
+   * scales times the row's d·scale.
+   */
+  const dotOctet6 = (rows: number[], t: number, outs: number[]): Code => {
+    const { xt, sums, wide, x, splat, weights } = octet;
+    // The rows' sixteen scales times d: four vectors a row (sub-blocks 4k .. 4k + 3), in octet.scales and
+    // octet.negativeMins (used here for sub-blocks 8 .. 15); the half's two in `scale` and `negativeMin`.
+    const superBlock: Code[] = [];
+    for (let i = 0; i < 2; i++) {
+      const pointer = octet.rows[i];
+      superBlock.push(set(octet.d[i], fload(shl(load16u(get(pointer), 208), i32(2)), HALF_TABLE)));
+      const four = [...octet.scales[i], ...octet.negativeMins[i]];
+      for (let k = 0; k < 4; k++) {
+        const wide = (k < 2 ? i16x8ExtendLowS : i16x8ExtendHighS)(vload(get(pointer), 192));
+        const scales = f32x4FromI32((k & 1 ? i32x4ExtendHighS : i32x4ExtendLowS)(wide));
+        superBlock.push(set(four[k], f32x4Mul(scales, f32x4Splat(get(octet.d[i])))));
+      }
+      superBlock.push(
+        set(octet.scale[i], get(four[0])),
+        set(octet.negativeMin[i], get(four[1])),
+        set(octet.qs[i], get(pointer)),
+        set(octet.qh[i], add(get(pointer), i32(128))),
+      );
+    }
+    const half: Code[] = [];
+    for (let plane = 0; plane < 4; plane++) {
+      // Block `plane` of the half: ql's low or high nibbles (planes 0/2 in its first 32 bytes, 1/3 in the next), qh's
+      // bits 2·plane and 2·plane + 1 (qh: 32 bytes a half, at 128).
+      for (let i = 0; i < 2; i++) {
+        for (let v = 0; v < 2; v++) {
+          const low = byteBits(vload(get(octet.qs[i]), 32 * (plane & 1) + 16 * v), 4 * (plane >> 1), get(low4));
+          const high = byteBits(vload(get(octet.qh[i]), 16 * v), 2 * plane - 4, get(bits45));
+          half.push(set(weights[i][v], vor(low, high)));
+        }
+      }
+      for (let c = 0; c < 8; c++) {
+        for (let g = 0; g < 2; g++) half.push(set(x[g], vload(get(xt[g]), 128 * plane + 16 * c)));
+        for (let i = 0; i < 2; i++) {
+          half.push(set(splat, splatLane(weights[i][c >> 2], c & 3)));
+          for (let g = 0; g < 2; g++) {
+            const product = relaxedDot(get(x[g]), get(splat));
+            const sum = sums[2 * i + g];
+            half.push(set(sum, c % 2 === 0 ? product : i16x8Add(get(sum), product)));
+          }
+        }
+        if (c % 4 === 1) half.push(...sums.map((sum, k) => set(wide[k], i32x4ExtaddPairwise(get(sum)))));
+        if (c % 4 !== 3) continue;
+        // Sub-block 2·plane + (c >> 2) of the half's eight: lane (2·plane + (c >> 2)) % 4 of scale (< 4) or
+        // negativeMin.
+        const sub = 2 * plane + (c >> 2);
+        for (let i = 0; i < 2; i++) {
+          half.push(set(octet.laneScale, splatLane(sub < 4 ? octet.scale[i] : octet.negativeMin[i], sub & 3)));
+          for (let g = 0; g < 2; g++) {
+            const k = 2 * i + g;
+            const sum = i32x4Sub(
+              i32x4Add(get(wide[k]), i32x4ExtaddPairwise(get(sums[k]))),
+              vload(get(octet.hp[g]), 32 * plane + 16 * (c >> 2)),
+            );
+            const scaled = f32x4Mul(vload(get(octet.dp[g]), 16 * plane), get(octet.laneScale));
+            half.push(set(outs[k], madd(f32x4FromI32(sum), scaled, get(outs[k]))));
+          }
+        }
+      }
+    }
+    // On to the second half: 64 bytes of ql, 32 of qh (both from qs), four blocks of inputs (512 bytes of each
+    // group's, 64 of XD4, 128 of XH4), sub-blocks 8 .. 15's scales.
+    half.push(
+      ...octet.qs.map((p) => set(p, add(get(p), i32(64)))),
+      ...octet.qh.map((p) => set(p, add(get(p), i32(32)))),
+      ...xt.map((p) => set(p, add(get(p), i32(512)))),
+      ...octet.dp.map((p) => set(p, add(get(p), i32(64)))),
+      ...octet.hp.map((p) => set(p, add(get(p), i32(128)))),
+      ...[0, 1].flatMap((i) => [
+        set(octet.scale[i], get(octet.negativeMins[i][0])),
+        set(octet.negativeMin[i], get(octet.negativeMins[i][1])),
+      ]),
+      set(octet.half, add(get(octet.half), i32(1))),
+    );
+    return [
+      ...set(xt[0], add(get(XT), mul(get(t), get(COLS)))),
+      ...set(xt[1], add(get(xt[0]), shl(get(COLS), i32(2)))),
+      ...set(octet.dp[0], add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride)))),
+      ...set(octet.dp[1], add(get(octet.dp[0]), get(groupStride))),
+      ...set(octet.hp[0], add(get(XH4), mul(shrU(get(t), i32(2)), shl(get(groupStride), i32(1))))),
+      ...set(octet.hp[1], add(get(octet.hp[0]), shl(get(groupStride), i32(1)))),
+      ...rows.slice(0, 2).flatMap((row, i) => set(octet.rows[i], get(row))),
+      ...outs.flatMap((out) => set(out, zero())),
+      ...set(b, i32(0)),
+      ...whileLoop(
+        ltU(get(b), get(blocks)),
+        ...superBlock,
+        set(octet.half, i32(0)),
+        whileLoop(ltU(get(octet.half), i32(2)), ...half),
+        set(b, add(get(b), i32(1))),
+        ...octet.rows.map((pointer) => set(pointer, add(get(pointer), i32(blockBytes)))),
+      ),
+    ];
+  };
   return f.encode([
     ...set(low4, i8x16Splat(0x0f)),
     ...set(bits45, i8x16Splat(0x30)),
@@ -1420,6 +1657,8 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
       mul(get(blocks), i32(blockBytes)),
       dot,
       int8x ? (type === "q6_k" ? dotRows6 : dotRows) : undefined,
+      undefined,
+      int8x ? (type === "q6_k" ? dotOctet6 : dotOctet) : undefined,
     ),
   ]);
 }
