@@ -267,11 +267,12 @@ const splatLane = (v: number, lane: number): Code => shuffle32(get(v), get(v), [
  * twice as many cache lines in flight as one (measured: 1.8 -> 3.2 GMAC/s on
  * one thread for a 32000 x 288 F32 matrix).
  *
- * With four inputs or more (a prompt), kernels that give `dotPair` take rows
- * two at a time against each group of four inputs (results 0..3 for the first
- * row, 4..7 for the second); those that also give `dotOctet` take the pair
- * against eight inputs at a time first (`dotOctet(rows, t, outs)` leaves row
- * r + i's results for inputs t + 4g .. t + 4g + 3 in the f32x4 `outs[2i + g]`).
+ * With four inputs or more (a prompt), kernels that give `dotOctet` or
+ * `dotPair` take rows two at a time: against eight inputs at a time first
+ * (`dotOctet(rows, t, outs)` leaves row r + i's results for inputs
+ * t + 4g .. t + 4g + 3 in the f32x4 `outs[2i + g]`), then against each group of
+ * four (`dotPair`: results 0..3 for the first row, 4..7 for the second; without
+ * it, `dot(4, ...)` row by row), then the rest one by one.
  */
 function rowsByInputs(
   f: Fn,
@@ -564,7 +565,9 @@ export function fillHalfTable(memory: WebAssembly.Memory, halfToFloat: (bits: nu
 
 /**
  * Q8_0 and Q4_0 rows against inputs quantized to 8 bits: per block of 32, an
- * integer dot product, then one float multiply-add by the two scales.
+ * integer dot product, then one float multiply-add by the two scales. Prompts
+ * of eight inputs or more go two rows against eight inputs, the inputs in
+ * lanes (`xt`; see dotOctet).
  */
 function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
   const f = new Fn(KERNEL_PARAMS);
@@ -916,7 +919,9 @@ const HIGH_ORDER = [16, 16, 16, 16, 0, 1, 2, 3, 16, 16, 16, 16, 4, 5, 6, 7];
  * path takes four rows at once and folds the rows' sums (lane i: row i),
  * with their scales transposed to match; otherwise one row's sums of four
  * consecutive sub-blocks are folded (lane i: sub-block i) and scaled by their
- * scales and input scales side by side. The outer loop is `rowsByInputs`'.
+ * scales and input scales side by side. With eight inputs or more, the int8
+ * path takes two rows against eight inputs with the inputs in lanes (`xt`),
+ * as Q4_0 does. The outer loop is `rowsByInputs`'.
  */
 function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const f = new Fn(KERNEL_PARAMS);
