@@ -107,6 +107,19 @@ export const ATTENTION = {
   CAPACITY: JOB_BASE + 11,
 } as const;
 
+/** The module's `attendFour` (see `wasm_module.ts`): `attend`'s arguments, then the bytes from query to query. */
+export type AttendFourFunction = (
+  q: number,
+  keys: number,
+  values: number,
+  out: number,
+  scores: number,
+  positions: number,
+  headSize: number,
+  kvStride: number,
+  qStride: number,
+) => void;
+
 /** The module's `attend` (see `wasm_module.ts`). */
 export type AttendFunction = (
   q: number,
@@ -195,6 +208,7 @@ export interface Participant {
   index: number;
   kernels: KernelFunction[];
   attend: AttendFunction;
+  attendFour: AttendFourFunction;
   swiglu: (gate: number, up: number, length: number) => void;
   quantize: QuantizeFunction;
   memory: WebAssembly.Memory;
@@ -207,6 +221,7 @@ export function participantOf(index: number, instance: WebAssembly.Instance, mem
     index,
     kernels: WASM_KERNELS.map((kernel) => exports[kernel] as KernelFunction),
     attend: exports.attend as AttendFunction,
+    attendFour: exports.attendFour as AttendFourFunction,
     swiglu: exports.swiglu as Participant["swiglu"],
     quantize: exports.quantize as QuantizeFunction,
     memory,
@@ -258,8 +273,11 @@ function runQuantize(control: Int32Array, { quantize }: Participant): void {
   }
 }
 
-/** Attention tasks: one head of one query each. */
-function runAttention(control: Int32Array, { index, attend }: Participant): void {
+/**
+ * Attention tasks: one head of four consecutive queries (while four are left and the head size is a multiple of 8),
+ * or of one.
+ */
+function runAttention(control: Int32Array, { index, attend, attendFour }: Participant): void {
   const n = control[ATTENTION.N], heads = control[ATTENTION.HEADS], headSize = control[ATTENTION.HEAD_SIZE];
   const kvHeads = control[ATTENTION.KV_HEADS], start = control[ATTENTION.START];
   const q = control[ATTENTION.Q] >>> 0, out = control[ATTENTION.OUT] >>> 0;
@@ -267,11 +285,17 @@ function runAttention(control: Int32Array, { index, attend }: Participant): void
   const scores = (control[ATTENTION.SCORES] >>> 0) + index * control[ATTENTION.SCORES_STRIDE];
   const dim = heads * headSize, headBytes = headSize * 4, headsPerKv = heads / kvHeads;
   const runBytes = control[ATTENTION.CAPACITY] * headBytes;
-  for (let task; (task = nextTask(control, n * heads)) >= 0;) {
-    const t = Math.floor(task / heads), h = task % heads;
+  const fours = headSize % 8 === 0 ? n >> 2 : 0, ones = n - 4 * fours;
+  for (let task; (task = nextTask(control, (fours + ones) * heads)) >= 0;) {
+    const h = task % heads, group = Math.floor(task / heads);
+    const t = group < fours ? 4 * group : 3 * fours + group;
     const run = Math.floor(h / headsPerKv) * runBytes;
     const at = (t * dim + h * headSize) * 4;
-    attend(q + at, keys + run, values + run, out + at, scores, start + t + 1, headSize, headBytes);
+    if (group < fours) {
+      attendFour(q + at, keys + run, values + run, out + at, scores, start + t + 1, headSize, headBytes, dim * 4);
+    } else {
+      attend(q + at, keys + run, values + run, out + at, scores, start + t + 1, headSize, headBytes);
+    }
   }
 }
 

@@ -227,8 +227,9 @@ export class WasmKernels implements Kernels {
   }
 
   /**
-   * Attention with the module's `attend`, one task per query token and head,
-   * shared by the pool like a product. Takes the job only when the queries and
+   * Attention with the module's `attend`, one task per head and query token
+   * (`attendFour`: per head and four consecutive query tokens, when the head
+   * size is a multiple of 8), shared by the pool like a product. Takes the job only when the queries and
    * the output live in the kernels' memory and the cache in their cache memory
    * ({@link WasmKernels.allocateCache}).
    */
@@ -246,7 +247,8 @@ export class WasmKernels implements Kernels {
       a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
     const cacheApart = this.#cache !== this.#main;
     if (overlaps(out, q) || (!cacheApart && (overlaps(out, keys) || overlaps(out, values)))) return false;
-    const stride = align64((start + n) * 4);
+    // Four floats a position: attendFour keeps four queries' scores side by side.
+    const stride = align64((start + n + 3) * 16);
     const scores = this.#regionOf(this.#scores, stride * this.threads);
     const control = this.#control;
     control[SLOT.WORK] = WORK.ATTENTION;

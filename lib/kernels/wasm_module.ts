@@ -1885,6 +1885,147 @@ function attendFunction(relaxed: boolean, cacheMemory: boolean): Code {
 }
 
 /**
+ * `attendFour(q, keys, values, out, scores, positions, headSize, kvStride, qStride)`: `attend` for four consecutive
+ * queries of one head (query j at `q + j·qStride`, its result at `out + j·qStride`), query j attending to the first
+ * `positions + j` keys. Each key and value load serves the four: the scores go to `scores` position by position as
+ * one vector of the four queries' (16 bytes a position; the last three positions' are masked for the queries that do
+ * not see them), so the maxima, exps and totals of the four are taken side by side, and the values are summed eight
+ * dimensions at a time for the four queries. `headSize` is a multiple of 8.
+ */
+function attendFourFunction(relaxed: boolean, cacheMemory: boolean): Code {
+  const f = new Fn(9);
+  const Q_STRIDE = 8;
+  const cacheLoad = cacheMemory ? vloadMemory1 : vload;
+  const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
+  const bitselect = simd(0x52);
+  const p = f.local(I32), sp = f.local(I32), kp = f.local(I32), d = f.local(I32), c = f.local(I32), last = f.local(I32);
+  const acc = Array.from({ length: 8 }, () => f.local(V128));
+  const e = f.local(V128), k0 = f.local(V128), k1 = f.local(V128), w = f.local(V128);
+  const scales = f.local(V128), maxes = f.local(V128), totals = f.local(V128), inverse = f.local(V128);
+  const qps = [f.local(I32), f.local(I32), f.local(I32), f.local(I32)];
+  const { exp, setup } = vectorExp(f);
+  /** Lanes j > m all ones: the queries that see position `positions + m`. */
+  const seen = (m: number): Code => bytesConst(Array.from({ length: 16 }, (_, i) => ((i >> 2) > m ? 0xff : 0)));
+  /** Position `index`'s scores: 16 bytes each. */
+  const at = (base: Code, index: Code): Code => add(base, shl(index, i32(4)));
+
+  // Pass 1: the four queries' scores against positions two at a time (then the last odd one), eight dimensions a
+  // step: per step each query load serves two keys and each key load four queries.
+  const scoresOf = (keys: number): Code[] => {
+    const step = (u: number): Code[] => [
+      set(k0, cacheLoad(get(kp), 16 * u)),
+      keys === 2 ? set(k1, cacheLoad(add(get(kp), get(KV_STRIDE)), 16 * u)) : [],
+      ...qps.flatMap((qp, j) => [
+        set(e, vload(get(qp), 16 * u)),
+        set(acc[2 * j], madd(get(e), get(k0), get(acc[2 * j]))),
+        keys === 2 ? set(acc[2 * j + 1], madd(get(e), get(k1), get(acc[2 * j + 1]))) : [],
+      ]),
+    ];
+    /** [Σ acc[m], Σ acc[2 + m], Σ acc[4 + m], Σ acc[6 + m]] times the scale: the queries' scores against key m. */
+    const sums = (m: number): Code[] => {
+      const [a, b, cc, dd] = [0, 1, 2, 3].map((j) => acc[2 * j + m]);
+      return [
+        set(a, fold(a, b, PAIRS, f32x4Add)),
+        set(cc, fold(cc, dd, PAIRS, f32x4Add)),
+        set(a, f32x4Mul(fold(a, cc, LANES, f32x4Add), get(scales))),
+        vstore(at(get(SCORES), add(get(p), i32(m))), 0, get(a)),
+      ];
+    };
+    return [
+      ...acc.map((a) => set(a, zero())),
+      ...qps.map((qp, j) => set(qp, add(get(Q), mul(get(Q_STRIDE), i32(j))))),
+      set(d, i32(0)),
+      whileLoop(
+        ltU(get(d), get(HEAD_SIZE)),
+        ...step(0),
+        ...step(1),
+        ...qps.map((qp) => set(qp, add(get(qp), i32(32)))),
+        set(kp, add(get(kp), i32(32))),
+        set(d, add(get(d), i32(8))),
+      ),
+      set(kp, sub(get(kp), shl(get(HEAD_SIZE), i32(2)))),
+      ...sums(0),
+      ...(keys === 2 ? sums(1) : []),
+      set(kp, add(get(kp), mul(get(KV_STRIDE), i32(keys)))),
+      set(p, add(get(p), i32(keys))),
+    ];
+  };
+  const minusInfinity = f32x4Splat(f32(-Infinity));
+  const scoresPass: Code[] = [
+    set(scales, f32x4Splat(fdiv(f32(1), fsqrt(convertU(get(HEAD_SIZE)))))),
+    set(last, add(get(POSITIONS), i32(3))),
+    set(kp, get(KEYS)),
+    set(p, i32(0)),
+    whileLoop(leU(add(get(p), i32(2)), get(last)), ...scoresOf(2)),
+    whileLoop(ltU(get(p), get(last)), ...scoresOf(1)),
+    // The last three positions, for the queries that do not see them: -∞.
+    ...[0, 1, 2].map((m) => {
+      const address = at(get(SCORES), add(get(POSITIONS), i32(m)));
+      return vstore(address, 0, bitselect(vload(address), minusInfinity, seen(m)));
+    }),
+    set(maxes, minusInfinity),
+    set(p, i32(0)),
+    whileLoop(
+      ltU(get(p), get(last)),
+      set(maxes, f32x4Pmax(get(maxes), vload(at(get(SCORES), get(p))))),
+      set(p, add(get(p), i32(1))),
+    ),
+  ];
+  // Pass 2: exp(score - max) in place and the totals.
+  const expPass: Code[] = [
+    set(totals, zero()),
+    set(p, i32(0)),
+    whileLoop(
+      ltU(get(p), get(last)),
+      set(sp, at(get(SCORES), get(p))),
+      set(e, exp(f32x4Sub(vload(get(sp)), get(maxes)))),
+      vstore(get(sp), 0, get(e)),
+      set(totals, f32x4Add(get(totals), get(e))),
+      set(p, add(get(p), i32(1))),
+    ),
+    // exp(-∞ - max) comes out as e^-87 (the exp clamps), below the totals' last bit (each is at least 1): the masked
+    // weights go back to 0 for the values.
+    ...[0, 1, 2].map((m) => {
+      const address = at(get(SCORES), add(get(POSITIONS), i32(m)));
+      return vstore(address, 0, vand(vload(address), seen(m)));
+    }),
+    set(inverse, f32x4Div(f32x4Splat(f32(1)), get(totals))),
+  ];
+  // Pass 3: the weighted sums of values, eight dimensions of the four queries at a time.
+  const valuesPass = whileLoop(
+    ltU(get(c), get(HEAD_SIZE)),
+    ...acc.map((a) => set(a, zero())),
+    set(kp, add(get(VALUES), shl(get(c), i32(2)))),
+    set(sp, get(SCORES)),
+    set(p, i32(0)),
+    whileLoop(
+      ltU(get(p), get(last)),
+      set(w, vload(get(sp))),
+      set(k0, cacheLoad(get(kp))),
+      set(k1, cacheLoad(get(kp), 16)),
+      ...[0, 1, 2, 3].flatMap((j) => [
+        set(e, splatLane(w, j)),
+        set(acc[2 * j], madd(get(e), get(k0), get(acc[2 * j]))),
+        set(acc[2 * j + 1], madd(get(e), get(k1), get(acc[2 * j + 1]))),
+      ]),
+      set(kp, add(get(kp), get(KV_STRIDE))),
+      set(sp, add(get(sp), i32(16))),
+      set(p, add(get(p), i32(1))),
+    ),
+    ...[0, 1, 2, 3].flatMap((j) => {
+      const address = add(add(get(OUT_HEAD), mul(get(Q_STRIDE), i32(j))), shl(get(c), i32(2)));
+      return [
+        set(e, splatLane(inverse, j)),
+        vstore(address, 0, f32x4Mul(get(acc[2 * j]), get(e))),
+        vstore(address, 16, f32x4Mul(get(acc[2 * j + 1]), get(e))),
+      ];
+    }),
+    set(c, add(get(c), i32(8))),
+  );
+  return f.encode([...scoresPass.flat(), ...setup(), ...expPass.flat(), ...set(c, i32(0)), ...valuesPass]);
+}
+
+/**
  * `swiglu(gate, up, length)`: `gate[i] = silu(gate[i]) · up[i]` with
  * `silu(g) = g / (1 + e^-g)`, eight at a time, then four, then the rest one by one.
  */
@@ -2058,6 +2199,7 @@ export function buildKernelModule(
   const attendType = [0x60, 8, ...Array(8).fill(I32), 0];
   const swigluType = [0x60, 3, ...Array(3).fill(I32), 0];
   const rmsnormType = [0x60, 6, ...Array(5).fill(I32), F32, 0];
+  const attendFourType = [0x60, 9, ...Array(9).fill(I32), 0];
   const functions = [
     ...kernels,
     quantizeFunction(),
@@ -2065,6 +2207,7 @@ export function buildKernelModule(
     swigluFunction(),
     addFunction(),
     rmsnormFunction(),
+    attendFourFunction(relaxed, cacheMemory),
   ];
   // Shared memories of at least `pages` pages (see RESERVED_PAGES), at most 65536 (4 GiB).
   const memoryImport = (field: string, pages: number): Code => [
@@ -2077,12 +2220,13 @@ export function buildKernelModule(
   ];
   const main = memoryImport("memory", RESERVED_PAGES);
   const imports = cacheMemory ? [main, memoryImport("cache", 1)] : [main];
-  const exports = [...WASM_KERNELS, "quantize", "attend", "swiglu", "add", "rmsnorm"];
+  const exports = [...WASM_KERNELS, "quantize", "attend", "swiglu", "add", "rmsnorm", "attendFour"];
+  const types = [kernelType, quantizeType, attendType, swigluType, rmsnormType, attendFourType];
   const bytes = [
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
-    ...section(1, [5, ...kernelType, ...quantizeType, ...attendType, ...swigluType, ...rmsnormType]),
+    ...section(1, [types.length, ...types.flat()]),
     ...section(2, [imports.length, ...imports.flat()]),
-    ...section(3, [functions.length, ...kernels.map(() => 0), 1, 2, 3, 3, 4]),
+    ...section(3, [functions.length, ...kernels.map(() => 0), 1, 2, 3, 3, 4, 5]),
     ...section(7, [exports.length, ...exports.flatMap((n, i) => [...name(n), 0x00, i])]),
     ...section(10, [functions.length, ...functions.flat()]),
   ];
