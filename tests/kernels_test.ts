@@ -487,7 +487,8 @@ for (const [label, options] of WASM_CONFIGURATIONS) {
       // Head sizes with and without 32- and 8-wide parts; grouped-query heads; one token and a batch; scores
       // spread wide enough (keys scaled by 4) that the largest dominates, where an inexact exp would show. Batches
       // with head sizes that are multiples of 8 go four queries at a time (the last three positions masked for
-      // some of them), from position 0 and further on, with single queries after the fours.
+      // some of them), from position 0 and further on, with single queries after the fours; one to three tokens of
+      // four or more query heads a key/value head go four heads at a time.
       for (
         const { heads, kvHeads, headSize, n, start } of [
           { heads: 4, kvHeads: 4, headSize: 64, n: 1, start: 37 },
@@ -497,6 +498,8 @@ for (const [label, options] of WASM_CONFIGURATIONS) {
           { heads: 2, kvHeads: 2, headSize: 64, n: 4, start: 0 },
           { heads: 4, kvHeads: 2, headSize: 16, n: 9, start: 3 },
           { heads: 2, kvHeads: 1, headSize: 40, n: 13, start: 70 },
+          { heads: 8, kvHeads: 2, headSize: 24, n: 1, start: 50 },
+          { heads: 4, kvHeads: 1, headSize: 8, n: 3, start: 0 },
         ]
       ) {
         // Room for more positions than are filled: each head's run starts where the layout says, not where the

@@ -107,7 +107,10 @@ export const ATTENTION = {
   CAPACITY: JOB_BASE + 11,
 } as const;
 
-/** The module's `attendFour` (see `wasm_module.ts`): `attend`'s arguments, then the bytes from query to query. */
+/**
+ * The module's `attendFour` (see `wasm_module.ts`): `attend`'s arguments, then the bytes from query to query and
+ * whether the four are consecutive tokens (1) or heads of one token (0).
+ */
 export type AttendFourFunction = (
   q: number,
   keys: number,
@@ -118,6 +121,7 @@ export type AttendFourFunction = (
   headSize: number,
   kvStride: number,
   qStride: number,
+  causal: number,
 ) => void;
 
 /** The module's `attend` (see `wasm_module.ts`). */
@@ -274,8 +278,9 @@ function runQuantize(control: Int32Array, { quantize }: Participant): void {
 }
 
 /**
- * Attention tasks: one head of four consecutive queries (while four are left and the head size is a multiple of 8),
- * or of one.
+ * Attention tasks, where the head size is a multiple of 8 (else one head of one query each): for a prompt, one head
+ * of four consecutive query tokens while four are left, then of one; otherwise, where four query heads share a
+ * key/value head, four heads of one token.
  */
 function runAttention(control: Int32Array, { index, attend, attendFour }: Participant): void {
   const n = control[ATTENTION.N], heads = control[ATTENTION.HEADS], headSize = control[ATTENTION.HEAD_SIZE];
@@ -285,6 +290,15 @@ function runAttention(control: Int32Array, { index, attend, attendFour }: Partic
   const scores = (control[ATTENTION.SCORES] >>> 0) + index * control[ATTENTION.SCORES_STRIDE];
   const dim = heads * headSize, headBytes = headSize * 4, headsPerKv = heads / kvHeads;
   const runBytes = control[ATTENTION.CAPACITY] * headBytes;
+  if (headSize % 8 === 0 && n < 4 && headsPerKv % 4 === 0) {
+    for (let task; (task = nextTask(control, (n * heads) / 4)) >= 0;) {
+      const t = Math.floor((4 * task) / heads), h = (4 * task) % heads;
+      const run = Math.floor(h / headsPerKv) * runBytes;
+      const at = (t * dim + h * headSize) * 4;
+      attendFour(q + at, keys + run, values + run, out + at, scores, start + t + 1, headSize, headBytes, headBytes, 0);
+    }
+    return;
+  }
   const fours = headSize % 8 === 0 ? n >> 2 : 0, ones = n - 4 * fours;
   for (let task; (task = nextTask(control, (fours + ones) * heads)) >= 0;) {
     const h = task % heads, group = Math.floor(task / heads);
@@ -292,7 +306,7 @@ function runAttention(control: Int32Array, { index, attend, attendFour }: Partic
     const run = Math.floor(h / headsPerKv) * runBytes;
     const at = (t * dim + h * headSize) * 4;
     if (group < fours) {
-      attendFour(q + at, keys + run, values + run, out + at, scores, start + t + 1, headSize, headBytes, dim * 4);
+      attendFour(q + at, keys + run, values + run, out + at, scores, start + t + 1, headSize, headBytes, dim * 4, 1);
     } else {
       attend(q + at, keys + run, values + run, out + at, scores, start + t + 1, headSize, headBytes);
     }

@@ -1885,16 +1885,18 @@ function attendFunction(relaxed: boolean, cacheMemory: boolean): Code {
 }
 
 /**
- * `attendFour(q, keys, values, out, scores, positions, headSize, kvStride, qStride)`: `attend` for four consecutive
- * queries of one head (query j at `q + j·qStride`, its result at `out + j·qStride`), query j attending to the first
- * `positions + j` keys. Each key and value load serves the four: the scores go to `scores` position by position as
- * one vector of the four queries' (16 bytes a position; the last three positions' are masked for the queries that do
- * not see them), so the maxima, exps and totals of the four are taken side by side, and the values are summed eight
- * dimensions at a time for the four queries. `headSize` is a multiple of 8.
+ * `attendFour(q, keys, values, out, scores, positions, headSize, kvStride, qStride, causal)`: `attend` for four
+ * queries on one key/value head (query j at `q + j·qStride`, its result at `out + j·qStride`): four consecutive tokens
+ * of one head (`causal` 1: query j attends to the first `positions + j` keys) or four heads of one token that share
+ * the key/value head (`causal` 0: each attends to the first `positions`). Each key and value load serves the four:
+ * the scores go to `scores` position by position as one vector of the four queries' (16 bytes a position; with
+ * `causal`, the last three positions' are masked for the queries that do not see them), so the maxima, exps and
+ * totals of the four are taken side by side, and the values are summed eight dimensions at a time for the four
+ * queries. `headSize` is a multiple of 8.
  */
 function attendFourFunction(relaxed: boolean, cacheMemory: boolean): Code {
-  const f = new Fn(9);
-  const Q_STRIDE = 8;
+  const f = new Fn(10);
+  const Q_STRIDE = 8, CAUSAL = 9;
   const cacheLoad = cacheMemory ? vloadMemory1 : vload;
   const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
   const bitselect = simd(0x52);
@@ -1953,16 +1955,19 @@ function attendFourFunction(relaxed: boolean, cacheMemory: boolean): Code {
   const minusInfinity = f32x4Splat(f32(-Infinity));
   const scoresPass: Code[] = [
     set(scales, f32x4Splat(fdiv(f32(1), fsqrt(convertU(get(HEAD_SIZE)))))),
-    set(last, add(get(POSITIONS), i32(3))),
+    set(last, add(get(POSITIONS), mul(get(CAUSAL), i32(3)))),
     set(kp, get(KEYS)),
     set(p, i32(0)),
     whileLoop(leU(add(get(p), i32(2)), get(last)), ...scoresOf(2)),
     whileLoop(ltU(get(p), get(last)), ...scoresOf(1)),
     // The last three positions, for the queries that do not see them: -∞.
-    ...[0, 1, 2].map((m) => {
-      const address = at(get(SCORES), add(get(POSITIONS), i32(m)));
-      return vstore(address, 0, bitselect(vload(address), minusInfinity, seen(m)));
-    }),
+    block(
+      brIf(0, op(0x45)(get(CAUSAL))),
+      ...[0, 1, 2].map((m) => {
+        const address = at(get(SCORES), add(get(POSITIONS), i32(m)));
+        return vstore(address, 0, bitselect(vload(address), minusInfinity, seen(m)));
+      }),
+    ),
     set(maxes, minusInfinity),
     set(p, i32(0)),
     whileLoop(
@@ -1985,10 +1990,13 @@ function attendFourFunction(relaxed: boolean, cacheMemory: boolean): Code {
     ),
     // exp(-∞ - max) comes out as e^-87 (the exp clamps), below the totals' last bit (each is at least 1): the masked
     // weights go back to 0 for the values.
-    ...[0, 1, 2].map((m) => {
-      const address = at(get(SCORES), add(get(POSITIONS), i32(m)));
-      return vstore(address, 0, vand(vload(address), seen(m)));
-    }),
+    block(
+      brIf(0, op(0x45)(get(CAUSAL))),
+      ...[0, 1, 2].map((m) => {
+        const address = at(get(SCORES), add(get(POSITIONS), i32(m)));
+        return vstore(address, 0, vand(vload(address), seen(m)));
+      }),
+    ),
     set(inverse, f32x4Div(f32x4Splat(f32(1)), get(totals))),
   ];
   // Pass 3: the weighted sums of values, eight dimensions of the four queries at a time.
@@ -2199,7 +2207,7 @@ export function buildKernelModule(
   const attendType = [0x60, 8, ...Array(8).fill(I32), 0];
   const swigluType = [0x60, 3, ...Array(3).fill(I32), 0];
   const rmsnormType = [0x60, 6, ...Array(5).fill(I32), F32, 0];
-  const attendFourType = [0x60, 9, ...Array(9).fill(I32), 0];
+  const attendFourType = [0x60, 10, ...Array(10).fill(I32), 0];
   const functions = [
     ...kernels,
     quantizeFunction(),
