@@ -111,18 +111,7 @@ export const ATTENTION = {
  * The module's `attendFour` (see `wasm_module.ts`): `attend`'s arguments, then the bytes from query to query and
  * whether the four are consecutive tokens (1) or heads of one token (0).
  */
-export type AttendFourFunction = (
-  q: number,
-  keys: number,
-  values: number,
-  out: number,
-  scores: number,
-  positions: number,
-  headSize: number,
-  kvStride: number,
-  qStride: number,
-  causal: number,
-) => void;
+export type AttendFourFunction = (...args: [...Parameters<AttendFunction>, qStride: number, causal: number]) => void;
 
 /** The module's `attend` (see `wasm_module.ts`). */
 export type AttendFunction = (

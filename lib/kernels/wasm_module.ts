@@ -250,6 +250,15 @@ const foldWide16 = (sums: number[]): Code[] => [
   set(sums[0], fold(sums[0], sums[2], PAIRS)),
 ];
 
+/**
+ * Pointers to two consecutive groups of four inputs: `into[0] = first`, `into[1] = into[0] + stride` (the
+ * eight-input paths' interleaved inputs and per-group scales and sums).
+ */
+const twoGroups = (into: number[], first: Code, stride: Code): Code[] => [
+  set(into[0], first),
+  set(into[1], add(get(into[0]), stride)),
+];
+
 /** Lane `lane` of an i32x4 or f32x4 in all four lanes. */
 const splatLane = (v: number, lane: number): Code => shuffle32(get(v), get(v), [lane, lane, lane, lane]);
 
@@ -858,12 +867,9 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       ...[...octet.dp, ...octet.cp].map((p) => set(p, add(get(p), i32(count * 16)))),
     ];
     return [
-      ...set(xt[0], add(get(XT), mul(get(t), get(xStride)))),
-      ...set(xt[1], add(get(xt[0]), shl(get(xStride), i32(2)))),
-      ...set(octet.dp[0], add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride)))),
-      ...set(octet.dp[1], add(get(octet.dp[0]), get(groupStride))),
-      ...set(octet.cp[0], add(get(XC4), mul(shrU(get(t), i32(2)), get(groupStride)))),
-      ...set(octet.cp[1], add(get(octet.cp[0]), get(groupStride))),
+      ...twoGroups(xt, add(get(XT), mul(get(t), get(xStride))), shl(get(xStride), i32(2))).flat(),
+      ...twoGroups(octet.dp, add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride))), get(groupStride)).flat(),
+      ...twoGroups(octet.cp, add(get(XC4), mul(shrU(get(t), i32(2)), get(groupStride))), get(groupStride)).flat(),
       ...rows.slice(0, 2).flatMap((row, i) => set(octet.rows[i], get(row))),
       ...outs.flatMap((out) => set(out, zero())),
       ...set(b, i32(0)),
@@ -1452,6 +1458,34 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     laneMin: f.local(V128),
     fifthBits: [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]],
   };
+  /**
+   * The eight-input paths' loop: pointers into the two groups' interleaved inputs, scales and `sums` (XS4 or XH4,
+   * `stride` bytes a group) and into the two rows, accumulators cleared, then per super-block `superBlock` and
+   * `half` twice (pointers moved on by `half`).
+   */
+  const octetLoop = (
+    rows: number[],
+    t: number,
+    outs: number[],
+    sums: { into: number[]; from: number; stride: Code },
+    superBlock: Code[],
+    half: Code[],
+  ): Code[] => [
+    ...twoGroups(octet.xt, add(get(XT), mul(get(t), get(COLS))), shl(get(COLS), i32(2))),
+    ...twoGroups(octet.dp, add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride))), get(groupStride)),
+    ...twoGroups(sums.into, add(get(sums.from), mul(shrU(get(t), i32(2)), sums.stride)), sums.stride),
+    ...rows.slice(0, 2).map((row, i) => set(octet.rows[i], get(row))),
+    ...outs.map((out) => set(out, zero())),
+    set(b, i32(0)),
+    whileLoop(
+      ltU(get(b), get(blocks)),
+      ...superBlock,
+      set(octet.half, i32(0)),
+      whileLoop(ltU(get(octet.half), i32(2)), ...half),
+      set(b, add(get(b), i32(1))),
+      ...octet.rows.map((pointer) => set(pointer, add(get(pointer), i32(blockBytes)))),
+    ),
+  ];
   const dotOctet = (rows: number[], t: number, outs: number[]): Code => {
     const { xt, sums, wide, x, splat, weights, scale, negativeMin, fifthBits } = octet;
     const qs = type === "q4_k" ? 16 : 48;
@@ -1531,25 +1565,7 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
       ]),
       set(octet.half, add(get(octet.half), i32(1))),
     );
-    return [
-      ...set(xt[0], add(get(XT), mul(get(t), get(COLS)))),
-      ...set(xt[1], add(get(xt[0]), shl(get(COLS), i32(2)))),
-      ...set(octet.dp[0], add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride)))),
-      ...set(octet.dp[1], add(get(octet.dp[0]), get(groupStride))),
-      ...set(octet.sp[0], add(get(XS4), mul(shrU(get(t), i32(2)), get(groupStride)))),
-      ...set(octet.sp[1], add(get(octet.sp[0]), get(groupStride))),
-      ...rows.slice(0, 2).flatMap((row, i) => set(octet.rows[i], get(row))),
-      ...outs.flatMap((out) => set(out, zero())),
-      ...set(b, i32(0)),
-      ...whileLoop(
-        ltU(get(b), get(blocks)),
-        ...superBlock,
-        set(octet.half, i32(0)),
-        whileLoop(ltU(get(octet.half), i32(2)), ...half),
-        set(b, add(get(b), i32(1))),
-        ...octet.rows.map((pointer) => set(pointer, add(get(pointer), i32(blockBytes)))),
-      ),
-    ];
+    return octetLoop(rows, t, outs, { into: octet.sp, from: XS4, stride: get(groupStride) }, superBlock, half).flat();
   };
   /**
    * Q6_K prompts on the int8 path, the same way: per block of 32 (two sub-blocks of 16 with their own scales), the
@@ -1632,25 +1648,8 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
       ]),
       set(octet.half, add(get(octet.half), i32(1))),
     );
-    return [
-      ...set(xt[0], add(get(XT), mul(get(t), get(COLS)))),
-      ...set(xt[1], add(get(xt[0]), shl(get(COLS), i32(2)))),
-      ...set(octet.dp[0], add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride)))),
-      ...set(octet.dp[1], add(get(octet.dp[0]), get(groupStride))),
-      ...set(octet.hp[0], add(get(XH4), mul(shrU(get(t), i32(2)), shl(get(groupStride), i32(1))))),
-      ...set(octet.hp[1], add(get(octet.hp[0]), shl(get(groupStride), i32(1)))),
-      ...rows.slice(0, 2).flatMap((row, i) => set(octet.rows[i], get(row))),
-      ...outs.flatMap((out) => set(out, zero())),
-      ...set(b, i32(0)),
-      ...whileLoop(
-        ltU(get(b), get(blocks)),
-        ...superBlock,
-        set(octet.half, i32(0)),
-        whileLoop(ltU(get(octet.half), i32(2)), ...half),
-        set(b, add(get(b), i32(1))),
-        ...octet.rows.map((pointer) => set(pointer, add(get(pointer), i32(blockBytes)))),
-      ),
-    ];
+    const halfSums = { into: octet.hp, from: XH4, stride: shl(get(groupStride), i32(1)) };
+    return octetLoop(rows, t, outs, halfSums, superBlock, half).flat();
   };
   return f.encode([
     ...set(low4, i8x16Splat(0x0f)),
