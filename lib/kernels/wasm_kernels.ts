@@ -227,11 +227,10 @@ export class WasmKernels implements Kernels {
   }
 
   /**
-   * Attention with the module's `attend`, one task per head and query token
-   * (`attendFour`: per head and four consecutive query tokens, when the head
-   * size is a multiple of 8), shared by the pool like a product. Takes the job only when the queries and
-   * the output live in the kernels' memory and the cache in their cache memory
-   * ({@link WasmKernels.allocateCache}).
+   * Attention with the module's `attend` (one task per head and query token) or, where the head size is a multiple
+   * of 8, `attendFour` (per head and four consecutive query tokens, or per four query heads sharing a key/value
+   * head), shared by the pool like a product. Takes the job only when the queries and the output live in the
+   * kernels' memory and the cache in their cache memory ({@link WasmKernels.allocateCache}).
    */
   attend(job: AttentionJob): boolean {
     const { q, n, start, keys, values, capacity, heads, kvHeads, headSize, out } = job;

@@ -1573,23 +1573,24 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
    * 2·63·127 fit, four would not), minus the four inputs' 32·Σx of the sub-block (XH4), scaled by the inputs'
    * scales times the row's d·scale.
    */
+  // Q6_K's eight-input path: per row its sixteen scales times d (four vectors: sub-blocks 4k .. 4k + 3), and the
+  // current half's two of them.
+  const sixteenScales = [[0, 1, 2, 3].map(() => f.local(V128)), [0, 1, 2, 3].map(() => f.local(V128))];
+  const halfScales = [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]];
   const dotOctet6 = (rows: number[], t: number, outs: number[]): Code => {
     const { xt, sums, wide, x, splat, weights } = octet;
-    // The rows' sixteen scales times d: four vectors a row (sub-blocks 4k .. 4k + 3), in octet.scales and
-    // octet.negativeMins (used here for sub-blocks 8 .. 15); the half's two in `scale` and `negativeMin`.
     const superBlock: Code[] = [];
     for (let i = 0; i < 2; i++) {
       const pointer = octet.rows[i];
       superBlock.push(set(octet.d[i], fload(shl(load16u(get(pointer), 208), i32(2)), HALF_TABLE)));
-      const four = [...octet.scales[i], ...octet.negativeMins[i]];
       for (let k = 0; k < 4; k++) {
         const wide = (k < 2 ? i16x8ExtendLowS : i16x8ExtendHighS)(vload(get(pointer), 192));
         const scales = f32x4FromI32((k & 1 ? i32x4ExtendHighS : i32x4ExtendLowS)(wide));
-        superBlock.push(set(four[k], f32x4Mul(scales, f32x4Splat(get(octet.d[i])))));
+        superBlock.push(set(sixteenScales[i][k], f32x4Mul(scales, f32x4Splat(get(octet.d[i])))));
       }
       superBlock.push(
-        set(octet.scale[i], get(four[0])),
-        set(octet.negativeMin[i], get(four[1])),
+        set(halfScales[i][0], get(sixteenScales[i][0])),
+        set(halfScales[i][1], get(sixteenScales[i][1])),
         set(octet.qs[i], get(pointer)),
         set(octet.qh[i], add(get(pointer), i32(128))),
       );
@@ -1621,7 +1622,7 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
         // negativeMin.
         const sub = 2 * plane + (c >> 2);
         for (let i = 0; i < 2; i++) {
-          half.push(set(octet.laneScale, splatLane(sub < 4 ? octet.scale[i] : octet.negativeMin[i], sub & 3)));
+          half.push(set(octet.laneScale, splatLane(halfScales[i][sub >> 2], sub & 3)));
           for (let g = 0; g < 2; g++) {
             const k = 2 * i + g;
             const sum = i32x4Sub(
@@ -1643,8 +1644,8 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
       ...octet.dp.map((p) => set(p, add(get(p), i32(64)))),
       ...octet.hp.map((p) => set(p, add(get(p), i32(128)))),
       ...[0, 1].flatMap((i) => [
-        set(octet.scale[i], get(octet.negativeMins[i][0])),
-        set(octet.negativeMin[i], get(octet.negativeMins[i][1])),
+        set(halfScales[i][0], get(sixteenScales[i][2])),
+        set(halfScales[i][1], get(sixteenScales[i][3])),
       ]),
       set(octet.half, add(get(octet.half), i32(1))),
     );
