@@ -60,7 +60,10 @@ export class Session {
    */
   #valueVectors: Float32Array[][] = [];
   #capacity = 0;
-  /** cos/sin of RoPE angles per position and frequency, for the positions the cache has room for. */
+  /**
+   * cos/sin of RoPE angles per position and frequency, for the positions the cache has room for (in the kernels'
+   * memory, for their RoPE).
+   */
   #ropeCos: Float32Array = new Float32Array(0);
   #ropeSin: Float32Array = new Float32Array(0);
   #scratch: Scratch;
@@ -216,7 +219,13 @@ export class Session {
     }
     this.#capacity = capacity;
     this.#valueVectors = [];
-    [this.#ropeCos, this.#ropeSin] = ropeTables(this.#model.config, this.#model.numerics.ropeTheta, capacity);
+    const [cos, sin] = ropeTables(this.#model.config, this.#model.numerics.ropeTheta, capacity);
+    for (const old of [this.#ropeCos, this.#ropeSin]) kernels.release?.(old);
+    [this.#ropeCos, this.#ropeSin] = [cos, sin].map((table) => {
+      const copy = kernels.allocate(table.length);
+      copy.set(table);
+      return copy;
+    });
     this.#positions = Int32Array.from({ length: capacity }, (_, i) => i);
   }
 
@@ -244,25 +253,13 @@ export class Session {
       const keyCache = this.#keys[l];
       const valueCache = this.#values[l];
 
-      // Attention: normalize, project to queries, keys and values, rotate, cache.
+      // Attention: normalize, project to queries, keys and values, rotate (RoPE), cache.
       this.#rmsNorm(xb, x, n, layer.attentionNorm);
       kernels.matmul(xb, n, [{ w: layer.wq, out: q }, { w: layer.wk, out: k }, { w: layer.wv, out: v }]);
-      for (let t = 0; t < n; t++) {
-        this.#rotate(q, t * dim, dim, headSize, start + t);
-        this.#rotate(k, t * kvDim, kvDim, headSize, start + t);
-      }
-      this.#eachHeadVector(start, n, (cacheAt, flatAt, length) => {
-        // A plain loop: for one head's few dozen floats, making two subarrays costs more than the copy.
-        for (let i = 0; i < length; i++) {
-          keyCache[cacheAt + i] = k[flatAt + i];
-          valueCache[cacheAt + i] = v[flatAt + i];
-        }
-      });
-
-      // Each head of each new token attends to every cached position up to its own: with the kernels' fast path
-      // when they have one (it computes the same average), else with attendTo, which also reports the weights.
       const job = {
         q,
+        k,
+        v,
         n,
         start,
         keys: keyCache,
@@ -271,8 +268,26 @@ export class Session {
         heads: nHeads,
         kvHeads: nKvHeads,
         headSize,
+        cos: this.#ropeCos,
+        sin: this.#ropeSin,
         out: xb,
       };
+      if (!kernels.rotateAndCache?.(job)) {
+        for (let t = 0; t < n; t++) {
+          this.#rotate(q, t * dim, dim, headSize, start + t);
+          this.#rotate(k, t * kvDim, kvDim, headSize, start + t);
+        }
+        this.#eachHeadVector(start, n, (cacheAt, flatAt, length) => {
+          // A plain loop: for one head's few dozen floats, making two subarrays costs more than the copy.
+          for (let i = 0; i < length; i++) {
+            keyCache[cacheAt + i] = k[flatAt + i];
+            valueCache[cacheAt + i] = v[flatAt + i];
+          }
+        });
+      }
+
+      // Each head of each new token attends to every cached position up to its own: with the kernels' fast path
+      // when they have one (it computes the same average), else with attendTo, which also reports the weights.
       if (this.onAttention || !kernels.attend?.(job)) {
         const scale = 1 / Math.sqrt(headSize);
         const valueVectors = this.#valueVectors[l] ??= Array.from(

@@ -534,6 +534,116 @@ for (const [label, options] of WASM_CONFIGURATIONS) {
   });
 }
 
+for (const [label, options] of WASM_CONFIGURATIONS) {
+  Deno.test(`${label}: RoPE and caching rotate as llama2.c does, into the cache's positions`, async () => {
+    const kernels = await WasmKernels.create(options);
+    const random = new Random(9);
+    const f = Math.fround;
+    try {
+      // One token, a few (one task) and a prompt's worth (several tasks, shared by a pool); grouped heads; head
+      // sizes of one and several eight-float steps; from position 0 and further on.
+      for (
+        const { heads, kvHeads, headSize, n, start } of [
+          { heads: 4, kvHeads: 4, headSize: 64, n: 1, start: 37 },
+          { heads: 6, kvHeads: 2, headSize: 8, n: 3, start: 0 },
+          { heads: 4, kvHeads: 1, headSize: 24, n: 13, start: 5 },
+          { heads: 2, kvHeads: 2, headSize: 16, n: 9, start: 0 },
+        ]
+      ) {
+        const dim = heads * headSize, kvDim = kvHeads * headSize, half = headSize / 2, capacity = start + n + 2;
+        const fill = (array: Float32Array) => {
+          for (let i = 0; i < array.length; i++) array[i] = random.next();
+          return array;
+        };
+        const job = {
+          q: fill(kernels.allocate(n * dim)),
+          k: fill(kernels.allocate(n * kvDim)),
+          v: fill(kernels.allocate(n * kvDim)),
+          n,
+          start,
+          // Cached positions already there, and room after: the ones written are exactly the new tokens'.
+          keys: kernels.allocateCache(capacity * kvDim).fill(7),
+          values: kernels.allocateCache(capacity * kvDim).fill(9),
+          capacity,
+          heads,
+          kvHeads,
+          headSize,
+          cos: fill(kernels.allocate(capacity * half)),
+          sin: fill(kernels.allocate(capacity * half)),
+        };
+        const { q, k, v } = { q: job.q.slice(), k: job.k.slice(), v: job.v.slice() };
+        /** Pair j of head h of `x`'s token t, turned: float32 products and sums, no fused multiply-add. */
+        const turned = (x: Float32Array, width: number, t: number, h: number, j: number): [number, number] => {
+          const at = t * width + h * headSize + 2 * j, angle = (start + t) * half + j;
+          const [c, s] = [job.cos[angle], job.sin[angle]];
+          return [f(f(x[at] * c) - f(x[at + 1] * s)), f(f(x[at] * s) + f(x[at + 1] * c))];
+        };
+        assert.ok(kernels.rotateAndCache(job), `the job was refused: ${JSON.stringify({ heads, headSize, n })}`);
+        const where = `${heads}/${kvHeads}/${headSize}/${n}/${start}`;
+        for (let t = 0; t < n; t++) {
+          for (let h = 0; h < heads; h++) {
+            for (let j = 0; j < half; j++) {
+              const at = t * dim + h * headSize + 2 * j;
+              assert.deepEqual([job.q[at], job.q[at + 1]], turned(q, dim, t, h, j), `${where} query ${t}/${h}/${j}`);
+            }
+          }
+        }
+        for (let p = 0; p < capacity; p++) {
+          for (let g = 0; g < kvHeads; g++) {
+            const t = p - start, cached = (g * capacity + p) * headSize;
+            for (let j = 0; j < half; j++) {
+              const key = [job.keys[cached + 2 * j], job.keys[cached + 2 * j + 1]];
+              const value = [job.values[cached + 2 * j], job.values[cached + 2 * j + 1]];
+              const from = t * kvDim + g * headSize + 2 * j;
+              const isNew = t >= 0 && t < n;
+              assert.deepEqual(key, isNew ? turned(k, kvDim, t, g, j) : [7, 7], `${where} key ${p}/${g}/${j}`);
+              assert.deepEqual(value, isNew ? [v[from], v[from + 1]] : [9, 9], `${where} value ${p}/${g}/${j}`);
+            }
+          }
+        }
+      }
+    } finally {
+      kernels.close();
+    }
+  });
+}
+
+Deno.test("fast RoPE declines what it cannot do, leaving everything untouched", async () => {
+  const kernels = await WasmKernels.create({ threads: 2 });
+  try {
+    const job = {
+      q: kernels.allocate(8).fill(1),
+      k: kernels.allocate(8).fill(1),
+      v: kernels.allocate(8).fill(1),
+      n: 1,
+      start: 0,
+      keys: kernels.allocateCache(8).fill(3),
+      values: kernels.allocateCache(8).fill(3),
+      capacity: 1,
+      heads: 1,
+      kvHeads: 1,
+      headSize: 8,
+      cos: kernels.allocate(4).fill(0.5),
+      sin: kernels.allocate(4).fill(0.5),
+    };
+    // Arrays outside the kernels' memories, a head size that is not a multiple of 8: the caller's plain loops run.
+    assert.equal(kernels.rotateAndCache({ ...job, values: new Float32Array(8) }), false);
+    assert.equal(kernels.rotateAndCache({ ...job, cos: new Float32Array(4) }), false);
+    assert.equal(kernels.rotateAndCache({ ...job, k: new Float32Array(new SharedArrayBuffer(32)) }), false);
+    assert.equal(kernels.rotateAndCache({ ...job, headSize: 4, heads: 2, kvHeads: 2 }), false);
+    assert.deepEqual([...job.q, ...job.k, ...job.v], Array(24).fill(1));
+    assert.deepEqual([...job.keys, ...job.values], Array(16).fill(3));
+    // Positions past the cache or the tables: an error, not a write out of place.
+    assert.throws(() => kernels.rotateAndCache({ ...job, start: 1 }), RangeError);
+    assert.throws(() => kernels.rotateAndCache({ ...job, cos: job.cos.subarray(0, 3) }), RangeError);
+    assert.throws(() => kernels.rotateAndCache({ ...job, n: 2 }), RangeError);
+    assert.equal(kernels.rotateAndCache(job), true);
+    assert.deepEqual([...job.values], Array(8).fill(1));
+  } finally {
+    kernels.close();
+  }
+});
+
 Deno.test("fast attention declines what it cannot do, leaving the output untouched", async () => {
   const kernels = await WasmKernels.create({ threads: 2 });
   try {

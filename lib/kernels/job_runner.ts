@@ -60,9 +60,9 @@ export const JOB_BASE = 21, JOB_INTS = 8;
 
 /**
  * Kinds of batch: products (the job table), attention ({@link ATTENTION}), SwiGLU's elementwise step
- * ({@link SWIGLU}) and quantizing a product's inputs ({@link QUANTIZE}).
+ * ({@link SWIGLU}), quantizing a product's inputs ({@link QUANTIZE}) and RoPE with caching ({@link ROTATE}).
  */
-export const WORK = { MATMUL: 0, ATTENTION: 1, SWIGLU: 2, QUANTIZE: 3 } as const;
+export const WORK = { MATMUL: 0, ATTENTION: 1, SWIGLU: 2, QUANTIZE: 3, ROTATE: 4 } as const;
 
 /** Fields of a SwiGLU batch (in the job table's space): byte addresses of the gate and up arrays, and the length. */
 export const SWIGLU = { GATE: JOB_BASE, UP: JOB_BASE + 1, LENGTH: JOB_BASE + 2 } as const;
@@ -106,6 +106,43 @@ export const ATTENTION = {
   HEAD_SIZE: JOB_BASE + 10,
   CAPACITY: JOB_BASE + 11,
 } as const;
+
+/**
+ * Fields of a RoPE and caching batch: the arguments of the module's `rotateAndCache` for all `N` tokens (byte
+ * addresses; the tables' and the caches' at the first token's position), and the cache's positions per head.
+ */
+export const ROTATE = {
+  Q: JOB_BASE,
+  K: JOB_BASE + 1,
+  V: JOB_BASE + 2,
+  N: JOB_BASE + 3,
+  HEADS: JOB_BASE + 4,
+  KV_HEADS: JOB_BASE + 5,
+  HEAD_SIZE: JOB_BASE + 6,
+  COS: JOB_BASE + 7,
+  SIN: JOB_BASE + 8,
+  KEYS: JOB_BASE + 9,
+  VALUES: JOB_BASE + 10,
+  CAPACITY: JOB_BASE + 11,
+} as const;
+/** Tokens per RoPE task. */
+export const ROTATE_TASK = 4;
+
+/** The module's `rotateAndCache` (see `wasm_module.ts`). */
+export type RotateFunction = (
+  q: number,
+  k: number,
+  v: number,
+  count: number,
+  heads: number,
+  kvHeads: number,
+  headSize: number,
+  cos: number,
+  sin: number,
+  keys: number,
+  values: number,
+  runBytes: number,
+) => void;
 
 /**
  * The module's `attendFour` (see `wasm_module.ts`): `attend`'s arguments, then the bytes from query to query and
@@ -204,6 +241,7 @@ export interface Participant {
   attendFour: AttendFourFunction;
   swiglu: (gate: number, up: number, length: number) => void;
   quantize: QuantizeFunction;
+  rotateAndCache: RotateFunction;
   memory: WebAssembly.Memory;
 }
 
@@ -217,6 +255,7 @@ export function participantOf(index: number, instance: WebAssembly.Instance, mem
     attendFour: exports.attendFour as AttendFourFunction,
     swiglu: exports.swiglu as Participant["swiglu"],
     quantize: exports.quantize as QuantizeFunction,
+    rotateAndCache: exports.rotateAndCache as RotateFunction,
     memory,
   };
 }
@@ -234,6 +273,8 @@ export function runShare(control: Int32Array, participant: Participant): void {
       return runSwiglu(control, participant);
     case WORK.QUANTIZE:
       return runQuantize(control, participant);
+    case WORK.ROTATE:
+      return runRotate(control, participant);
     default:
       return runMatmul(control, participant.kernels, participant.memory);
   }
@@ -263,6 +304,41 @@ function runQuantize(control: Int32Array, { quantize }: Participant): void {
   for (let task; (task = nextTask(control, Math.ceil(blocks / QUANTIZE_TASK))) >= 0;) {
     const b = task * QUANTIZE_TASK;
     quantize(x + 128 * b, Math.min(QUANTIZE_TASK, blocks - b), q16 + 64 * b, q8 + 32 * b, xd + 4 * b, xc + 16 * b);
+  }
+}
+
+/** RoPE tasks: runs of {@link ROTATE_TASK} tokens. */
+function runRotate(control: Int32Array, { rotateAndCache }: Participant): void {
+  const n = control[ROTATE.N], heads = control[ROTATE.HEADS], kvHeads = control[ROTATE.KV_HEADS];
+  const headSize = control[ROTATE.HEAD_SIZE], headBytes = 4 * headSize, tableBytes = 2 * headSize;
+  const [q, k, v, cos, sin, keys, values] = [
+    ROTATE.Q,
+    ROTATE.K,
+    ROTATE.V,
+    ROTATE.COS,
+    ROTATE.SIN,
+    ROTATE.KEYS,
+    ROTATE.VALUES,
+  ]
+    .map((field) => control[field] >>> 0);
+  const runBytes = control[ROTATE.CAPACITY] * headBytes;
+  for (let task; (task = nextTask(control, Math.ceil(n / ROTATE_TASK))) >= 0;) {
+    const t = task * ROTATE_TASK, count = Math.min(ROTATE_TASK, n - t);
+    const queryAt = t * heads * headBytes, keyAt = t * kvHeads * headBytes;
+    rotateAndCache(
+      q + queryAt,
+      k + keyAt,
+      v + keyAt,
+      count,
+      heads,
+      kvHeads,
+      headSize,
+      cos + t * tableBytes,
+      sin + t * tableBytes,
+      keys + t * headBytes,
+      values + t * headBytes,
+      runBytes,
+    );
   }
 }
 

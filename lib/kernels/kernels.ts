@@ -1,6 +1,6 @@
 /**
  * The small interface the forward pass computes through: matrix products
- * (every implementation), and optional fast paths for attention, RMSNorm,
+ * (every implementation), and optional fast paths for RoPE and caching, attention, RMSNorm,
  * the residual additions and SwiGLU's elementwise step, for which the forward
  * pass keeps the plain loops (and `attendTo`) as the fallback. So the plain
  * loops, WebAssembly SIMD and the worker pool are interchangeable and
@@ -19,22 +19,15 @@ export interface MatmulJob {
   out: Float32Array;
 }
 
-/**
- * Attention of `n` consecutive query tokens over a key/value cache: for each
- * token t and head h, `out` gets the weighted average that `attendTo` computes
- * with scores `exp(q · key / √headSize)` over cached positions `0 ..= start + t`.
- */
-export interface AttentionJob {
-  /** Queries, `n` vectors of `heads * headSize` floats (already rotated). */
+/** What attention and RoPE's caching share: `n` new tokens at positions `start ..` and the key/value cache. */
+export interface CacheJob {
+  /** Queries, `n` vectors of `heads * headSize` floats. */
   q: Float32Array;
-  /** Number of query tokens. */
+  /** Number of new tokens. */
   n: number;
-  /** Position of the first query token. */
+  /** Position of the first new token. */
   start: number;
-  /**
-   * Key cache, head by head: key head g at position p is `headSize` floats at `(g * capacity + p) * headSize`;
-   * positions `0 .. start + n` filled.
-   */
+  /** Key cache, head by head: key head g at position p is `headSize` floats at `(g * capacity + p) * headSize`. */
   keys: Float32Array;
   /** Value cache, laid out like `keys`. */
   values: Float32Array;
@@ -46,8 +39,33 @@ export interface AttentionJob {
   kvHeads: number;
   /** Floats per head. */
   headSize: number;
+}
+
+/**
+ * Attention of `n` consecutive query tokens over a key/value cache: for each
+ * token t and head h, `out` gets the weighted average that `attendTo` computes
+ * with scores `exp(q · key / √headSize)` over cached positions `0 ..= start + t`
+ * (queries already rotated, positions `0 .. start + n` of the cache filled).
+ */
+export interface AttentionJob extends CacheJob {
   /** Results, laid out like `q`. */
   out: Float32Array;
+}
+
+/**
+ * RoPE and caching of `n` new tokens: each pair `(x[2j], x[2j + 1])` of each head of a token's query and key turns
+ * by its position's angle j (`x₀·cos - x₁·sin`, `x₀·sin + x₁·cos`); the queries in place, the keys into the cache at
+ * their positions, where the values are copied too.
+ */
+export interface RotateJob extends CacheJob {
+  /** Keys, `n` vectors of `kvHeads * headSize` floats (they may be left unrotated: the cache gets the rotated ones). */
+  k: Float32Array;
+  /** Values, laid out like `k`. */
+  v: Float32Array;
+  /** Cosines of the angles: position p's angle j at `p * headSize / 2 + j`. */
+  cos: Float32Array;
+  /** Sines, laid out like `cos`. */
+  sin: Float32Array;
 }
 
 /** Matrix products over weights in any {@link Matrix} encoding. */
@@ -80,6 +98,11 @@ export interface Kernels {
    * caller then runs `attendTo`, the reference.
    */
   attend?(job: AttentionJob): boolean;
+  /**
+   * Optional: a fast path for RoPE and caching. Returns false, having done nothing, when it cannot take this job;
+   * the caller then runs the plain loops.
+   */
+  rotateAndCache?(job: RotateJob): boolean;
   /**
    * Optional: `byteLength` bytes (8-byte aligned) in memory these kernels
    * read directly, to load a model file into (`readFileBytes(path, align,

@@ -21,7 +21,7 @@ import { TensorlessError } from "../errors.ts";
 import { halfToFloat } from "../quant.ts";
 import type { Matrix } from "../tensor.ts";
 import { rowBytes } from "../tensor.ts";
-import type { AttentionJob, Kernels, MatmulJob } from "./kernels.ts";
+import type { AttentionJob, Kernels, MatmulJob, RotateJob } from "./kernels.ts";
 import {
   ATTENTION,
   CONTROL_LENGTH,
@@ -35,6 +35,8 @@ import {
   participantOf,
   QUANTIZE,
   QUANTIZE_TASK,
+  ROTATE,
+  ROTATE_TASK,
   runShare,
   SLOT,
   SWIGLU,
@@ -242,8 +244,6 @@ export class WasmKernels implements Kernels {
     if (start + n > capacity || keys.length < capacity * kvDim || values.length < capacity * kvDim) {
       throw new RangeError("attention cache shorter than the positions attended to");
     }
-    const overlaps = (a: Float32Array, b: Float32Array) =>
-      a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
     const cacheApart = this.#cache !== this.#main;
     if (overlaps(out, q) || (!cacheApart && (overlaps(out, keys) || overlaps(out, values)))) return false;
     // Four floats a position: attendFour keeps four queries' scores side by side.
@@ -264,6 +264,51 @@ export class WasmKernels implements Kernels {
     control[ATTENTION.HEAD_SIZE] = headSize;
     control[ATTENTION.CAPACITY] = capacity;
     this.#runBatch();
+    return true;
+  }
+
+  /**
+   * RoPE and caching with the module's `rotateAndCache` (in float32, like llama2.c; the keys are rotated straight
+   * into the cache, so `k` keeps its unrotated values): a prompt's tokens shared by the pool, a few at a time. Takes
+   * the job when the head size is a multiple of 8, the queries, keys, values and tables live in the kernels' memory
+   * and the cache in their cache memory.
+   */
+  rotateAndCache(job: RotateJob): boolean {
+    const { q, k, v, n, start, keys, values, capacity, heads, kvHeads, headSize, cos, sin } = job;
+    if (this.#closed || n === 0 || headSize % 8 !== 0 || kvHeads <= 0 || heads % kvHeads !== 0) return false;
+    if (![q, k, v, cos, sin].every((array) => this.#main.owns(array))) return false;
+    if (![keys, values].every((array) => this.#cache.owns(array))) return false;
+    const dim = heads * headSize, kvDim = kvHeads * headSize;
+    if (q.length < n * dim || k.length < n * kvDim || v.length < n * kvDim) {
+      throw new RangeError("RoPE: queries, keys or values too short");
+    }
+    if (cos.length < (start + n) * headSize / 2 || sin.length < (start + n) * headSize / 2) {
+      throw new RangeError("RoPE: angle tables shorter than the positions rotated");
+    }
+    if (start + n > capacity || keys.length < capacity * kvDim || values.length < capacity * kvDim) {
+      throw new RangeError("RoPE: cache shorter than the positions stored");
+    }
+    if (
+      this.#cache === this.#main && [keys, values].some((cache) => [q, k, v].some((array) => overlaps(cache, array)))
+    ) {
+      return false;
+    }
+    const control = this.#control;
+    control[SLOT.WORK] = WORK.ROTATE;
+    control[ROTATE.Q] = q.byteOffset;
+    control[ROTATE.K] = k.byteOffset;
+    control[ROTATE.V] = v.byteOffset;
+    control[ROTATE.N] = n;
+    control[ROTATE.HEADS] = heads;
+    control[ROTATE.KV_HEADS] = kvHeads;
+    control[ROTATE.HEAD_SIZE] = headSize;
+    control[ROTATE.COS] = cos.byteOffset + start * headSize * 2;
+    control[ROTATE.SIN] = sin.byteOffset + start * headSize * 2;
+    control[ROTATE.KEYS] = keys.byteOffset + start * headSize * 4;
+    control[ROTATE.VALUES] = values.byteOffset + start * headSize * 4;
+    control[ROTATE.CAPACITY] = capacity;
+    // A token or a few (generating): here alone, as a hand-off would cost more than the work.
+    this.#runBatch(n >= 2 * ROTATE_TASK);
     return true;
   }
 
@@ -436,11 +481,15 @@ export class WasmKernels implements Kernels {
     this.#runBatch();
   }
 
-  /** Hands the batch described by the control array to the workers, runs a share of it here, waits for the rest. */
-  #runBatch(): void {
+  /**
+   * Hands the batch described by the control array to the workers, runs a share of it here, waits for the rest
+   * (unless `shared` is false: then this thread runs all of it).
+   */
+  #runBatch(shared = true): void {
     const control = this.#control;
     control[SLOT.PARTICIPANTS] = this.threads;
     control[SLOT.NEXT_TASK] = 0;
+    if (!shared) return runShare(control, this.#participant);
     if (this.#workers.length > 0) {
       Atomics.store(control, SLOT.PENDING, this.#workers.length);
       Atomics.add(control, SLOT.GENERATION, 1);
@@ -510,6 +559,11 @@ export class WasmKernels implements Kernels {
     }
     return at;
   }
+}
+
+/** Whether two arrays share bytes. */
+function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
+  return a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }
 
 /**

@@ -107,13 +107,23 @@ const convertS = op(0xb2);
 const vload = (addr: Code, offset = 0): Code => [...addr, 0xfd, 0, 0, ...uleb(offset)];
 /** `v128.load` from memory 1 (multi-memory: flag 0x40 in the alignment field, then the memory index). */
 const vloadMemory1 = (addr: Code, offset = 0): Code => [...addr, 0xfd, 0, 0x40, 1, ...uleb(offset)];
+/** `v128.store` to memory 1. */
+const vstoreMemory1 = (addr: Code, offset: number, value: Code): Code => [
+  ...addr,
+  ...value,
+  0xfd,
+  0x0b,
+  0x40,
+  1,
+  ...uleb(offset),
+];
 const i32x4Splat = simd(0x11), f32x4Splat = simd(0x13);
 const f32x4Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1f, lane];
 const f32x4ReplaceLane = (v: Code, lane: number, value: Code): Code => [...v, ...value, 0xfd, 0x20, lane];
 /** An f32x4 of four floats, lane i from `values[i]` (e.g. four rows' scales side by side). */
 const f32x4Of = (values: Code[]): Code =>
   values.slice(1).reduce((vector, value, i) => f32x4ReplaceLane(vector, i + 1, value), f32x4Splat(values[0]));
-const vand = simd(0x4e), vor = simd(0x50);
+const vand = simd(0x4e), vor = simd(0x50), vxor = simd(0x51);
 const i8x16Sub = simd(0x71), i16x8Add = simd(0x8e), i16x8Sub = simd(0x91), i16x8ShrU = simd(0x8d);
 const i16x8Shl = simd(0x8b);
 /**
@@ -166,6 +176,10 @@ class Fn {
   readonly #locals: number[] = [];
   constructor(params: number) {
     this.params = params;
+  }
+  /** The parameters' local indices, 0 .. params - 1 (to destructure into names). */
+  parameters(): number[] {
+    return Array.from({ length: this.params }, (_, i) => i);
   }
   local(type: number): number {
     this.#locals.push(type);
@@ -2034,6 +2048,94 @@ function attendFourFunction(relaxed: boolean, cacheMemory: boolean): Code {
 }
 
 /**
+ * `rotateAndCache(q, k, v, count, heads, kvHeads, headSize, cos, sin, keys, values, runBytes)`: RoPE and caching
+ * for `count` consecutive tokens, as `Session` does in `lib/transformer.ts`. Each pair `(x[2j], x[2j + 1])` of each
+ * head of token i's query (`heads · headSize` floats at `q`, token after token) turns in place by the angle whose
+ * cosine and sine are `cos[i · headSize/2 + j]` and `sin[...]`; its key (`kvHeads` heads at `k`) turns the same way,
+ * straight into the cache: key head g of token i goes to `keys + g · runBytes + i · headSize · 4`; its value (at `v`)
+ * is copied to the same place from `values`. `headSize` a multiple of 8. In float32 without fused multiply-adds,
+ * so `x·cos - y·sin` is llama2.c's, rounding for rounding. With `cacheMemory`, `keys` and `values` are addresses in
+ * the second memory.
+ */
+function rotateAndCacheFunction(cacheMemory: boolean): Code {
+  const f = new Fn(12);
+  const [QP, KP, VP, COUNT, HEADS, KV_HEADS, HEAD_SIZE, COS, SIN, KEYS, VALUES, RUN_BYTES] = f.parameters();
+  const cacheStore = cacheMemory ? vstoreMemory1 : vstore;
+  const t = f.local(I32), j = f.local(I32), h = f.local(I32), from = f.local(I32), to = f.local(I32);
+  const headBytes = f.local(I32), tableBytes = f.local(I32), keyAt = f.local(I32), keysAt = f.local(I32);
+  const cosines = [f.local(V128), f.local(V128)], sines = [f.local(V128), f.local(V128)];
+  const signs = f.local(V128), x = f.local(V128);
+  /** `x·cos + swap(x)·(∓sin)`: lane 2m gets `x₀·cos - x₁·sin`, lane 2m + 1 `x₁·cos + x₀·sin`. */
+  const turned = (u: number): Code =>
+    f32x4Add(f32x4Mul(get(x), get(cosines[u])), f32x4Mul(shuffle32(get(x), get(x), [1, 0, 3, 2]), get(sines[u])));
+  /**
+   * One token's `headCount` heads from `first` (heads `headBytes` apart) turned into `into` (heads `step` apart):
+   * four pairs at a time, their angles' cosines and sines (each twice, the sines signed) made once for every head.
+   */
+  const rotateHeads = (first: number, into: number, headCount: number, step: Code, store: typeof vstore): Code[] => [
+    set(j, i32(0)),
+    whileLoop(
+      ltU(get(j), get(headBytes)),
+      set(x, vload(add(get(COS), shrU(get(j), i32(1))))),
+      set(cosines[0], shuffle32(get(x), get(x), [0, 0, 1, 1])),
+      set(cosines[1], shuffle32(get(x), get(x), [2, 2, 3, 3])),
+      set(x, vload(add(get(SIN), shrU(get(j), i32(1))))),
+      set(sines[0], vxor(shuffle32(get(x), get(x), [0, 0, 1, 1]), get(signs))),
+      set(sines[1], vxor(shuffle32(get(x), get(x), [2, 2, 3, 3]), get(signs))),
+      set(from, add(get(first), get(j))),
+      set(to, add(get(into), get(j))),
+      set(h, i32(0)),
+      whileLoop(
+        ltU(get(h), get(headCount)),
+        ...[0, 1].flatMap((u) => [set(x, vload(get(from), 16 * u)), store(get(to), 16 * u, turned(u))]),
+        set(from, add(get(from), get(headBytes))),
+        set(to, add(get(to), step)),
+        set(h, add(get(h), i32(1))),
+      ),
+      set(j, add(get(j), i32(32))),
+    ),
+  ];
+  /** One token's value heads from `VP` to the cache. */
+  const copyValues = [
+    set(h, i32(0)),
+    set(from, get(VP)),
+    set(to, add(get(VALUES), get(keyAt))),
+    whileLoop(
+      ltU(get(h), get(KV_HEADS)),
+      set(j, i32(0)),
+      whileLoop(
+        ltU(get(j), get(headBytes)),
+        cacheStore(add(get(to), get(j)), 0, vload(add(get(from), get(j)))),
+        set(j, add(get(j), i32(16))),
+      ),
+      set(from, add(get(from), get(headBytes))),
+      set(to, add(get(to), get(RUN_BYTES))),
+      set(h, add(get(h), i32(1))),
+    ),
+  ];
+  return f.encode([
+    // -0.0 in the even lanes: xor flips the sign of the sines that multiply x₁ into lane 2m.
+    ...set(signs, bytesConst(Array.from({ length: 16 }, (_, i) => (i % 8 === 3 ? 0x80 : 0)))),
+    ...set(headBytes, shl(get(HEAD_SIZE), i32(2))),
+    ...set(tableBytes, shl(get(HEAD_SIZE), i32(1))),
+    ...whileLoop(
+      ltU(get(t), get(COUNT)),
+      set(keyAt, mul(get(t), get(headBytes))),
+      ...rotateHeads(QP, QP, HEADS, get(headBytes), vstore),
+      set(keysAt, add(get(KEYS), get(keyAt))),
+      ...rotateHeads(KP, keysAt, KV_HEADS, get(RUN_BYTES), cacheStore),
+      ...copyValues,
+      set(QP, add(get(QP), mul(get(HEADS), get(headBytes)))),
+      set(KP, add(get(KP), mul(get(KV_HEADS), get(headBytes)))),
+      set(VP, add(get(VP), mul(get(KV_HEADS), get(headBytes)))),
+      set(COS, add(get(COS), get(tableBytes))),
+      set(SIN, add(get(SIN), get(tableBytes))),
+      set(t, add(get(t), i32(1))),
+    ),
+  ]);
+}
+
+/**
  * `swiglu(gate, up, length)`: `gate[i] = silu(gate[i]) · up[i]` with
  * `silu(g) = g / (1 + e^-g)`, eight at a time, then four, then the rest one by one.
  */
@@ -2208,6 +2310,7 @@ export function buildKernelModule(
   const swigluType = [0x60, 3, ...Array(3).fill(I32), 0];
   const rmsnormType = [0x60, 6, ...Array(5).fill(I32), F32, 0];
   const attendFourType = [0x60, 10, ...Array(10).fill(I32), 0];
+  const rotateType = [0x60, 12, ...Array(12).fill(I32), 0];
   const functions = [
     ...kernels,
     quantizeFunction(),
@@ -2216,6 +2319,7 @@ export function buildKernelModule(
     addFunction(),
     rmsnormFunction(),
     attendFourFunction(relaxed, cacheMemory),
+    rotateAndCacheFunction(cacheMemory),
   ];
   // Shared memories of at least `pages` pages (see RESERVED_PAGES), at most 65536 (4 GiB).
   const memoryImport = (field: string, pages: number): Code => [
@@ -2228,13 +2332,13 @@ export function buildKernelModule(
   ];
   const main = memoryImport("memory", RESERVED_PAGES);
   const imports = cacheMemory ? [main, memoryImport("cache", 1)] : [main];
-  const exports = [...WASM_KERNELS, "quantize", "attend", "swiglu", "add", "rmsnorm", "attendFour"];
-  const types = [kernelType, quantizeType, attendType, swigluType, rmsnormType, attendFourType];
+  const exports = [...WASM_KERNELS, "quantize", "attend", "swiglu", "add", "rmsnorm", "attendFour", "rotateAndCache"];
+  const types = [kernelType, quantizeType, attendType, swigluType, rmsnormType, attendFourType, rotateType];
   const bytes = [
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
     ...section(1, [types.length, ...types.flat()]),
     ...section(2, [imports.length, ...imports.flat()]),
-    ...section(3, [functions.length, ...kernels.map(() => 0), 1, 2, 3, 3, 4, 5]),
+    ...section(3, [functions.length, ...kernels.map(() => 0), 1, 2, 3, 3, 4, 5, 6]),
     ...section(7, [exports.length, ...exports.flatMap((n, i) => [...name(n), 0x00, i])]),
     ...section(10, [functions.length, ...functions.flat()]),
   ];
