@@ -22,6 +22,8 @@ export class MemoryBlocks {
   readonly #ownBuffers = new WeakSet<ArrayBufferLike>();
   /** End of the used part: blocks are taken from the free list first, then from here. */
   #top: number;
+  /** The highest end of any block handed out: the bytes above were never used, so they are still zero. */
+  #used: number;
   /** Released blocks, by address, merged with free neighbours. */
   #free: { start: number; size: number }[] = [];
   /** Size of every block that can be released (weights are not), by address. */
@@ -30,11 +32,20 @@ export class MemoryBlocks {
   constructor(memory: WebAssembly.Memory, base: number) {
     this.memory = memory;
     this.#top = base;
+    this.#used = base;
   }
 
   /** Bytes in use or reserved below the top (what a new block at the top would start after). */
   get top(): number {
     return this.#top;
+  }
+
+  /**
+   * Where the never-used part starts: a block reserved at or above it is still all zeros, as the memory grew (a
+   * block released and reserved again is not).
+   */
+  get unused(): number {
+    return this.#used;
   }
 
   /** The memory's current buffer, remembered as ours. */
@@ -75,6 +86,7 @@ export class MemoryBlocks {
       const have = this.memory.buffer.byteLength;
       if (end > have) this.memory.grow(Math.ceil((end - have) / PAGE));
       this.#top = end;
+      this.#used = Math.max(this.#used, end);
     }
     if (releasable) this.#blocks.set(start, size);
     return start;

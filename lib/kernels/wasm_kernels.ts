@@ -209,10 +209,13 @@ export class WasmKernels implements Kernels {
 
   /** A zeroed Float32Array of `length` in `blocks`' memory, or in ordinary shared memory when it is full. */
   #allocateIn(blocks: MemoryBlocks, length: number, headroom: number): Float32Array {
+    const unused = blocks.unused;
     const start = this.#closed ? undefined : blocks.reserve(Math.max(64, length * 4), headroom, true);
     if (start === undefined) return new Float32Array(new SharedArrayBuffer(length * 4));
     const array = new Float32Array(blocks.buffer(), start, length);
-    array.fill(0);
+    // Space the memory just grew by is zero already: not writing it leaves its pages to be touched first by whoever
+    // fills them (often the pool, in parallel) instead of here.
+    if (start < unused) array.fill(0);
     this.#finalizer.register(array, { blocks, start }, array);
     return array;
   }
