@@ -69,17 +69,26 @@ export const SWIGLU = { GATE: JOB_BASE, UP: JOB_BASE + 1, LENGTH: JOB_BASE + 2 }
 /** Values per SwiGLU task. */
 export const SWIGLU_TASK = 16384;
 
-/** Fields of a quantize batch: the arguments of the module's `quantize`, for `BLOCKS` blocks of 32 floats. */
+/**
+ * Fields of a quantize batch: `N` inputs of `BLOCKS` blocks of 32 floats from `X`, quantized into `Q16` .. `XC` (the
+ * module's `quantize`) and regrouped by four into `XD4` .. `XT16` (its `regroup`; `XT8` and `XT16` 0 when no kernel
+ * of the product reads them).
+ */
 export const QUANTIZE = {
   X: JOB_BASE,
-  BLOCKS: JOB_BASE + 1,
-  Q16: JOB_BASE + 2,
-  Q8: JOB_BASE + 3,
-  XD: JOB_BASE + 4,
-  XC: JOB_BASE + 5,
+  N: JOB_BASE + 1,
+  BLOCKS: JOB_BASE + 2,
+  Q16: JOB_BASE + 3,
+  Q8: JOB_BASE + 4,
+  XD: JOB_BASE + 5,
+  XC: JOB_BASE + 6,
+  XD4: JOB_BASE + 7,
+  XC4: JOB_BASE + 8,
+  XS4: JOB_BASE + 9,
+  XH4: JOB_BASE + 10,
+  XT8: JOB_BASE + 11,
+  XT16: JOB_BASE + 12,
 } as const;
-/** Blocks per quantize task. */
-export const QUANTIZE_TASK = 512;
 
 /**
  * Fields of an attention batch (they share the space of the job table, which
@@ -232,6 +241,21 @@ function taskRows(control: Int32Array, base: number, participants: number, n: nu
 /** The module's `quantize` (see `wasm_module.ts`). */
 export type QuantizeFunction = (x: number, blocks: number, q16: number, q8: number, xd: number, xc: number) => void;
 
+/** The module's `regroup` (see `wasm_module.ts`). */
+export type RegroupFunction = (
+  xd: number,
+  xc: number,
+  q8: number,
+  q16: number,
+  blocks: number,
+  xd4: number,
+  xc4: number,
+  xs4: number,
+  xh4: number,
+  xt8: number,
+  xt16: number,
+) => void;
+
 /** What one thread has to run its share: the module's exports on the shared memory, and its index. */
 export interface Participant {
   /** 0 for the calling thread, 1.. for the workers. */
@@ -241,6 +265,7 @@ export interface Participant {
   attendFour: AttendFourFunction;
   swiglu: (gate: number, up: number, length: number) => void;
   quantize: QuantizeFunction;
+  regroup: RegroupFunction;
   rotateAndCache: RotateFunction;
   memory: WebAssembly.Memory;
 }
@@ -255,6 +280,7 @@ export function participantOf(index: number, instance: WebAssembly.Instance, mem
     attendFour: exports.attendFour as AttendFourFunction,
     swiglu: exports.swiglu as Participant["swiglu"],
     quantize: exports.quantize as QuantizeFunction,
+    regroup: exports.regroup as RegroupFunction,
     rotateAndCache: exports.rotateAndCache as RotateFunction,
     memory,
   };
@@ -295,15 +321,44 @@ function runSwiglu(control: Int32Array, { swiglu }: Participant): void {
   }
 }
 
-/** Quantize tasks: runs of {@link QUANTIZE_TASK} blocks (each block's outputs sit at fixed strides). */
-function runQuantize(control: Int32Array, { quantize }: Participant): void {
-  const blocks = control[QUANTIZE.BLOCKS];
-  const [x, q16, q8, xd, xc] = [QUANTIZE.X, QUANTIZE.Q16, QUANTIZE.Q8, QUANTIZE.XD, QUANTIZE.XC].map((field) =>
-    control[field] >>> 0
-  );
-  for (let task; (task = nextTask(control, Math.ceil(blocks / QUANTIZE_TASK))) >= 0;) {
-    const b = task * QUANTIZE_TASK;
-    quantize(x + 128 * b, Math.min(QUANTIZE_TASK, blocks - b), q16 + 64 * b, q8 + 32 * b, xd + 4 * b, xc + 16 * b);
+/**
+ * Quantize tasks: a group of four inputs each (the last one the one to three left over, if any), quantized and then,
+ * a whole group, regrouped while its blocks are still in cache.
+ */
+function runQuantize(control: Int32Array, { quantize, regroup }: Participant): void {
+  const n = control[QUANTIZE.N], blocks = control[QUANTIZE.BLOCKS];
+  const [x, q16, q8, xd, xc, xd4, xc4, xs4, xh4, xt8, xt16] = [
+    QUANTIZE.X,
+    QUANTIZE.Q16,
+    QUANTIZE.Q8,
+    QUANTIZE.XD,
+    QUANTIZE.XC,
+    QUANTIZE.XD4,
+    QUANTIZE.XC4,
+    QUANTIZE.XS4,
+    QUANTIZE.XH4,
+    QUANTIZE.XT8,
+    QUANTIZE.XT16,
+  ].map((field) => control[field] >>> 0);
+  for (let g; (g = nextTask(control, Math.ceil(n / 4))) >= 0;) {
+    const b = 4 * g * blocks, inputs = Math.min(4, n - 4 * g);
+    quantize(x + 128 * b, inputs * blocks, q16 + 64 * b, q8 + 32 * b, xd + 4 * b, xc + 16 * b);
+    if (inputs < 4) continue;
+    // Group g's entries: 16 bytes per block (32 for the half sums), its interleaved values four inputs' worth.
+    const at = 16 * g * blocks;
+    regroup(
+      xd + 4 * b,
+      xc + 16 * b,
+      q8 + 32 * b,
+      q16 + 64 * b,
+      blocks,
+      xd4 + at,
+      xc4 + at,
+      xs4 + at,
+      xh4 + 2 * at,
+      xt8 && xt8 + 8 * at,
+      xt16 && xt16 + 16 * at,
+    );
   }
 }
 

@@ -34,7 +34,6 @@ import {
   type Participant,
   participantOf,
   QUANTIZE,
-  QUANTIZE_TASK,
   ROTATE,
   ROTATE_TASK,
   runShare,
@@ -66,6 +65,9 @@ import type { WorkerSetup } from "./worker.ts";
  * leaves its activations room in the memory.
  */
 const ALLOCATE_HEADROOM = 64 * 2 ** 20;
+
+/** Blocks of 32 inputs below which a product's inputs are quantized by the calling thread alone (as generating). */
+const QUANTIZE_SHARED_BLOCKS = 1024;
 
 /** Options of {@link WasmKernels.create}. */
 export interface WasmKernelsOptions {
@@ -411,34 +413,21 @@ export class WasmKernels implements Kernels {
     if (!xInPlace) new Float32Array(this.#main.buffer(), xf, n * cols).set(x.subarray(0, n * cols));
     // Quantized kernels read the input as 8-bit blocks, made once here for every job and thread.
     const quantized = kinds.some((k) => k !== KIND_JS && !FLOAT_INPUT_KERNELS.includes(WASM_KERNELS[k]));
+    // Quantized, and regrouped by four inputs for the kernels' four- and eight-input paths (SLOT.XD4 .. SLOT.XT16):
+    // group by group, on the pool for a prompt.
     if (quantized) {
-      this.#quantize(xf, (n * cols) / 32, xq16, xq8, xd, xc);
+      const control = this.#control;
+      control[SLOT.WORK] = WORK.QUANTIZE;
+      [control[QUANTIZE.X], control[QUANTIZE.N], control[QUANTIZE.BLOCKS]] = [xf, n, blocks];
+      [control[QUANTIZE.Q16], control[QUANTIZE.Q8], control[QUANTIZE.XD], control[QUANTIZE.XC]] = [xq16, xq8, xd, xc];
+      [control[QUANTIZE.XD4], control[QUANTIZE.XC4], control[QUANTIZE.XS4]] = [xd4, xc4, xs4];
+      [control[QUANTIZE.XH4], control[QUANTIZE.XT8], control[QUANTIZE.XT16]] = [
+        xh4,
+        interleave8 ? xt8 : 0,
+        interleave16 ? xt16 : 0,
+      ];
+      this.#runBatch(n * blocks >= QUANTIZE_SHARED_BLOCKS);
     }
-    if (quantized && groups > 0) {
-      // The scales and sums regrouped by four inputs, for the kernels' four-input path (SLOT.XD4 .. SLOT.XH4).
-      const buffer = this.#main.buffer();
-      const scales = new Float32Array(buffer, xd, n * blocks), corrections = new Int32Array(buffer, xc, n * blocks * 4);
-      const scales4 = new Float32Array(buffer, xd4, groups * blocks * 4);
-      const corrections4 = new Int32Array(buffer, xc4, groups * blocks * 4);
-      const scaledSums4 = new Float32Array(buffer, xs4, groups * blocks * 4);
-      const halfSums4 = new Int32Array(buffer, xh4, groups * blocks * 8);
-      for (let t = 0; t < 4 * groups; t++) {
-        for (let b = 0; b < blocks; b++) {
-          // Group entry (t / 4, b), lane t % 4; input t's block b and its [-8·Σq, Σq₀, Σq₁, 0].
-          const entry = (t >> 2) * blocks + b, lane = t & 3, at = 4 * entry + lane;
-          const scale = scales[t * blocks + b], from = (t * blocks + b) * 4;
-          scales4[at] = scale;
-          corrections4[at] = corrections[from];
-          scaledSums4[at] = scale * (corrections[from + 1] + corrections[from + 2]);
-          // Two vectors an entry: the first halves' sums, then the second halves'.
-          halfSums4[8 * entry + lane] = 32 * corrections[from + 1];
-          halfSums4[8 * entry + 4 + lane] = 32 * corrections[from + 2];
-        }
-      }
-    }
-    // Word 4c + j of group g is input 4g + j's word c (int8: values 4c .. 4c + 3; int16: values 2c, 2c + 1).
-    if (interleave8) interleaveByFour(this.#main.buffer(), xq8, xt8, groups, cols >> 2);
-    if (interleave16) interleaveByFour(this.#main.buffer(), xq16, xt16, groups, cols >> 1);
 
     const control = this.#control;
     control[SLOT.WORK] = WORK.MATMUL;
@@ -469,19 +458,6 @@ export class WasmKernels implements Kernels {
     jobs.forEach(({ w, out }, j) => {
       if (!outInPlace[j]) out.set(new Float32Array(buffer, base + outOffsets[j], n * w.rows));
     });
-  }
-
-  /** Quantizes `blocks` blocks of 32 inputs for the products: on the pool when there are enough (a prompt's). */
-  #quantize(x: number, blocks: number, q16: number, q8: number, xd: number, xc: number): void {
-    if (this.#workers.length === 0 || blocks < 2 * QUANTIZE_TASK) {
-      this.#participant.quantize(x, blocks, q16, q8, xd, xc);
-      return;
-    }
-    const control = this.#control;
-    control[SLOT.WORK] = WORK.QUANTIZE;
-    [control[QUANTIZE.X], control[QUANTIZE.BLOCKS], control[QUANTIZE.Q16]] = [x, blocks, q16];
-    [control[QUANTIZE.Q8], control[QUANTIZE.XD], control[QUANTIZE.XC]] = [q8, xd, xc];
-    this.#runBatch();
   }
 
   /**
@@ -567,17 +543,4 @@ export class WasmKernels implements Kernels {
 /** Whether two arrays share bytes. */
 function overlaps(a: ArrayBufferView, b: ArrayBufferView): boolean {
   return a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
-}
-
-/**
- * The 32-bit words of `4 * groups` inputs of `words` words each, at `from`, interleaved by groups of four at `to`:
- * word 4c + j of group g is word c of input 4g + j.
- */
-function interleaveByFour(buffer: ArrayBufferLike, from: number, to: number, groups: number, words: number): void {
-  const source = new Int32Array(buffer, from, 4 * groups * words),
-    target = new Int32Array(buffer, to, 4 * groups * words);
-  for (let t = 0; t < 4 * groups; t++) {
-    const first = t * words, into = (t >> 2) * 4 * words + (t & 3);
-    for (let c = 0; c < words; c++) target[into + 4 * c] = source[first + c];
-  }
 }

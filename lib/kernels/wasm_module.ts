@@ -36,8 +36,10 @@
  * Each kernel handles four inputs at a time when it can, so a weight row is
  * read from memory once and reused from cache for the whole batch; with
  * fewer inputs (generation) it streams four rows at once. The module
- * also exports `quantize`, which prepares `x`, `xd` and `xc` from floats (the
- * caller regroups `xd4` and `xc4`).
+ * also exports `quantize`, which prepares `x`, `xd` and `xc` from floats, and
+ * `regroup`, which lays a group of four inputs out into `xd4` .. `xt`; and the
+ * steps around the products: attention, RoPE with caching, SwiGLU, RMSNorm and
+ * the residual addition.
  *
  * Half-precision weights are widened with integer and float arithmetic that
  * is exact for every finite half (subnormals included); infinities and NaNs
@@ -1760,6 +1762,74 @@ function quantizeFunction(): Code {
   ]);
 }
 
+/**
+ * `regroup(xd, xc, q8, q16, blocks, xd4, xc4, xs4, xh4, xt8, xt16)`: one group of four inputs' quantized blocks (as
+ * `quantize` left them: `blocks` per input, input after input) laid out for the kernels' four- and eight-input
+ * paths. Per block: the four scales as one vector (`xd4`), the four `-8·Σq` (`xc4`), the four `d·Σq` (`xs4`, float),
+ * the four `32·Σq` of the first halves then of the second halves (`xh4`, int32); and, unless the address is 0, the
+ * int8 values interleaved four bytes at a time (`xt8`: 32-bit word 4c + j is input j's word c) and the int16 values
+ * two at a time (`xt16`). Each is a 4x4 transposition of 32-bit lanes.
+ */
+function regroupFunction(): Code {
+  const f = new Fn(11);
+  const [XDP, XCP, Q8P, Q16P, BLOCKS, XD4P, XC4P, XS4P, XH4P, XT8P, XT16P] = f.parameters();
+  const b = f.local(I32), scales = f.local(V128);
+  const rows = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
+  const temps = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
+  /** Byte offsets of inputs 1, 2 and 3 from input 0, for each array of per-input blocks. */
+  const offsets = (bytesPerBlock: number) =>
+    [f.local(I32), f.local(I32), f.local(I32)].map((local, i) => ({
+      local,
+      init: set(local, mul(get(BLOCKS), i32((i + 1) * bytesPerBlock))),
+    }));
+  const [dOffsets, cOffsets, q8Offsets, q16Offsets] = [4, 16, 32, 64].map(offsets);
+  const inputAt = (pointer: number, inputOffsets: { local: number }[], j: number): Code =>
+    j === 0 ? get(pointer) : add(get(pointer), get(inputOffsets[j - 1].local));
+  /** `rows[j]` = the vector at `at(j)` for each input j, then transposed: `rows[k]` lane j is input j's lane k. */
+  const transposed = (at: (j: number) => Code): Code[] => [
+    ...rows.map((row, j) => set(row, vload(at(j)))),
+    set(temps[0], shuffle32(get(rows[0]), get(rows[1]), [0, 4, 1, 5])),
+    set(temps[1], shuffle32(get(rows[2]), get(rows[3]), [0, 4, 1, 5])),
+    set(temps[2], shuffle32(get(rows[0]), get(rows[1]), [2, 6, 3, 7])),
+    set(temps[3], shuffle32(get(rows[2]), get(rows[3]), [2, 6, 3, 7])),
+    set(rows[0], shuffle32(get(temps[0]), get(temps[1]), [0, 1, 4, 5])),
+    set(rows[1], shuffle32(get(temps[0]), get(temps[1]), [2, 3, 6, 7])),
+    set(rows[2], shuffle32(get(temps[2]), get(temps[3]), [0, 1, 4, 5])),
+    set(rows[3], shuffle32(get(temps[2]), get(temps[3]), [2, 3, 6, 7])),
+  ];
+  /** The values of block b (`vectors` of 16 bytes per input) interleaved into `into`. */
+  const interleaved = (from: number, inputOffsets: { local: number }[], into: number, vectors: number): Code =>
+    block(
+      brIf(0, op(0x45)(get(into))),
+      ...Array.from({ length: vectors }, (_, u) =>
+        [
+          ...transposed((j) => add(inputAt(from, inputOffsets, j), i32(16 * u))),
+          ...rows.map((row, k) => vstore(get(into), 64 * u + 16 * k, get(row))),
+        ].flat()),
+      set(into, add(get(into), i32(64 * vectors))),
+    );
+  const body = [
+    set(scales, f32x4Of([0, 1, 2, 3].map((j) => fload(inputAt(XDP, dOffsets, j))))),
+    vstore(get(XD4P), 0, get(scales)),
+    // Each input's [-8·Σq, Σq₀, Σq₁, 0], transposed: rows 0, 1 and 2 hold the four inputs' of each.
+    ...transposed((j) => inputAt(XCP, cOffsets, j)),
+    vstore(get(XC4P), 0, get(rows[0])),
+    vstore(get(XS4P), 0, f32x4Mul(get(scales), f32x4FromI32(i32x4Add(get(rows[1]), get(rows[2]))))),
+    vstore(get(XH4P), 0, i32x4Shl(get(rows[1]), i32(5))),
+    vstore(get(XH4P), 16, i32x4Shl(get(rows[2]), i32(5))),
+    interleaved(Q8P, q8Offsets, XT8P, 2),
+    interleaved(Q16P, q16Offsets, XT16P, 4),
+    ...([[XDP, 4], [XCP, 16], [Q8P, 32], [Q16P, 64], [XD4P, 16], [XC4P, 16], [XS4P, 16], [XH4P, 32]] as const).map((
+      [pointer, step],
+    ) => set(pointer, add(get(pointer), i32(step)))),
+    set(b, add(get(b), i32(1))),
+  ];
+  return f.encode([
+    ...[dOffsets, cOffsets, q8Offsets, q16Offsets].flatMap((each) => each.flatMap(({ init }) => init)),
+    ...whileLoop(ltU(get(b), get(BLOCKS)), ...body),
+  ]);
+}
+
 /** Signature of the exported `attend`; see {@link attendFunction}. */
 const Q = 0, KEYS = 1, VALUES = 2, OUT_HEAD = 3, SCORES = 4, POSITIONS = 5, HEAD_SIZE = 6, KV_STRIDE = 7;
 
@@ -2311,6 +2381,7 @@ export function buildKernelModule(
   const rmsnormType = [0x60, 6, ...Array(5).fill(I32), F32, 0];
   const attendFourType = [0x60, 10, ...Array(10).fill(I32), 0];
   const rotateType = [0x60, 12, ...Array(12).fill(I32), 0];
+  const regroupType = [0x60, 11, ...Array(11).fill(I32), 0];
   const functions = [
     ...kernels,
     quantizeFunction(),
@@ -2320,6 +2391,7 @@ export function buildKernelModule(
     rmsnormFunction(),
     attendFourFunction(relaxed, cacheMemory),
     rotateAndCacheFunction(cacheMemory),
+    regroupFunction(),
   ];
   // Shared memories of at least `pages` pages (see RESERVED_PAGES), at most 65536 (4 GiB).
   const memoryImport = (field: string, pages: number): Code => [
@@ -2332,13 +2404,32 @@ export function buildKernelModule(
   ];
   const main = memoryImport("memory", RESERVED_PAGES);
   const imports = cacheMemory ? [main, memoryImport("cache", 1)] : [main];
-  const exports = [...WASM_KERNELS, "quantize", "attend", "swiglu", "add", "rmsnorm", "attendFour", "rotateAndCache"];
-  const types = [kernelType, quantizeType, attendType, swigluType, rmsnormType, attendFourType, rotateType];
+  const exports = [
+    ...WASM_KERNELS,
+    "quantize",
+    "attend",
+    "swiglu",
+    "add",
+    "rmsnorm",
+    "attendFour",
+    "rotateAndCache",
+    "regroup",
+  ];
+  const types = [
+    kernelType,
+    quantizeType,
+    attendType,
+    swigluType,
+    rmsnormType,
+    attendFourType,
+    rotateType,
+    regroupType,
+  ];
   const bytes = [
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
     ...section(1, [types.length, ...types.flat()]),
     ...section(2, [imports.length, ...imports.flat()]),
-    ...section(3, [functions.length, ...kernels.map(() => 0), 1, 2, 3, 3, 4, 5, 6]),
+    ...section(3, [functions.length, ...kernels.map(() => 0), 1, 2, 3, 3, 4, 5, 6, 7]),
     ...section(7, [exports.length, ...exports.flatMap((n, i) => [...name(n), 0x00, i])]),
     ...section(10, [functions.length, ...functions.flat()]),
   ];
