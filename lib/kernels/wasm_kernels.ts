@@ -21,7 +21,7 @@ import { TensorlessError } from "../errors.ts";
 import { halfToFloat } from "../quant.ts";
 import type { Matrix } from "../tensor.ts";
 import { rowBytes } from "../tensor.ts";
-import type { AttentionJob, Kernels, MatmulJob, RotateJob } from "./kernels.ts";
+import type { AttentionJob, CacheJob, Kernels, MatmulJob, RotateJob } from "./kernels.ts";
 import {
   ATTENTION,
   CONTROL_LENGTH,
@@ -241,14 +241,9 @@ export class WasmKernels implements Kernels {
    */
   attend(job: AttentionJob): boolean {
     const { q, n, start, keys, values, capacity, heads, kvHeads, headSize, out } = job;
-    if (this.#closed || n === 0 || headSize % 4 !== 0 || kvHeads <= 0 || heads % kvHeads !== 0) return false;
-    if (![q, out].every((array) => this.#main.owns(array))) return false;
-    if (![keys, values].every((array) => this.#cache.owns(array))) return false;
-    const dim = heads * headSize, kvDim = kvHeads * headSize;
+    if (!this.#takesCacheJob(job, 4, [q, out], "attention")) return false;
+    const dim = heads * headSize;
     if (q.length < n * dim || out.length < n * dim) throw new RangeError("attention queries or output too short");
-    if (start + n > capacity || keys.length < capacity * kvDim || values.length < capacity * kvDim) {
-      throw new RangeError("attention cache shorter than the positions attended to");
-    }
     const cacheApart = this.#cache !== this.#main;
     if (overlaps(out, q) || (!cacheApart && (overlaps(out, keys) || overlaps(out, values)))) return false;
     // Four floats a position: attendFour keeps four queries' scores side by side.
@@ -280,18 +275,13 @@ export class WasmKernels implements Kernels {
    */
   rotateAndCache(job: RotateJob): boolean {
     const { q, k, v, n, start, keys, values, capacity, heads, kvHeads, headSize, cos, sin } = job;
-    if (this.#closed || n === 0 || headSize % 8 !== 0 || kvHeads <= 0 || heads % kvHeads !== 0) return false;
-    if (![q, k, v, cos, sin].every((array) => this.#main.owns(array))) return false;
-    if (![keys, values].every((array) => this.#cache.owns(array))) return false;
+    if (!this.#takesCacheJob(job, 8, [q, k, v, cos, sin], "RoPE")) return false;
     const dim = heads * headSize, kvDim = kvHeads * headSize;
     if (q.length < n * dim || k.length < n * kvDim || v.length < n * kvDim) {
       throw new RangeError("RoPE: queries, keys or values too short");
     }
     if (cos.length < (start + n) * headSize / 2 || sin.length < (start + n) * headSize / 2) {
       throw new RangeError("RoPE: angle tables shorter than the positions rotated");
-    }
-    if (start + n > capacity || keys.length < capacity * kvDim || values.length < capacity * kvDim) {
-      throw new RangeError("RoPE: cache shorter than the positions stored");
     }
     if (
       this.#cache === this.#main && [keys, values].some((cache) => [q, k, v].some((array) => overlaps(cache, array)))
@@ -314,6 +304,23 @@ export class WasmKernels implements Kernels {
     control[ROTATE.CAPACITY] = capacity;
     // A token or a few (generating): here alone, as a hand-off would cost more than the work.
     this.#runBatch(n >= 2 * ROTATE_TASK);
+    return true;
+  }
+
+  /**
+   * Whether a job on the key/value cache can run here: a head size that is a multiple of `headMultiple`, query heads
+   * a multiple of the key/value heads, `inMain` in the kernels' memory and the cache in their cache memory. Throws
+   * when the cache is shorter than the positions the job reaches.
+   */
+  #takesCacheJob(job: CacheJob, headMultiple: number, inMain: ArrayBufferView[], step: string): boolean {
+    const { n, start, keys, values, capacity, heads, kvHeads, headSize } = job;
+    if (this.#closed || n === 0 || headSize % headMultiple !== 0 || kvHeads <= 0 || heads % kvHeads !== 0) return false;
+    if (!inMain.every((array) => this.#main.owns(array))) return false;
+    if (![keys, values].every((array) => this.#cache.owns(array))) return false;
+    const cacheLength = capacity * kvHeads * headSize;
+    if (start + n > capacity || keys.length < cacheLength || values.length < cacheLength) {
+      throw new RangeError(`${step}: cache shorter than the positions the new tokens reach`);
+    }
     return true;
   }
 
