@@ -20,8 +20,8 @@
  */
 
 export { type AttendOptions, attendTo } from "./lib/attention.ts";
-export { loadModel, type LoadModelOptions, Model } from "./lib/model.ts";
-export { type AttentionRecord, Session } from "./lib/transformer.ts";
+export { defaultCacheEncoding, loadModel, type LoadModelOptions, Model } from "./lib/model.ts";
+export { type AttentionRecord, type CacheEncoding, Session } from "./lib/transformer.ts";
 export { argmax, Sampler, type SamplerOptions } from "./lib/sampler.ts";
 export { generate, type GenerateOptions } from "./lib/generate.ts";
 export { type EncodeOptions, loadTokenizer, TokenDecoder, Tokenizer } from "./lib/tokenizer.ts";
@@ -34,7 +34,7 @@ export type {
   ModelFile,
   ModelFormat,
 } from "./lib/model_file.ts";
-export type { AttentionJob, Kernels, MatmulJob } from "./lib/kernels/kernels.ts";
+export type { AttentionJob, CacheJob, Kernels, MatmulJob, RotateJob } from "./lib/kernels/kernels.ts";
 export type { KernelKind } from "./lib/kernels/select.ts";
 export type { Matrix, TensorType } from "./lib/tensor.ts";
 export type { Vocabulary } from "./lib/vocabulary.ts";

@@ -15,7 +15,7 @@ import { parseLlama2c } from "./llama2c.ts";
 import { loadSafetensorsDirectory } from "./safetensors.ts";
 import type { LlamaConfig, ModelFile } from "./model_file.ts";
 import { loadTokenizer, Tokenizer } from "./tokenizer.ts";
-import { Session } from "./transformer.ts";
+import { type CacheEncoding, Session } from "./transformer.ts";
 
 /** Options of {@link loadModel}. */
 export interface LoadModelOptions {
@@ -32,6 +32,22 @@ export interface LoadModelOptions {
   kernels?: KernelKind | Kernels;
   /** Threads for `"fast"` kernels (default `navigator.hardwareConcurrency`). */
   threads?: number;
+  /** How sessions cache keys and values (default: {@link defaultCacheEncoding} of the file). */
+  cache?: CacheEncoding;
+}
+
+/**
+ * The key/value cache's encoding for a model: bfloat16 when its layers' weights are quantized (their results are
+ * approximate already: the 8-bit activations of the quantized products move the logits by 2-3% of their largest,
+ * bfloat16 keys and values by about 0.3%), float32 otherwise (F32, F16 and BF16 weights, whose results match
+ * llama2.c's exactly).
+ */
+export function defaultCacheEncoding(file: ModelFile): CacheEncoding {
+  const exact = ["F32", "F16", "BF16"];
+  const quantized = file.weights.layers.some((layer) =>
+    [layer.wq, layer.wk, layer.wv, layer.wo, layer.w1, layer.w2, layer.w3].some((w) => !exact.includes(w.type))
+  );
+  return quantized ? "bf16" : "f32";
 }
 
 /**
@@ -47,13 +63,19 @@ export class Model {
   readonly file: ModelFile;
   /** The matrix kernels sessions run on. */
   readonly kernels: Kernels;
+  /** How sessions cache keys and values. */
+  readonly cacheEncoding: CacheEncoding;
 
-  /** Pairs parsed weights with a tokenizer and kernels; {@link loadModel} is the usual way to get a model. */
-  constructor(file: ModelFile, tokenizer: Tokenizer, kernels: Kernels) {
+  /**
+   * Pairs parsed weights with a tokenizer and kernels; {@link loadModel} is the usual way to get a model. The cache
+   * encoding defaults to {@link defaultCacheEncoding}'s.
+   */
+  constructor(file: ModelFile, tokenizer: Tokenizer, kernels: Kernels, cache?: CacheEncoding) {
     this.file = file;
     this.config = file.config;
     this.tokenizer = tokenizer;
     this.kernels = kernels;
+    this.cacheEncoding = cache ?? defaultCacheEncoding(file);
   }
 
   /** RMSNorm epsilon and RoPE base, from the file. */
@@ -100,7 +122,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     // Read the weights straight into memory the kernels use, when they have such memory.
     const file = await readModelFile(path, kernels.allocateBytes?.bind(kernels));
     const tokenizer = await findTokenizer(file, options.tokenizer);
-    return new Model(file, tokenizer, kernels);
+    return new Model(file, tokenizer, kernels, options.cache);
   } catch (error) {
     if (!given) kernels.close();
     throw error;

@@ -12,7 +12,14 @@ import { attendTo } from "./attention.ts";
 import { TensorlessError } from "./errors.ts";
 import type { Kernels } from "./kernels/kernels.ts";
 import type { LlamaConfig, LlamaNumerics, LlamaWeights } from "./model_file.ts";
-import { dequantizeRow } from "./quant.ts";
+import { bf16Table, dequantizeRow, floatToBf16 } from "./quant.ts";
+
+/**
+ * How the key/value cache holds its vectors: float32, or bfloat16 (a float32's top 16 bits, rounded to nearest
+ * even: the precision Llama models are trained and usually run in), which halves its memory and the bytes
+ * attention reads.
+ */
+export type CacheEncoding = "f32" | "bf16";
 
 /** What a session needs from its model. */
 export interface Transformer {
@@ -20,7 +27,12 @@ export interface Transformer {
   readonly numerics: LlamaNumerics;
   readonly weights: LlamaWeights;
   readonly kernels: Kernels;
+  /** The cache's encoding (default `"f32"`). */
+  readonly cacheEncoding?: CacheEncoding;
 }
+
+/** A layer's cached keys or values: floats, or bfloat16 bits. */
+type CacheArray = Float32Array | Uint16Array;
 
 /** Attention weights of one head for one query position, as {@link attendTo} computed them. */
 export interface AttentionRecord {
@@ -50,8 +62,10 @@ export class Session {
    * `(g * capacity + p) * headSize`, so each head's cache is one contiguous run that attention streams
    * through. Grown as positions fill.
    */
-  #keys: Float32Array[];
-  #values: Float32Array[];
+  #keys: CacheArray[];
+  #values: CacheArray[];
+  /** Whether the cache holds bfloat16 values. */
+  readonly #bf16: boolean;
   /**
    * Per layer, a view on each cached value vector (index `kvHead * capacity + position`) for `attendTo`, made on its
    * first use after the cache grows: it reads every value each step, and a fresh view per read is measurable garbage.
@@ -77,6 +91,7 @@ export class Session {
   constructor(model: Transformer) {
     this.#model = model;
     const { config } = model;
+    this.#bf16 = model.cacheEncoding === "bf16";
     this.#keys = [];
     this.#values = [];
     this.#scratch = new Scratch(model, 1);
@@ -133,10 +148,12 @@ export class Session {
    */
   exportCache(): { position: number; keys: Float32Array[]; values: Float32Array[] } {
     const positions = this.#position;
-    const gather = (cache: Float32Array) => {
+    const bf16 = bf16Table();
+    const gather = (cache: CacheArray) => {
       const out = new Float32Array(positions * this.#kvDim);
       this.#eachHeadVector(0, positions, (cacheAt, flatAt, length) => {
-        out.set(cache.subarray(cacheAt, cacheAt + length), flatAt);
+        if (cache instanceof Float32Array) out.set(cache.subarray(cacheAt, cacheAt + length), flatAt);
+        else for (let i = 0; i < length; i++) out[flatAt + i] = bf16[cache[cacheAt + i]];
       });
       return out;
     };
@@ -157,11 +174,21 @@ export class Session {
     this.#reserve(cache.position);
     this.#eachHeadVector(0, cache.position, (cacheAt, flatAt, length) => {
       for (let l = 0; l < nLayers; l++) {
-        this.#keys[l].set(cache.keys[l].subarray(flatAt, flatAt + length), cacheAt);
-        this.#values[l].set(cache.values[l].subarray(flatAt, flatAt + length), cacheAt);
+        this.#store(this.#keys[l], cacheAt, cache.keys[l], flatAt, length);
+        this.#store(this.#values[l], cacheAt, cache.values[l], flatAt, length);
       }
     });
     this.#position = cache.position;
+  }
+
+  /** Copies `length` floats from `from[fromAt ..]` into the cache array at `cacheAt` (rounded, for bfloat16). */
+  #store(cache: CacheArray, cacheAt: number, from: Float32Array, fromAt: number, length: number): void {
+    if (cache instanceof Float32Array) {
+      // A plain loop: for one head's few dozen floats, making a subarray costs more than the copy.
+      for (let i = 0; i < length; i++) cache[cacheAt + i] = from[fromAt + i];
+    } else {
+      for (let i = 0; i < length; i++) cache[cacheAt + i] = floatToBf16(from[fromAt + i]);
+    }
   }
 
   /**
@@ -202,8 +229,11 @@ export class Session {
     const headSize = kvDim / nKvHeads;
     // The kernels' cache memory, where their attention (if any) reads the cache in place. Each head's run moves
     // to its place in the bigger cache.
-    const grow = (old: Float32Array | undefined) => {
-      const bigger = kernels.allocateCache?.(capacity * kvDim) ?? kernels.allocate(capacity * kvDim);
+    const grow = (old: CacheArray | undefined) => {
+      const length = capacity * kvDim;
+      const bigger = this.#bf16
+        ? kernels.allocateBf16Cache?.(length) ?? new Uint16Array(length)
+        : kernels.allocateCache?.(length) ?? kernels.allocate(length);
       if (old) {
         for (let g = 0; g < nKvHeads; g++) {
           const from = g * this.#capacity * headSize;
@@ -278,11 +308,8 @@ export class Session {
           this.#rotate(k, t * kvDim, kvDim, headSize, start + t);
         }
         this.#eachHeadVector(start, n, (cacheAt, flatAt, length) => {
-          // A plain loop: for one head's few dozen floats, making two subarrays costs more than the copy.
-          for (let i = 0; i < length; i++) {
-            keyCache[cacheAt + i] = k[flatAt + i];
-            valueCache[cacheAt + i] = v[flatAt + i];
-          }
+          this.#store(keyCache, cacheAt, k, flatAt, length);
+          this.#store(valueCache, cacheAt, v, flatAt, length);
         });
       }
 
@@ -290,10 +317,7 @@ export class Session {
       // when they have one (it computes the same average), else with attendTo, which also reports the weights.
       if (this.onAttention || !kernels.attend?.(job)) {
         const scale = 1 / Math.sqrt(headSize);
-        const valueVectors = this.#valueVectors[l] ??= Array.from(
-          { length: capacity * nKvHeads },
-          (_, i) => valueCache.subarray(i * headSize, (i + 1) * headSize),
-        );
+        const value = this.#valueReader(l, valueCache, headSize);
         for (let t = 0; t < n; t++) {
           const position = start + t;
           for (let h = 0; h < nHeads; h++) {
@@ -304,7 +328,7 @@ export class Session {
             attendTo(
               this.#positions.subarray(0, position + 1),
               (i) => dot(q, queryOffset, keyCache, (headRun + i) * headSize, headSize) * scale,
-              (i) => valueVectors[headRun + i],
+              (i) => value(headRun + i),
               { out: xb.subarray(queryOffset, queryOffset + headSize), weights: weightsOut },
             );
             if (weightsOut) this.onAttention!({ layer: l, head: h, position, weights: weightsOut });
@@ -326,6 +350,26 @@ export class Session {
     this.#rmsNorm(xb, x.subarray((n - 1) * dim), 1, weights.finalNorm);
     kernels.matmul(xb, 1, [{ w: weights.classifier, out: this.#logits }]);
     this.#position += n;
+  }
+
+  /**
+   * The cached value vector at index `kvHead * capacity + position` of layer `l`, for `attendTo`: a view on the
+   * cache (made once per layer after the cache grows), or, for bfloat16, the vector widened into a scratch array
+   * (`attendTo` uses each value before asking for the next).
+   */
+  #valueReader(l: number, cache: CacheArray, headSize: number): (index: number) => Float32Array {
+    if (cache instanceof Float32Array) {
+      const vectors = this.#valueVectors[l] ??= Array.from(
+        { length: this.#capacity * this.#model.config.nKvHeads },
+        (_, i) => cache.subarray(i * headSize, (i + 1) * headSize),
+      );
+      return (index) => vectors[index];
+    }
+    const widened = new Float32Array(headSize), bf16 = bf16Table();
+    return (index) => {
+      for (let i = 0; i < headSize; i++) widened[i] = bf16[cache[index * headSize + i]];
+      return widened;
+    };
   }
 
   /** RMSNorm of `count` vectors of `x` into `out`: with the kernels' fast path when they have one, else plain loops. */
@@ -416,7 +460,13 @@ function rmsNorm(out: Float32Array, x: Float32Array, offset: number, weight: Flo
   for (let j = 0; j < size; j++) out[offset + j] = weight[j] * (scale * x[offset + j]);
 }
 
-function dot(a: Float32Array, aOffset: number, b: Float32Array, bOffset: number, length: number): number {
+function dot(a: Float32Array, aOffset: number, b: CacheArray, bOffset: number, length: number): number {
+  if (b instanceof Uint16Array) {
+    const bf16 = bf16Table();
+    let sum = 0;
+    for (let i = 0; i < length; i++) sum += a[aOffset + i] * bf16[b[bOffset + i]];
+    return sum;
+  }
   // Four partial sums: their additions do not wait on each other.
   let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   let i = 0;

@@ -2,6 +2,7 @@
 // GQA, separate classifier, batched prefill, and clean errors on damaged files.
 import assert from "node:assert/strict";
 import { FileFormatError, loadModel } from "../mod.ts";
+import { bf16Table, floatToBf16 } from "../lib/quant.ts";
 import { randomLlama2c, seededRandom, TINY_CONFIG, writeTinyModel } from "./fixtures.ts";
 
 async function logitsAfter(model: string, tokenizer: string, ids: number[]): Promise<Float32Array> {
@@ -51,36 +52,61 @@ Deno.test("feeding a prompt as one batch equals feeding it token by token", asyn
 });
 
 for (const kernels of ["plain", "fast"] as const) {
-  Deno.test(`${kernels} kernels: a cache grown past 64 and 128 positions, exported and imported, continues exactly`, async () => {
-    // A longer context than the tiny default, so the cache doubles twice on the way.
-    const config = { ...TINY_CONFIG, seqLen: 200 };
-    const { dir, model, tokenizer } = await writeTinyModel({ config });
-    const m = await loadModel(model, { tokenizer, kernels, threads: 2 });
-    try {
-      const ids = Array.from({ length: 150 }, (_, i) => (i * 53 + 7) % config.vocabSize);
-      // Fed as a batch of 3, then one by one through both growths, then a batch of 10; and all as one prompt. The
-      // plain loops sum in the same order either way; the SIMD products of one input and of a batch do not (1e-5).
-      const grown = m.newSession();
-      grown.feed(ids.slice(0, 3));
-      for (const id of ids.slice(3, 140)) grown.feed([id]);
-      const expected = grown.feed(ids.slice(140)).slice();
-      assertClose(m.newSession().feed(ids), expected, kernels === "plain" ? 0 : 1e-5);
+  for (const cache of ["f32", "bf16"] as const) {
+    const title =
+      `${kernels} kernels, ${cache} cache: a cache grown past 64 and 128 positions, exported and imported, ` +
+      "continues exactly";
+    Deno.test(title, async () => {
+      // A longer context than the tiny default, so the cache doubles twice on the way.
+      const config = { ...TINY_CONFIG, seqLen: 200 };
+      const { dir, model, tokenizer } = await writeTinyModel({ config });
+      const m = await loadModel(model, { tokenizer, kernels, threads: 2, cache });
+      try {
+        assert.equal(m.cacheEncoding, cache);
+        const ids = Array.from({ length: 150 }, (_, i) => (i * 53 + 7) % config.vocabSize);
+        // Fed as a batch of 3, then one by one through both growths, then a batch of 10; and all as one prompt. The
+        // plain loops sum in the same order either way; the SIMD products of one input and of a batch do not (1e-5).
+        const grown = m.newSession();
+        grown.feed(ids.slice(0, 3));
+        for (const id of ids.slice(3, 140)) grown.feed([id]);
+        const expected = grown.feed(ids.slice(140)).slice();
+        assertClose(m.newSession().feed(ids), expected, kernels === "plain" ? 0 : 1e-5);
 
-      // Exported position by position at 140, imported into a new session: the same copy, the same next logits.
-      const partial = m.newSession();
-      partial.feed(ids.slice(0, 140));
-      const saved = partial.exportCache();
-      assert.equal(saved.keys[0].length, 140 * (config.dim / config.nHeads) * config.nKvHeads);
-      const restored = m.newSession();
-      restored.importCache(saved);
-      assert.deepEqual(restored.exportCache(), saved);
-      assert.deepEqual(restored.feed(ids.slice(140)), partial.feed(ids.slice(140)));
-    } finally {
-      m.close();
-      await Deno.remove(dir, { recursive: true });
-    }
-  });
+        // Exported position by position at 140, imported into a new session: the same copy, the same next logits.
+        const partial = m.newSession();
+        partial.feed(ids.slice(0, 140));
+        const saved = partial.exportCache();
+        assert.equal(saved.keys[0].length, 140 * (config.dim / config.nHeads) * config.nKvHeads);
+        const restored = m.newSession();
+        restored.importCache(saved);
+        assert.deepEqual(restored.exportCache(), saved);
+        assert.deepEqual(restored.feed(ids.slice(140)), partial.feed(ids.slice(140)));
+      } finally {
+        m.close();
+        await Deno.remove(dir, { recursive: true });
+      }
+    });
+  }
 }
+
+Deno.test("a bfloat16 cache holds the float32 cache's keys and values rounded to nearest even", async () => {
+  const { dir, model, tokenizer } = await writeTinyModel();
+  try {
+    const ids = [1, 270, 280, 290, 5, 7];
+    const [floats, rounded] = await Promise.all((["f32", "bf16"] as const).map(async (cache) => {
+      const session = (await loadModel(model, { tokenizer, cache })).newSession();
+      session.feed(ids);
+      return session.exportCache();
+    }));
+    // Layer 0's keys and values come before any attention reads the cache, so they are the same floats, rounded.
+    const round = (values: Float32Array) => values.map((value) => bf16Table()[floatToBf16(value)]);
+    assert.deepEqual(rounded.keys[0], round(floats.keys[0]));
+    assert.deepEqual(rounded.values[0], round(floats.values[0]));
+    assert.notDeepEqual(rounded.keys[0], floats.keys[0]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
 
 /** |actual - expected| <= tolerance · max|expected| everywhere. */
 function assertClose(actual: Float32Array, expected: Float32Array, tolerance: number): void {

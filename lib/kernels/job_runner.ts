@@ -114,6 +114,8 @@ export const ATTENTION = {
   KV_HEADS: JOB_BASE + 9,
   HEAD_SIZE: JOB_BASE + 10,
   CAPACITY: JOB_BASE + 11,
+  /** 1 when the cache holds bfloat16 values (the module's `attendBf16` and `attendFourBf16` read it). */
+  BF16: JOB_BASE + 12,
 } as const;
 
 /**
@@ -133,6 +135,8 @@ export const ROTATE = {
   KEYS: JOB_BASE + 9,
   VALUES: JOB_BASE + 10,
   CAPACITY: JOB_BASE + 11,
+  /** 1 when the cache holds bfloat16 values (the module's `rotateAndCacheBf16` writes it). */
+  BF16: JOB_BASE + 12,
 } as const;
 /** Tokens per RoPE task. */
 export const ROTATE_TASK = 4;
@@ -263,10 +267,14 @@ export interface Participant {
   kernels: KernelFunction[];
   attend: AttendFunction;
   attendFour: AttendFourFunction;
+  /** The same for a bfloat16 cache. */
+  attendBf16: AttendFunction;
+  attendFourBf16: AttendFourFunction;
   swiglu: (gate: number, up: number, length: number) => void;
   quantize: QuantizeFunction;
   regroup: RegroupFunction;
   rotateAndCache: RotateFunction;
+  rotateAndCacheBf16: RotateFunction;
   memory: WebAssembly.Memory;
 }
 
@@ -278,10 +286,13 @@ export function participantOf(index: number, instance: WebAssembly.Instance, mem
     kernels: WASM_KERNELS.map((kernel) => exports[kernel] as KernelFunction),
     attend: exports.attend as AttendFunction,
     attendFour: exports.attendFour as AttendFourFunction,
+    attendBf16: exports.attendBf16 as AttendFunction,
+    attendFourBf16: exports.attendFourBf16 as AttendFourFunction,
     swiglu: exports.swiglu as Participant["swiglu"],
     quantize: exports.quantize as QuantizeFunction,
     regroup: exports.regroup as RegroupFunction,
     rotateAndCache: exports.rotateAndCache as RotateFunction,
+    rotateAndCacheBf16: exports.rotateAndCacheBf16 as RotateFunction,
     memory,
   };
 }
@@ -363,9 +374,12 @@ function runQuantize(control: Int32Array, { quantize, regroup }: Participant): v
 }
 
 /** RoPE tasks: runs of {@link ROTATE_TASK} tokens. */
-function runRotate(control: Int32Array, { rotateAndCache }: Participant): void {
+function runRotate(control: Int32Array, participant: Participant): void {
   const n = control[ROTATE.N], heads = control[ROTATE.HEADS], kvHeads = control[ROTATE.KV_HEADS];
+  const bf16 = control[ROTATE.BF16] === 1;
+  const rotateAndCache = bf16 ? participant.rotateAndCacheBf16 : participant.rotateAndCache;
   const headSize = control[ROTATE.HEAD_SIZE], headBytes = 4 * headSize, tableBytes = 2 * headSize;
+  const cachedBytes = (bf16 ? 2 : 4) * headSize;
   const [q, k, v, cos, sin, keys, values] = [
     ROTATE.Q,
     ROTATE.K,
@@ -376,7 +390,7 @@ function runRotate(control: Int32Array, { rotateAndCache }: Participant): void {
     ROTATE.VALUES,
   ]
     .map((field) => control[field] >>> 0);
-  const runBytes = control[ROTATE.CAPACITY] * headBytes;
+  const runBytes = control[ROTATE.CAPACITY] * cachedBytes;
   for (let task; (task = nextTask(control, Math.ceil(n / ROTATE_TASK))) >= 0;) {
     const t = task * ROTATE_TASK, count = Math.min(ROTATE_TASK, n - t);
     const queryAt = t * heads * headBytes, keyAt = t * kvHeads * headBytes;
@@ -390,8 +404,8 @@ function runRotate(control: Int32Array, { rotateAndCache }: Participant): void {
       headSize,
       cos + t * tableBytes,
       sin + t * tableBytes,
-      keys + t * headBytes,
-      values + t * headBytes,
+      keys + t * cachedBytes,
+      values + t * cachedBytes,
       runBytes,
     );
   }
@@ -402,20 +416,37 @@ function runRotate(control: Int32Array, { rotateAndCache }: Participant): void {
  * of four consecutive query tokens while four are left, then of one; otherwise, where four query heads share a
  * key/value head, four heads of one token.
  */
-function runAttention(control: Int32Array, { index, attend, attendFour }: Participant): void {
+function runAttention(control: Int32Array, participant: Participant): void {
+  const bf16 = control[ATTENTION.BF16] === 1, { index } = participant;
+  const [attend, attendFour] = bf16
+    ? [participant.attendBf16, participant.attendFourBf16]
+    : [participant.attend, participant.attendFour];
   const n = control[ATTENTION.N], heads = control[ATTENTION.HEADS], headSize = control[ATTENTION.HEAD_SIZE];
   const kvHeads = control[ATTENTION.KV_HEADS], start = control[ATTENTION.START];
   const q = control[ATTENTION.Q] >>> 0, out = control[ATTENTION.OUT] >>> 0;
   const keys = control[ATTENTION.KEYS] >>> 0, values = control[ATTENTION.VALUES] >>> 0;
   const scores = (control[ATTENTION.SCORES] >>> 0) + index * control[ATTENTION.SCORES_STRIDE];
-  const dim = heads * headSize, headBytes = headSize * 4, headsPerKv = heads / kvHeads;
-  const runBytes = control[ATTENTION.CAPACITY] * headBytes;
+  const dim = heads * headSize, headsPerKv = heads / kvHeads;
+  // Bytes per cached vector, one head's run of the cache.
+  const headBytes = headSize * (bf16 ? 2 : 4), runBytes = control[ATTENTION.CAPACITY] * headBytes;
   if (headSize % 8 === 0 && n < 4 && headsPerKv % 4 === 0) {
     for (let task; (task = nextTask(control, (n * heads) / 4)) >= 0;) {
       const t = Math.floor((4 * task) / heads), h = (4 * task) % heads;
       const run = Math.floor(h / headsPerKv) * runBytes;
       const at = (t * dim + h * headSize) * 4;
-      attendFour(q + at, keys + run, values + run, out + at, scores, start + t + 1, headSize, headBytes, headBytes, 0);
+      // The four queries are heads of one token: one query (floats) apart.
+      attendFour(
+        q + at,
+        keys + run,
+        values + run,
+        out + at,
+        scores,
+        start + t + 1,
+        headSize,
+        headBytes,
+        4 * headSize,
+        0,
+      );
     }
     return;
   }

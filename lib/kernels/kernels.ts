@@ -27,10 +27,13 @@ export interface CacheJob {
   n: number;
   /** Position of the first new token. */
   start: number;
-  /** Key cache, head by head: key head g at position p is `headSize` floats at `(g * capacity + p) * headSize`. */
-  keys: Float32Array;
-  /** Value cache, laid out like `keys`. */
-  values: Float32Array;
+  /**
+   * Key cache, head by head: key head g at position p is `headSize` values at `(g * capacity + p) * headSize`;
+   * floats, or bfloat16 values (a float32's top 16 bits) in a Uint16Array.
+   */
+  keys: Float32Array | Uint16Array;
+  /** Value cache, laid out and encoded like `keys`. */
+  values: Float32Array | Uint16Array;
   /** Positions each head's run of the cache has room for. */
   capacity: number;
   /** Query heads; a multiple of `kvHeads` (query head h reads key/value head `h / (heads / kvHeads)`). */
@@ -90,8 +93,13 @@ export interface Kernels {
    * Without it, caches come from {@link Kernels.allocate}.
    */
   allocateCache?(length: number): Float32Array;
-  /** Optional: gives back an array from {@link Kernels.allocate} or {@link Kernels.allocateCache} no longer used. */
-  release?(array: Float32Array): void;
+  /**
+   * Optional: the same for a cache of bfloat16 values (a float32's top 16 bits). Without it, such caches are
+   * ordinary Uint16Arrays.
+   */
+  allocateBf16Cache?(length: number): Uint16Array;
+  /** Optional: gives back an array from {@link Kernels.allocate} or an `allocate…Cache` no longer used. */
+  release?(array: Float32Array | Uint16Array): void;
   /**
    * Optional: a fast path for attention. Returns false, having done nothing,
    * when it cannot take this job (e.g. the cache is not in its memory); the

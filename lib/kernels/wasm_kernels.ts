@@ -197,7 +197,7 @@ export class WasmKernels implements Kernels {
    * returned array is garbage collected.
    */
   allocate(length: number): Float32Array {
-    return this.#allocateIn(this.#main, length, ALLOCATE_HEADROOM);
+    return this.#allocateIn(this.#main, length, ALLOCATE_HEADROOM, Float32Array);
   }
 
   /**
@@ -206,15 +206,29 @@ export class WasmKernels implements Kernels {
    * like {@link WasmKernels.allocate}'s buffers.
    */
   allocateCache(length: number): Float32Array {
-    return this.#allocateIn(this.#cache, length, this.#cache === this.#main ? ALLOCATE_HEADROOM : 0);
+    return this.#allocateIn(this.#cache, length, this.#cacheHeadroom, Float32Array);
   }
 
-  /** A zeroed Float32Array of `length` in `blocks`' memory, or in ordinary shared memory when it is full. */
-  #allocateIn(blocks: MemoryBlocks, length: number, headroom: number): Float32Array {
-    const unused = blocks.unused;
-    const start = this.#closed ? undefined : blocks.reserve(Math.max(64, length * 4), headroom, true);
-    if (start === undefined) return new Float32Array(new SharedArrayBuffer(length * 4));
-    const array = new Float32Array(blocks.buffer(), start, length);
+  /** The same for a cache of bfloat16 values (a float32's top 16 bits), half the bytes. */
+  allocateBf16Cache(length: number): Uint16Array {
+    return this.#allocateIn(this.#cache, length, this.#cacheHeadroom, Uint16Array);
+  }
+
+  get #cacheHeadroom(): number {
+    return this.#cache === this.#main ? ALLOCATE_HEADROOM : 0;
+  }
+
+  /** A zeroed array of `length` in `blocks`' memory, or in ordinary shared memory when it is full. */
+  #allocateIn<T extends Float32Array | Uint16Array>(
+    blocks: MemoryBlocks,
+    length: number,
+    headroom: number,
+    View: { new (buffer: ArrayBufferLike, start: number, length: number): T; BYTES_PER_ELEMENT: number },
+  ): T {
+    const unused = blocks.unused, bytes = length * View.BYTES_PER_ELEMENT;
+    const start = this.#closed ? undefined : blocks.reserve(Math.max(64, bytes), headroom, true);
+    if (start === undefined) return new View(new SharedArrayBuffer(bytes), 0, length);
+    const array = new View(blocks.buffer(), start, length);
     // Space the memory just grew by is zero already: not writing it leaves its pages to be touched first by whoever
     // fills them (often the pool, in parallel) instead of here.
     if (start < unused) array.fill(0);
@@ -223,10 +237,10 @@ export class WasmKernels implements Kernels {
   }
 
   /**
-   * Gives back the space of an array returned by {@link WasmKernels.allocate} or
-   * {@link WasmKernels.allocateCache}; the array must not be used after.
+   * Gives back the space of an array returned by {@link WasmKernels.allocate},
+   * {@link WasmKernels.allocateCache} or {@link WasmKernels.allocateBf16Cache}; the array must not be used after.
    */
-  release(array: Float32Array): void {
+  release(array: Float32Array | Uint16Array): void {
     const blocks = [this.#main, this.#cache].find((each) => each.owns(array) && each.releasable(array.byteOffset));
     if (!blocks) return;
     this.#finalizer.unregister(array);
@@ -263,6 +277,7 @@ export class WasmKernels implements Kernels {
     control[ATTENTION.KV_HEADS] = kvHeads;
     control[ATTENTION.HEAD_SIZE] = headSize;
     control[ATTENTION.CAPACITY] = capacity;
+    control[ATTENTION.BF16] = keys instanceof Uint16Array ? 1 : 0;
     this.#runBatch();
     return true;
   }
@@ -299,9 +314,10 @@ export class WasmKernels implements Kernels {
     control[ROTATE.HEAD_SIZE] = headSize;
     control[ROTATE.COS] = cos.byteOffset + start * headSize * 2;
     control[ROTATE.SIN] = sin.byteOffset + start * headSize * 2;
-    control[ROTATE.KEYS] = keys.byteOffset + start * headSize * 4;
-    control[ROTATE.VALUES] = values.byteOffset + start * headSize * 4;
+    control[ROTATE.KEYS] = keys.byteOffset + start * headSize * keys.BYTES_PER_ELEMENT;
+    control[ROTATE.VALUES] = values.byteOffset + start * headSize * values.BYTES_PER_ELEMENT;
     control[ROTATE.CAPACITY] = capacity;
+    control[ROTATE.BF16] = keys instanceof Uint16Array ? 1 : 0;
     // A token or a few (generating): here alone, as a hand-off would cost more than the work.
     this.#runBatch(n >= 2 * ROTATE_TASK);
     return true;
@@ -309,7 +325,8 @@ export class WasmKernels implements Kernels {
 
   /**
    * Whether a job on the key/value cache can run here: a head size that is a multiple of `headMultiple`, query heads
-   * a multiple of the key/value heads, `inMain` in the kernels' memory and the cache in their cache memory. Throws
+   * a multiple of the key/value heads, `inMain` in the kernels' memory and the cache in their cache memory (keys and
+   * values both float32 or both bfloat16). Throws
    * when the cache is shorter than the positions the job reaches.
    */
   #takesCacheJob(job: CacheJob, headMultiple: number, inMain: ArrayBufferView[], step: string): boolean {
@@ -317,6 +334,7 @@ export class WasmKernels implements Kernels {
     if (this.#closed || n === 0 || headSize % headMultiple !== 0 || kvHeads <= 0 || heads % kvHeads !== 0) return false;
     if (!inMain.every((array) => this.#main.owns(array))) return false;
     if (![keys, values].every((array) => this.#cache.owns(array))) return false;
+    if ((keys instanceof Uint16Array) !== (values instanceof Uint16Array)) return false;
     const cacheLength = capacity * kvHeads * headSize;
     if (start + n > capacity || keys.length < cacheLength || values.length < cacheLength) {
       throw new RangeError(`${step}: cache shorter than the positions the new tokens reach`);

@@ -109,16 +109,6 @@ const convertS = op(0xb2);
 const vload = (addr: Code, offset = 0): Code => [...addr, 0xfd, 0, 0, ...uleb(offset)];
 /** `v128.load` from memory 1 (multi-memory: flag 0x40 in the alignment field, then the memory index). */
 const vloadMemory1 = (addr: Code, offset = 0): Code => [...addr, 0xfd, 0, 0x40, 1, ...uleb(offset)];
-/** `v128.store` to memory 1. */
-const vstoreMemory1 = (addr: Code, offset: number, value: Code): Code => [
-  ...addr,
-  ...value,
-  0xfd,
-  0x0b,
-  0x40,
-  1,
-  ...uleb(offset),
-];
 const i32x4Splat = simd(0x11), f32x4Splat = simd(0x13);
 const f32x4Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1f, lane];
 const f32x4ReplaceLane = (v: Code, lane: number, value: Code): Code => [...v, ...value, 0xfd, 0x20, lane];
@@ -227,6 +217,79 @@ const halvesToFloats = (bits: Code): Code =>
     f32x4Mul(vand(i32x4Shl(bits, i32(13)), i32x4Splat(i32(0x0fffe000))), f32x4Splat(f32(2 ** 112))),
     i32x4Shl(vand(bits, i32x4Splat(i32(0x8000))), i32(16)),
   );
+
+/**
+ * How a function reads and writes the key/value cache: float32, or bfloat16 (a float32's top 16 bits: read back
+ * by a shift, written rounded to nearest even). With `cacheMemory`, in memory 1. Offsets are counted in cached
+ * values.
+ */
+function cacheAccess(f: Fn, cacheMemory: boolean, bf16: boolean) {
+  const memarg = (offset: number): Code => cacheMemory ? [0x40, 1, ...uleb(offset)] : [0, ...uleb(offset)];
+  /** Bytes per cached value, and its log2. */
+  const bytes = bf16 ? 2 : 4, shift = bf16 ? 1 : 2;
+  const constants = new Map<number, number>();
+  /** An i32x4 splat of `value` kept in a local (V8 would rebuild a splat or a constant at every use). */
+  const k = (value: number): Code => {
+    if (!constants.has(value)) constants.set(value, f.local(V128));
+    return get(constants.get(value)!);
+  };
+  /** Four cached values at `addr + offset` as an f32x4. */
+  const load = (addr: Code, offset = 0): Code =>
+    bf16
+      ? i32x4Shl([...addr, 0xfd, 4, ...memarg(2 * offset)], i32(16)) // v128.load16x4_u, each value to the top half
+      : [...addr, 0xfd, 0, ...memarg(4 * offset)];
+  const bits = f.local(V128), lanes = [f.local(V128), f.local(V128)];
+  /**
+   * Eight cached values at `addr + offset` into two f32x4 locals. bfloat16: one load, then each value moved to the
+   * top of a 32-bit lane by interleaving with zeros (`punpcklwd`/`punpckhwd`: one instruction each, where widening
+   * and shifting takes two).
+   */
+  const loadPair = (addr: Code, offset: number, into: [number, number]): Code => {
+    if (!bf16) return [...set(into[0], load(addr, offset)), ...set(into[1], load(addr, offset + 4))];
+    const interleave = (from: number) =>
+      [0, 1, 2, 3].flatMap((i) => [2 * i + from, 2 * i + from + 1, 16 + 2 * i + from, 16 + 2 * i + from + 1]);
+    return [
+      ...set(bits, [...addr, 0xfd, 0, ...memarg(2 * offset)]),
+      ...set(into[0], shuffle8(k(0), get(bits), interleave(0))),
+      ...set(into[1], shuffle8(k(0), get(bits), interleave(8))),
+    ];
+  };
+  const shrU = simd(0xad), narrowU = simd(0x86), bitselect = simd(0x52), f32x4Ne = simd(0x42);
+  /**
+   * An f32x4 as four bfloat16 values in i32 lanes, rounded to nearest even as `floatToBf16` in `lib/quant.ts` does
+   * (adding 0x7fff and the lowest kept bit carries into the kept half exactly when it should; past the largest
+   * finite value, into infinity); a NaN keeps its top half, made quiet.
+   */
+  const toBf16 = (x: Code): Code => [
+    ...set(bits, x),
+    ...bitselect(
+      vor(shrU(get(bits), i32(16)), k(0x40)),
+      shrU(i32x4Add(i32x4Add(get(bits), k(0x7fff)), vand(shrU(get(bits), i32(16)), k(1))), i32(16)),
+      f32x4Ne(get(bits), get(bits)),
+    ),
+  ];
+  /** Stores eight values (two f32x4) at `addr + offset`. */
+  const store8 = (addr: Code, offset: number, first: Code, second: Code): Code => {
+    if (!bf16) {
+      return [
+        ...[...addr, ...first, 0xfd, 0x0b, ...memarg(4 * offset)],
+        ...[...addr, ...second, 0xfd, 0x0b, ...memarg(4 * offset + 16)],
+      ];
+    }
+    return [
+      ...set(lanes[0], toBf16(first)),
+      ...set(lanes[1], toBf16(second)),
+      ...addr,
+      ...narrowU(get(lanes[0]), get(lanes[1])),
+      0xfd,
+      0x0b,
+      ...memarg(2 * offset),
+    ];
+  };
+  // The constants are known once the body is built: call `setup` after building it.
+  const setup = (): Code => [...constants].flatMap(([value, local]) => set(local, i32x4Splat(i32(value))));
+  return { bytes, shift, load, loadPair, store8, setup };
+}
 
 /** Lanes of {@link fold}'s two steps: first [a0+a2, a1+a3, b0+b2, b1+b3] from a and b, then [Σa, Σb, Σc, Σd]. */
 const PAIRS = [[0, 1, 4, 5], [2, 3, 6, 7]], LANES = [[0, 2, 4, 6], [1, 3, 5, 7]];
@@ -1842,9 +1905,9 @@ const Q = 0, KEYS = 1, VALUES = 2, OUT_HEAD = 3, SCORES = 4, POSITIONS = 5, HEAD
  * throughout, `headSize` a multiple of 4. With `cacheMemory`, `keys` and
  * `values` are addresses in the second memory (the key/value cache's own).
  */
-function attendFunction(relaxed: boolean, cacheMemory: boolean): Code {
+function attendFunction(relaxed: boolean, cacheMemory: boolean, bf16: boolean): Code {
   const f = new Fn(8);
-  const cacheLoad = cacheMemory ? vloadMemory1 : vload;
+  const cache = cacheAccess(f, cacheMemory, bf16);
   const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
   const i = f.local(I32), c = f.local(I32), p = f.local(I32);
   const scale = f.local(F32), max = f.local(F32), total = f.local(F32), s = f.local(F32);
@@ -1856,15 +1919,26 @@ function attendFunction(relaxed: boolean, cacheMemory: boolean): Code {
   // Pass 1: scores and their maximum, four positions at a time (each query load serves four keys), then the rest.
   // Moving pointers into the query and the keys, and eight dimensions a step where the head size allows.
   const qp = f.local(I32), kps = [f.local(I32), f.local(I32), f.local(I32), f.local(I32)], qEnd = f.local(I32);
+  const q1 = f.local(V128), k0 = f.local(V128), k1 = f.local(V128);
   const scoresOf = (count: number): Code[] => {
     const keys = kps.slice(0, count);
     const step = (width: number): Code[] => [
-      ...Array.from({ length: width / 4 }, (_, u) => [
-        ...set(e, vload(get(qp), 16 * u)),
-        ...acc.slice(0, count).map((a, j) => set(a, madd(get(e), cacheLoad(get(keys[j]), 16 * u), get(a)))).flat(),
-      ]),
+      // bfloat16 keys eight values at a time, each against the two query vectors (loaded once); float32 ones four.
+      ...(bf16 && width === 8
+        ? [[
+          ...set(e, vload(get(qp))),
+          ...set(q1, vload(get(qp), 16)),
+          ...acc.slice(0, count).flatMap((a, j) => [
+            ...cache.loadPair(get(keys[j]), 0, [k0, k1]),
+            ...set(a, madd(get(q1), get(k1), madd(get(e), get(k0), get(a)))),
+          ]),
+        ]]
+        : Array.from({ length: width / 4 }, (_, u) => [
+          ...set(e, vload(get(qp), 16 * u)),
+          ...acc.slice(0, count).map((a, j) => set(a, madd(get(e), cache.load(get(keys[j]), 4 * u), get(a)))).flat(),
+        ])),
       set(qp, add(get(qp), i32(4 * width))),
-      ...keys.map((kp) => set(kp, add(get(kp), i32(4 * width)))),
+      ...keys.map((kp) => set(kp, add(get(kp), i32(cache.bytes * width)))),
     ];
     const body: Code[] = [
       ...acc.slice(0, count).map((a) => set(a, zero())),
@@ -1941,12 +2015,18 @@ function attendFunction(relaxed: boolean, cacheMemory: boolean): Code {
     whileLoop(
       leU(add(get(c), i32(width)), get(HEAD_SIZE)),
       ...acc.slice(0, width / 4).map((a) => set(a, zero())),
-      set(p, at(get(VALUES), get(c))),
+      set(p, add(get(VALUES), shl(get(c), i32(cache.shift)))),
       set(i, i32(0)),
       whileLoop(
         ltU(get(i), get(POSITIONS)),
         set(e, f32x4Splat(fload(at(get(SCORES), get(i))))),
-        ...acc.slice(0, width / 4).map((a, u) => set(a, madd(get(e), cacheLoad(get(p), 16 * u), get(a)))),
+        ...(bf16 && width % 8 === 0
+          ? Array.from({ length: width / 8 }, (_, u) => [
+            ...cache.loadPair(get(p), 8 * u, [k0, k1]),
+            ...set(acc[2 * u], madd(get(e), get(k0), get(acc[2 * u]))),
+            ...set(acc[2 * u + 1], madd(get(e), get(k1), get(acc[2 * u + 1]))),
+          ])
+          : acc.slice(0, width / 4).map((a, u) => set(a, madd(get(e), cache.load(get(p), 4 * u), get(a))))),
         set(p, add(get(p), get(KV_STRIDE))),
         set(i, add(get(i), i32(1))),
       ),
@@ -1956,15 +2036,16 @@ function attendFunction(relaxed: boolean, cacheMemory: boolean): Code {
       set(c, add(get(c), i32(width))),
     );
 
+  const values = [...valuesPass(32), ...valuesPass(4)];
   return f.encode([
+    ...cache.setup(),
     ...set(scale, fdiv(f32(1), fsqrt(convertU(get(HEAD_SIZE))))),
     ...set(max, f32(-Infinity)),
     ...scoresPass,
     ...setup(),
     ...expPass,
     ...set(c, i32(0)),
-    ...valuesPass(32),
-    ...valuesPass(4),
+    ...values,
   ]);
 }
 
@@ -1978,15 +2059,16 @@ function attendFunction(relaxed: boolean, cacheMemory: boolean): Code {
  * totals of the four are taken side by side, and the values are summed eight dimensions at a time for the four
  * queries. `headSize` is a multiple of 8.
  */
-function attendFourFunction(relaxed: boolean, cacheMemory: boolean): Code {
+function attendFourFunction(relaxed: boolean, cacheMemory: boolean, bf16: boolean): Code {
   const f = new Fn(10);
   const Q_STRIDE = 8, CAUSAL = 9;
-  const cacheLoad = cacheMemory ? vloadMemory1 : vload;
+  const cache = cacheAccess(f, cacheMemory, bf16);
   const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
   const bitselect = simd(0x52);
   const p = f.local(I32), sp = f.local(I32), kp = f.local(I32), d = f.local(I32), c = f.local(I32), last = f.local(I32);
   const acc = Array.from({ length: 8 }, () => f.local(V128));
   const e = f.local(V128), k0 = f.local(V128), k1 = f.local(V128), w = f.local(V128);
+  const k0b = f.local(V128), k1b = f.local(V128);
   const scales = f.local(V128), maxes = f.local(V128), totals = f.local(V128), inverse = f.local(V128);
   const qps = [f.local(I32), f.local(I32), f.local(I32), f.local(I32)];
   const { exp, setup } = vectorExp(f);
@@ -1998,15 +2080,31 @@ function attendFourFunction(relaxed: boolean, cacheMemory: boolean): Code {
   // Pass 1: the four queries' scores against positions two at a time (then the last odd one), eight dimensions a
   // step: per step each query load serves two keys and each key load four queries.
   const scoresOf = (keys: number): Code[] => {
-    const step = (u: number): Code[] => [
-      set(k0, cacheLoad(get(kp), 16 * u)),
-      keys === 2 ? set(k1, cacheLoad(add(get(kp), get(KV_STRIDE)), 16 * u)) : [],
-      ...qps.flatMap((qp, j) => [
-        set(e, vload(get(qp), 16 * u)),
-        set(acc[2 * j], madd(get(e), get(k0), get(acc[2 * j]))),
-        keys === 2 ? set(acc[2 * j + 1], madd(get(e), get(k1), get(acc[2 * j + 1]))) : [],
-      ]),
-    ];
+    /**
+     * Eight dimensions, four at a time. bfloat16 keys load eight values at once (k0 and k0b, k1 and k1b); float32
+     * ones four at a time, just before use (loading all eight first measured 25% slower there).
+     */
+    const step = (): Code[] => {
+      const products = (u: number, keys0: number, keys1: number) =>
+        qps.flatMap((qp, j) => [
+          set(e, vload(get(qp), 16 * u)),
+          set(acc[2 * j], madd(get(e), get(keys0), get(acc[2 * j]))),
+          keys === 2 ? set(acc[2 * j + 1], madd(get(e), get(keys1), get(acc[2 * j + 1]))) : [],
+        ]);
+      if (!bf16) {
+        return [0, 1].flatMap((u) => [
+          set(k0, cache.load(get(kp), 4 * u)),
+          keys === 2 ? set(k1, cache.load(add(get(kp), get(KV_STRIDE)), 4 * u)) : [],
+          ...products(u, k0, k1),
+        ]);
+      }
+      return [
+        cache.loadPair(get(kp), 0, [k0, k0b]),
+        keys === 2 ? cache.loadPair(add(get(kp), get(KV_STRIDE)), 0, [k1, k1b]) : [],
+        ...products(0, k0, k1),
+        ...products(1, k0b, k1b),
+      ];
+    };
     /** [Σ acc[m], Σ acc[2 + m], Σ acc[4 + m], Σ acc[6 + m]] times the scale: the queries' scores against key m. */
     const sums = (m: number): Code[] => {
       const [a, b, cc, dd] = [0, 1, 2, 3].map((j) => acc[2 * j + m]);
@@ -2023,13 +2121,12 @@ function attendFourFunction(relaxed: boolean, cacheMemory: boolean): Code {
       set(d, i32(0)),
       whileLoop(
         ltU(get(d), get(HEAD_SIZE)),
-        ...step(0),
-        ...step(1),
+        ...step(),
         ...qps.map((qp) => set(qp, add(get(qp), i32(32)))),
-        set(kp, add(get(kp), i32(32))),
+        set(kp, add(get(kp), i32(8 * cache.bytes))),
         set(d, add(get(d), i32(8))),
       ),
-      set(kp, sub(get(kp), shl(get(HEAD_SIZE), i32(2)))),
+      set(kp, sub(get(kp), shl(get(HEAD_SIZE), i32(cache.shift)))),
       ...sums(0),
       ...(keys === 2 ? sums(1) : []),
       set(kp, add(get(kp), mul(get(KV_STRIDE), i32(keys)))),
@@ -2087,14 +2184,13 @@ function attendFourFunction(relaxed: boolean, cacheMemory: boolean): Code {
   const valuesPass = whileLoop(
     ltU(get(c), get(HEAD_SIZE)),
     ...acc.map((a) => set(a, zero())),
-    set(kp, add(get(VALUES), shl(get(c), i32(2)))),
+    set(kp, add(get(VALUES), shl(get(c), i32(cache.shift)))),
     set(sp, get(SCORES)),
     set(p, i32(0)),
     whileLoop(
       ltU(get(p), get(last)),
       set(w, vload(get(sp))),
-      set(k0, cacheLoad(get(kp))),
-      set(k1, cacheLoad(get(kp), 16)),
+      cache.loadPair(get(kp), 0, [k0, k1]),
       ...[0, 1, 2, 3].flatMap((j) => [
         set(e, splatLane(w, j)),
         set(acc[2 * j], madd(get(e), get(k0), get(acc[2 * j]))),
@@ -2114,7 +2210,14 @@ function attendFourFunction(relaxed: boolean, cacheMemory: boolean): Code {
     }),
     set(c, add(get(c), i32(8))),
   );
-  return f.encode([...scoresPass.flat(), ...setup(), ...expPass.flat(), ...set(c, i32(0)), ...valuesPass]);
+  return f.encode([
+    ...cache.setup(),
+    ...scoresPass.flat(),
+    ...setup(),
+    ...expPass.flat(),
+    ...set(c, i32(0)),
+    ...valuesPass,
+  ]);
 }
 
 /**
@@ -2122,42 +2225,51 @@ function attendFourFunction(relaxed: boolean, cacheMemory: boolean): Code {
  * for `count` consecutive tokens, as `Session` does in `lib/transformer.ts`. Each pair `(x[2j], x[2j + 1])` of each
  * head of token i's query (`heads · headSize` floats at `q`, token after token) turns in place by the angle whose
  * cosine and sine are `cos[i · headSize/2 + j]` and `sin[...]`; its key (`kvHeads` heads at `k`) turns the same way,
- * straight into the cache: key head g of token i goes to `keys + g · runBytes + i · headSize · 4`; its value (at `v`)
- * is copied to the same place from `values`. `headSize` a multiple of 8. In float32 without fused multiply-adds,
- * so `x·cos - y·sin` is llama2.c's, rounding for rounding. With `cacheMemory`, `keys` and `values` are addresses in
- * the second memory.
+ * straight into the cache: key head g of token i goes to `keys + g · runBytes + i · headSize · (bytes per cached
+ * value)`; its value (at `v`) is copied to the same place from `values`. `headSize` a multiple of 8. In float32
+ * without fused multiply-adds, so `x·cos - y·sin` is llama2.c's, rounding for rounding; with `bf16`, the cache
+ * gets the keys and values rounded to bfloat16. With `cacheMemory`, `keys` and `values` are addresses in the second
+ * memory.
  */
-function rotateAndCacheFunction(cacheMemory: boolean): Code {
+function rotateAndCacheFunction(cacheMemory: boolean, bf16: boolean): Code {
   const f = new Fn(12);
   const [QP, KP, VP, COUNT, HEADS, KV_HEADS, HEAD_SIZE, COS, SIN, KEYS, VALUES, RUN_BYTES] = f.parameters();
-  const cacheStore = cacheMemory ? vstoreMemory1 : vstore;
+  const cache = cacheAccess(f, cacheMemory, bf16), floats = cacheAccess(f, false, false);
   const t = f.local(I32), j = f.local(I32), h = f.local(I32), from = f.local(I32), to = f.local(I32);
-  const headBytes = f.local(I32), tableBytes = f.local(I32), keyAt = f.local(I32), keysAt = f.local(I32);
+  const headBytes = f.local(I32), tableBytes = f.local(I32), keysAt = f.local(I32), valuesAt = f.local(I32);
   const cosines = [f.local(V128), f.local(V128)], sines = [f.local(V128), f.local(V128)];
-  const signs = f.local(V128), x = f.local(V128);
+  const signs = f.local(V128), x = [f.local(V128), f.local(V128)];
   /** `x·cos + swap(x)·(∓sin)`: lane 2m gets `x₀·cos - x₁·sin`, lane 2m + 1 `x₁·cos + x₀·sin`. */
   const turned = (u: number): Code =>
-    f32x4Add(f32x4Mul(get(x), get(cosines[u])), f32x4Mul(shuffle32(get(x), get(x), [1, 0, 3, 2]), get(sines[u])));
+    f32x4Add(
+      f32x4Mul(get(x[u]), get(cosines[u])),
+      f32x4Mul(shuffle32(get(x[u]), get(x[u]), [1, 0, 3, 2]), get(sines[u])),
+    );
+  /** Where value `j / 4` (`j` a byte offset among floats) of a head starting at `base` is, written by `access`. */
+  const place = (base: number, access: typeof cache): Code =>
+    add(get(base), access.bytes === 4 ? get(j) : shrU(get(j), i32(1)));
   /**
-   * One token's `headCount` heads from `first` (heads `headBytes` apart) turned into `into` (heads `step` apart):
-   * four pairs at a time, their angles' cosines and sines (each twice, the sines signed) made once for every head.
+   * One token's `headCount` heads from `first` (heads `headBytes` apart) turned into `into` (heads `step` apart,
+   * written by `access`): four pairs at a time, their angles' cosines and sines (each twice, the sines signed) made
+   * once for every head.
    */
-  const rotateHeads = (first: number, into: number, headCount: number, step: Code, store: typeof vstore): Code[] => [
+  const rotateHeads = (first: number, into: number, headCount: number, step: Code, access: typeof cache): Code[] => [
     set(j, i32(0)),
     whileLoop(
       ltU(get(j), get(headBytes)),
-      set(x, vload(add(get(COS), shrU(get(j), i32(1))))),
-      set(cosines[0], shuffle32(get(x), get(x), [0, 0, 1, 1])),
-      set(cosines[1], shuffle32(get(x), get(x), [2, 2, 3, 3])),
-      set(x, vload(add(get(SIN), shrU(get(j), i32(1))))),
-      set(sines[0], vxor(shuffle32(get(x), get(x), [0, 0, 1, 1]), get(signs))),
-      set(sines[1], vxor(shuffle32(get(x), get(x), [2, 2, 3, 3]), get(signs))),
+      set(x[0], vload(add(get(COS), shrU(get(j), i32(1))))),
+      set(cosines[0], shuffle32(get(x[0]), get(x[0]), [0, 0, 1, 1])),
+      set(cosines[1], shuffle32(get(x[0]), get(x[0]), [2, 2, 3, 3])),
+      set(x[0], vload(add(get(SIN), shrU(get(j), i32(1))))),
+      set(sines[0], vxor(shuffle32(get(x[0]), get(x[0]), [0, 0, 1, 1]), get(signs))),
+      set(sines[1], vxor(shuffle32(get(x[0]), get(x[0]), [2, 2, 3, 3]), get(signs))),
       set(from, add(get(first), get(j))),
-      set(to, add(get(into), get(j))),
+      set(to, place(into, access)),
       set(h, i32(0)),
       whileLoop(
         ltU(get(h), get(headCount)),
-        ...[0, 1].flatMap((u) => [set(x, vload(get(from), 16 * u)), store(get(to), 16 * u, turned(u))]),
+        ...x.map((xu, u) => set(xu, vload(get(from), 16 * u))),
+        access.store8(get(to), 0, turned(0), turned(1)),
         set(from, add(get(from), get(headBytes))),
         set(to, add(get(to), step)),
         set(h, add(get(h), i32(1))),
@@ -2165,43 +2277,44 @@ function rotateAndCacheFunction(cacheMemory: boolean): Code {
       set(j, add(get(j), i32(32))),
     ),
   ];
-  /** One token's value heads from `VP` to the cache. */
+  /** One token's value heads from `VP` to the cache, eight values at a time. */
   const copyValues = [
     set(h, i32(0)),
     set(from, get(VP)),
-    set(to, add(get(VALUES), get(keyAt))),
     whileLoop(
       ltU(get(h), get(KV_HEADS)),
       set(j, i32(0)),
       whileLoop(
         ltU(get(j), get(headBytes)),
-        cacheStore(add(get(to), get(j)), 0, vload(add(get(from), get(j)))),
-        set(j, add(get(j), i32(16))),
+        cache.store8(place(valuesAt, cache), 0, vload(add(get(from), get(j))), vload(add(get(from), get(j)), 16)),
+        set(j, add(get(j), i32(32))),
       ),
       set(from, add(get(from), get(headBytes))),
-      set(to, add(get(to), get(RUN_BYTES))),
+      set(valuesAt, add(get(valuesAt), get(RUN_BYTES))),
       set(h, add(get(h), i32(1))),
     ),
   ];
+  const body = whileLoop(
+    ltU(get(t), get(COUNT)),
+    set(keysAt, add(get(KEYS), mul(get(t), shl(get(HEAD_SIZE), i32(cache.shift))))),
+    set(valuesAt, add(get(VALUES), mul(get(t), shl(get(HEAD_SIZE), i32(cache.shift))))),
+    ...rotateHeads(QP, QP, HEADS, get(headBytes), floats),
+    ...rotateHeads(KP, keysAt, KV_HEADS, get(RUN_BYTES), cache),
+    ...copyValues,
+    set(QP, add(get(QP), mul(get(HEADS), get(headBytes)))),
+    set(KP, add(get(KP), mul(get(KV_HEADS), get(headBytes)))),
+    set(VP, add(get(VP), mul(get(KV_HEADS), get(headBytes)))),
+    set(COS, add(get(COS), get(tableBytes))),
+    set(SIN, add(get(SIN), get(tableBytes))),
+    set(t, add(get(t), i32(1))),
+  );
   return f.encode([
+    ...cache.setup(),
     // -0.0 in the even lanes: xor flips the sign of the sines that multiply x₁ into lane 2m.
     ...set(signs, bytesConst(Array.from({ length: 16 }, (_, i) => (i % 8 === 3 ? 0x80 : 0)))),
     ...set(headBytes, shl(get(HEAD_SIZE), i32(2))),
     ...set(tableBytes, shl(get(HEAD_SIZE), i32(1))),
-    ...whileLoop(
-      ltU(get(t), get(COUNT)),
-      set(keyAt, mul(get(t), get(headBytes))),
-      ...rotateHeads(QP, QP, HEADS, get(headBytes), vstore),
-      set(keysAt, add(get(KEYS), get(keyAt))),
-      ...rotateHeads(KP, keysAt, KV_HEADS, get(RUN_BYTES), cacheStore),
-      ...copyValues,
-      set(QP, add(get(QP), mul(get(HEADS), get(headBytes)))),
-      set(KP, add(get(KP), mul(get(KV_HEADS), get(headBytes)))),
-      set(VP, add(get(VP), mul(get(KV_HEADS), get(headBytes)))),
-      set(COS, add(get(COS), get(tableBytes))),
-      set(SIN, add(get(SIN), get(tableBytes))),
-      set(t, add(get(t), i32(1))),
-    ),
+    ...body,
   ]);
 }
 
@@ -2385,13 +2498,16 @@ export function buildKernelModule(
   const functions = [
     ...kernels,
     quantizeFunction(),
-    attendFunction(relaxed, cacheMemory),
+    attendFunction(relaxed, cacheMemory, false),
     swigluFunction(),
     addFunction(),
     rmsnormFunction(),
-    attendFourFunction(relaxed, cacheMemory),
-    rotateAndCacheFunction(cacheMemory),
+    attendFourFunction(relaxed, cacheMemory, false),
+    rotateAndCacheFunction(cacheMemory, false),
     regroupFunction(),
+    attendFunction(relaxed, cacheMemory, true),
+    attendFourFunction(relaxed, cacheMemory, true),
+    rotateAndCacheFunction(cacheMemory, true),
   ];
   // Shared memories of at least `pages` pages (see RESERVED_PAGES), at most 65536 (4 GiB).
   const memoryImport = (field: string, pages: number): Code => [
@@ -2414,6 +2530,10 @@ export function buildKernelModule(
     "attendFour",
     "rotateAndCache",
     "regroup",
+    // The key/value cache's functions once more, for a bfloat16 cache.
+    "attendBf16",
+    "attendFourBf16",
+    "rotateAndCacheBf16",
   ];
   const types = [
     kernelType,
@@ -2429,7 +2549,7 @@ export function buildKernelModule(
     ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
     ...section(1, [types.length, ...types.flat()]),
     ...section(2, [imports.length, ...imports.flat()]),
-    ...section(3, [functions.length, ...kernels.map(() => 0), 1, 2, 3, 3, 4, 5, 6, 7]),
+    ...section(3, [functions.length, ...kernels.map(() => 0), 1, 2, 3, 3, 4, 5, 6, 7, 2, 5, 6]),
     ...section(7, [exports.length, ...exports.flatMap((n, i) => [...name(n), 0x00, i])]),
     ...section(10, [functions.length, ...functions.flat()]),
   ];
