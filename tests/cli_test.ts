@@ -81,6 +81,7 @@ Deno.test("bad input: one line on stderr naming the problem, exit 1 (2 for usage
     2,
     /--kernels must be one of plain, wasm, fast/,
   );
+  assertOneLineError(await generate("--model", model, "--cache", "f16"), 2, /--cache must be one of f32, bf16/);
   assertOneLineError(await runCli(["launch"]), 2, /unknown command "launch"/);
   await Deno.remove(dir, { recursive: true });
   await Deno.remove(other.dir, { recursive: true });
@@ -92,5 +93,12 @@ Deno.test("generate on a fresh random model streams text and reports tok/s", asy
   assert.equal(result.code, 0, result.stderr);
   assert.ok(result.stdout.startsWith("the"), result.stdout);
   assert.match(result.stderr, /achieved tok\/s: [\d.]+/);
+  // Greedy with a bfloat16 cache on a float32 model: another cache, the same command line otherwise.
+  const greedy = ["generate", "-m", model, "-t", tokenizer, "-p", "the", "-n", "20", "--temperature", "0"];
+  for (const cache of ["f32", "bf16"]) {
+    const run = await runCli([...greedy, "--cache", cache]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.ok(run.stdout.startsWith("the"), run.stdout);
+  }
   await Deno.remove(dir, { recursive: true });
 });

@@ -535,7 +535,11 @@ for (const [label, options] of WASM_CONFIGURATIONS) {
         const bf16Job = { ...job, keys: round(job.keys), values: round(job.values), out: kernels.allocate(n * dim) };
         const widen = (bits: Uint16Array) => Float32Array.from(bits, (h) => bf16Table()[h]);
         for (
-          const [encoding, each, cache] of [["f32", job, job], ["bf16", bf16Job, { ...job, ...widenCache() }]] as const
+          const [encoding, each, cache] of [["f32", job, job], ["bf16", bf16Job, {
+            ...job,
+            keys: widen(bf16Job.keys),
+            values: widen(bf16Job.values),
+          }]] as const
         ) {
           assert.ok(
             kernels.attend(each),
@@ -547,9 +551,6 @@ for (const [label, options] of WASM_CONFIGURATIONS) {
             const where = `${encoding} ${headSize}/${n}/${start} [${i}]`;
             assert.ok(Math.abs(each.out[i] - expected[i]) <= 1e-5, `${where}: ${each.out[i]} vs ${expected[i]}`);
           }
-        }
-        function widenCache() {
-          return { keys: widen(bf16Job.keys), values: widen(bf16Job.values) };
         }
       }
     } finally {

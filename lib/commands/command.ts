@@ -7,6 +7,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { TensorlessError } from "../errors.ts";
 import { KERNEL_KINDS, type KernelKind } from "../kernels/select.ts";
+import type { CacheEncoding } from "../transformer.ts";
 
 /** A subcommand of the `tensorless` CLI (`generate`, `chat`, `info`, ...). */
 export interface Command {
@@ -73,21 +74,27 @@ export function useColor(stream: { isTerminal(): boolean } = Deno.stderr): boole
   return !Deno.env.get("NO_COLOR") && stream.isTerminal();
 }
 
-/** The `--kernels` and `--threads` flags, shared by the commands that run a model. */
+/** The `--kernels`, `--threads` and `--cache` flags, shared by the commands that run a model. */
 export const KERNEL_FLAGS = {
   kernels: { type: "string" },
   threads: { type: "string" },
+  cache: { type: "string" },
 } as const;
 
 /** Help lines for {@link KERNEL_FLAGS}. */
 export const KERNEL_FLAGS_HELP = `      --kernels K        plain (reference loops), wasm (SIMD, one thread) or
                          fast (SIMD on a worker pool; the default)
-      --threads N        threads for fast kernels (default: all cores)`;
+      --threads N        threads for fast kernels (default: all cores)
+      --cache E          how the key/value cache holds its values: f32, or bf16 (half
+                         the memory; the default for quantized weights)`;
+
+const CACHE_ENCODINGS: readonly CacheEncoding[] = ["f32", "bf16"];
 
 /** Validated values of {@link KERNEL_FLAGS}. */
-export function kernelOptions(values: { kernels?: string; threads?: string }): {
+export function kernelOptions(values: { kernels?: string; threads?: string; cache?: string }): {
   kernels: KernelKind;
   threads?: number;
+  cache?: CacheEncoding;
 } {
   const kernels = values.kernels ?? "fast";
   if (!(KERNEL_KINDS as readonly string[]).includes(kernels)) {
@@ -96,5 +103,9 @@ export function kernelOptions(values: { kernels?: string; threads?: string }): {
   const threads = values.threads === undefined
     ? undefined
     : numberFlag("threads", values.threads, 1, { min: 1, max: 256, integer: true });
-  return { kernels: kernels as KernelKind, threads };
+  const cache = values.cache as CacheEncoding | undefined;
+  if (cache !== undefined && !CACHE_ENCODINGS.includes(cache)) {
+    throw new UsageError(`--cache must be one of ${CACHE_ENCODINGS.join(", ")}, got "${cache}"`);
+  }
+  return { kernels: kernels as KernelKind, threads, cache };
 }

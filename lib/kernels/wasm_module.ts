@@ -107,8 +107,6 @@ const convertS = op(0xb2);
 
 // SIMD instructions (prefix 0xfd).
 const vload = (addr: Code, offset = 0): Code => [...addr, 0xfd, 0, 0, ...uleb(offset)];
-/** `v128.load` from memory 1 (multi-memory: flag 0x40 in the alignment field, then the memory index). */
-const vloadMemory1 = (addr: Code, offset = 0): Code => [...addr, 0xfd, 0, 0x40, 1, ...uleb(offset)];
 const i32x4Splat = simd(0x11), f32x4Splat = simd(0x13);
 const f32x4Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1f, lane];
 const f32x4ReplaceLane = (v: Code, lane: number, value: Code): Code => [...v, ...value, 0xfd, 0x20, lane];
