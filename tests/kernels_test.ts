@@ -485,7 +485,7 @@ function referenceAttention(job: AttentionJob): Float32Array {
 }
 
 for (const [label, options] of WASM_CONFIGURATIONS) {
-  Deno.test(`${label}: attention matches attendTo, over float32 and half-precision caches`, async () => {
+  Deno.test(`${label}: attention matches attendTo, over float32 and bfloat16 caches`, async () => {
     const kernels = await WasmKernels.create(options);
     const random = new Random(5);
     try {
