@@ -59,6 +59,7 @@ Deno.test("info: a llama2.c checkpoint, with and without a tokenizer", async () 
   assert.deepEqual(described.tokenizer, { vocabSize, bosId: 1, eosId: 2, unkId: 0 });
   assert.equal(described.memory.weights, 4 * parameters);
   assert.equal(described.memory.kvCache, 2 * nLayers * seqLen * kvDim * 4);
+  assert.equal(described.memory.cacheEncoding, "f32");
   assert.equal(
     described.memory.total,
     described.memory.weights + described.memory.kvCache + described.memory.activations,
@@ -71,7 +72,7 @@ Deno.test("info: a llama2.c checkpoint, with and without a tokenizer", async () 
   assert.match(text.stdout, /^kv heads +2 \(grouped-query attention\)$/m);
   assert.match(text.stdout, /^tensor types +F32 x20$/m);
   assert.match(text.stdout, /^vocabulary +300 tokens; bos 1, eos 2, unk 0$/m);
-  assert.match(text.stdout, /^memory +[\d.]+ KiB: weights [\d.]+ KiB \+ KV cache 12\.0 KiB \(48 positions\)/m);
+  assert.match(text.stdout, /^memory +[\d.]+ KiB: weights [\d.]+ KiB \+ KV cache 12\.0 KiB \(48 positions, f32\)/m);
 
   // No tokenizer beside the model and none given: described anyway, saying so.
   await Deno.remove(tokenizer);
@@ -138,4 +139,6 @@ sharedTest("info: GGUF files, F32 and quantized, with their own vocabulary", asy
   assert.match(text.stdout, /^tensor types +.*Q6_K x\d+/m);
   assert.match(text.stdout, /^vocabulary +32000 tokens; bos 1, eos 2, unk 0$/m);
   assert.match(text.stdout, /^rms norm eps +0\.00001$/m);
+  // Quantized weights: a bfloat16 cache, two bytes a value (4 KV heads of 32 values, 4 layers, 128 positions).
+  assert.match(text.stdout, /KV cache 256\.0 KiB \(128 positions, bf16\)/m);
 });

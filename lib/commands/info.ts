@@ -7,9 +7,10 @@
  */
 
 import { TensorlessError } from "../errors.ts";
-import { findTokenizer, readModelFile } from "../model.ts";
+import { defaultCacheEncoding, findTokenizer, readModelFile } from "../model.ts";
 import type { ModelFile, ModelFormat } from "../model_file.ts";
 import type { Tokenizer } from "../tokenizer.ts";
+import type { CacheEncoding } from "../transformer.ts";
 import { type Command, parseFlags, UsageError } from "./command.ts";
 
 const help = `Usage: tensorless info --model MODEL [options]
@@ -49,8 +50,11 @@ export interface ModelInfo {
   /** The vocabulary used with the model, or why there is none. */
   tokenizer: { vocabSize: number; bosId: number; eosId: number; unkId: number } | { missing: string };
   chatTemplate: string | null;
-  /** Bytes: weights as held in memory, the key/value cache at full context, activations of one token. */
-  memory: { weights: number; kvCache: number; activations: number; total: number };
+  /**
+   * Bytes: weights as held in memory, the key/value cache at full context (in `cacheEncoding`, the default for this
+   * file), activations of one token.
+   */
+  memory: { weights: number; kvCache: number; cacheEncoding: CacheEncoding; activations: number; total: number };
 }
 
 /**
@@ -66,7 +70,8 @@ export function describeModel(file: ModelFile, tokenizer: Tokenizer | string): M
   const sharedClassifier = file.weights.classifier === file.weights.tokenEmbedding;
   const perLayer = 2 * dim + 2 * dim * dim + 2 * kvDim * dim + 3 * dim * hiddenDim;
   const parameters = vocabSize * dim * (sharedClassifier ? 1 : 2) + nLayers * perLayer + dim;
-  const kvCache = 2 * nLayers * seqLen * kvDim * 4;
+  const cacheEncoding = defaultCacheEncoding(file);
+  const kvCache = 2 * nLayers * seqLen * kvDim * (cacheEncoding === "bf16" ? 2 : 4);
   // One token's working vectors, attention scores over the full context, logits and the RoPE tables.
   const activations = 4 *
     (4 * dim + 2 * kvDim + 2 * hiddenDim + nHeads * seqLen + vocabSize + seqLen * headSize + seqLen);
@@ -100,6 +105,7 @@ export function describeModel(file: ModelFile, tokenizer: Tokenizer | string): M
     memory: {
       weights: file.weightBytes,
       kvCache,
+      cacheEncoding,
       activations,
       total: file.weightBytes + kvCache + activations,
     },
@@ -143,7 +149,7 @@ export function formatInfo(info: ModelInfo): string {
   const m = info.memory;
   lines.push(
     `memory         ${bytes(m.total)}: weights ${bytes(m.weights)} + KV cache ${bytes(m.kvCache)} ` +
-      `(${c.seqLen} positions) + activations ${bytes(m.activations)}`,
+      `(${c.seqLen} positions, ${m.cacheEncoding}) + activations ${bytes(m.activations)}`,
   );
   if (info.chatTemplate === null) lines.push("chat template  none");
   else lines.push("chat template", ...info.chatTemplate.split("\n").map((line) => `  ${line}`));
