@@ -41,6 +41,15 @@ export interface LoadModelOptions {
  * approximate already: the 8-bit activations of the quantized products move the logits by 2-3% of their largest,
  * bfloat16 keys and values by about 0.3%), float32 otherwise (F32, F16 and BF16 weights, whose results match
  * llama2.c's exactly).
+ *
+ * @example
+ * ```ts ignore
+ * import { defaultCacheEncoding, loadModel } from "./mod.ts";
+ *
+ * const model = await loadModel("weights/tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf");
+ * console.log(model.cacheEncoding, defaultCacheEncoding(model.file)); // "bf16" "bf16"
+ * const exact = await loadModel("weights/tinyllama-1.1b-chat-v1.0.Q4_K_M.gguf", { cache: "f32" }); // twice the memory
+ * ```
  */
 export function defaultCacheEncoding(file: ModelFile): CacheEncoding {
   const exact = ["F32", "F16", "BF16"];
