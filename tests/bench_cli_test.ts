@@ -20,6 +20,8 @@ Deno.test("bench: JSON with medians over runs, a table, one-line errors", async 
       "8",
       "--prompt-tokens",
       "5",
+      "--context",
+      "20",
       "--runs",
       "3",
       "--json",
@@ -29,7 +31,15 @@ Deno.test("bench: JSON with medians over runs, a table, one-line errors", async 
     assert.deepEqual(results.map((r) => [r.kernels, r.threads]), [["plain", 1], ["fast", 2]]);
     for (const r of results) {
       assert.equal(r.runs?.length, 3);
-      for (const key of ["generateTokensPerSecond", "prefillTokensPerSecond", "loadSeconds", "peakRssBytes"] as const) {
+      assert.equal(r.context, 20);
+      const keys = [
+        "generateTokensPerSecond",
+        "contextGenerateTokensPerSecond",
+        "prefillTokensPerSecond",
+        "loadSeconds",
+        "peakRssBytes",
+      ] as const;
+      for (const key of keys) {
         const values = r.runs!.map((run) => run[key]).sort((a, b) => a - b);
         assert.equal(r[key], values[1], key);
         assert.ok(values[0] > 0, key);
@@ -46,6 +56,47 @@ Deno.test("bench: JSON with medians over runs, a table, one-line errors", async 
     assert.equal(lines.length, 3);
     assert.match(lines[0], /\| model \| kernels \| thr \| gen tok\/s \| prefill tok\/s \|/);
     assert.match(lines[2], /^\| model\.bin \| plain \| 1 \| [\d.]+ \| [\d.]+ \|/);
+    // With --context, a column for generating late in a long conversation.
+    const contextTable = await runCli(
+      [
+        "bench",
+        "--model",
+        model,
+        "--kernels",
+        "plain",
+        "--tokens",
+        "4",
+        "--prompt-tokens",
+        "3",
+        "--context",
+        "40",
+        "--runs",
+        "1",
+      ],
+    );
+    assert.equal(contextTable.code, 0, contextTable.stderr);
+    assert.match(contextTable.stdout, /\| gen tok\/s \| gen @40 tok\/s \| prefill tok\/s \|/);
+    assert.match(contextTable.stdout, /^\| model\.bin \| plain \| 1 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|/m);
+    // 45 cached positions and 4 more tokens do not fit the context of 48.
+    const tooLong = await runCli(
+      [
+        "bench",
+        "--model",
+        model,
+        "--kernels",
+        "plain",
+        "--tokens",
+        "4",
+        "--prompt-tokens",
+        "3",
+        "--context",
+        "45",
+        "--runs",
+        "1",
+      ],
+    );
+    assert.equal(tooLong.code, 1);
+    assert.match(tooLong.stderr, new RegExp(`context \\(${TINY_CONFIG.seqLen}\\)`));
 
     // The model's context (48) is shorter than 100 tokens: one line, exit 1.
     const long = await runCli([

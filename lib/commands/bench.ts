@@ -13,6 +13,7 @@ import { createKernels, KERNEL_KINDS, type KernelKind } from "../kernels/select.
 import { findTokenizer, Model, readModelFile } from "../model.ts";
 import {
   fillerVocabulary,
+  Random,
   RANDOM_MODEL_TYPES,
   randomModelProblem,
   type RandomModelType,
@@ -44,6 +45,9 @@ Options:
       --threads LIST     thread counts for fast (default: 1 and navigator.hardwareConcurrency)
       --tokens N         tokens to generate (default 256)
       --prompt-tokens N  prompt length for the prefill measurement (default 128)
+      --context N        also generate with N positions already cached (random keys and
+                         values), as late in a long conversation: the "gen @N" column
+                         (default 0: not measured); peak RSS then includes that cache
       --runs N           processes per configuration (default 3)
       --cache DIR        where random models are kept (default ~/.cache/tensorless/bench)
       --json             print JSON instead of a table
@@ -61,6 +65,10 @@ export interface BenchResult {
   generateTokensPerSecond: number;
   /** Prompt tokens per second, the prompt fed as one batch. */
   prefillTokensPerSecond: number;
+  /** Positions cached before {@link BenchResult.contextGenerateTokensPerSecond} was measured (0: not measured). */
+  context: number;
+  /** Generation speed with `context` positions already in the cache, or 0. */
+  contextGenerateTokensPerSecond: number;
   /** Seconds from feeding the prompt to the first token picked. */
   timeToFirstToken: number;
   /** Peak resident memory of the process (VmHWM), bytes. */
@@ -76,6 +84,7 @@ interface ChildRequest {
   threads: number;
   tokens: number;
   promptTokens: number;
+  context: number;
 }
 
 /** The `bench` command. */
@@ -92,6 +101,7 @@ export const command: Command = {
       threads: { type: "string" },
       tokens: { type: "string" },
       "prompt-tokens": { type: "string" },
+      context: { type: "string" },
       runs: { type: "string" },
       cache: { type: "string" },
       json: { type: "boolean" },
@@ -102,6 +112,7 @@ export const command: Command = {
     }
     const tokens = numberFlag("tokens", values.tokens, 256, { min: 2, integer: true });
     const promptTokens = numberFlag("prompt-tokens", values["prompt-tokens"], 128, { min: 1, integer: true });
+    const context = numberFlag("context", values.context, 0, { min: 0, integer: true });
     const runs = numberFlag("runs", values.runs, 3, { min: 1, max: 100, integer: true });
     const kinds = list(values.kernels ?? "plain,fast").map((k) => {
       if (!KERNEL_KINDS.includes(k as KernelKind)) throw new UsageError(`unknown kernels "${k}"`);
@@ -139,10 +150,17 @@ export const command: Command = {
     }
 
     const results: BenchResult[] = [];
-    if (!values.json) console.log(tableHeader());
+    if (!values.json) console.log(tableHeader(context));
     for (const model of models) {
       const configurations = kinds.flatMap((kernels) =>
-        (kernels === "fast" ? threadCounts : [1]).map((threads) => ({ model, kernels, threads, tokens, promptTokens }))
+        (kernels === "fast" ? threadCounts : [1]).map((threads) => ({
+          model,
+          kernels,
+          threads,
+          tokens,
+          promptTokens,
+          context,
+        }))
       );
       // Round by round, every configuration once per round: a machine that speeds up or slows down meanwhile
       // shifts them all alike, so their medians stay comparable.
@@ -173,6 +191,7 @@ function medianOf(runs: BenchResult[]): BenchResult {
     loadSeconds: median((r) => r.loadSeconds),
     generateTokensPerSecond: median((r) => r.generateTokensPerSecond),
     prefillTokensPerSecond: median((r) => r.prefillTokensPerSecond),
+    contextGenerateTokensPerSecond: median((r) => r.contextGenerateTokensPerSecond),
     timeToFirstToken: median((r) => r.timeToFirstToken),
     peakRssBytes: median((r) => r.peakRssBytes),
     runs,
@@ -263,7 +282,7 @@ export async function measure(request: ChildRequest): Promise<BenchResult> {
   const loadSeconds = (performance.now() - started) / 1000;
   try {
     const { vocabSize, seqLen } = model.config;
-    if (request.tokens > seqLen || request.promptTokens + 1 > seqLen) {
+    if (request.tokens > seqLen || request.promptTokens + 1 > seqLen || request.context + request.tokens > seqLen) {
       throw new TensorlessError(`the model's context (${seqLen}) is shorter than the benchmark needs`);
     }
     // Generation: the first step is untimed (llama2.c's convention), then one token per step.
@@ -282,6 +301,22 @@ export async function measure(request: ChildRequest): Promise<BenchResult> {
     const prefillStart = performance.now();
     argmax(model.newSession().feed(prompt));
     const timeToFirstToken = (performance.now() - prefillStart) / 1000;
+
+    // Late in a long conversation: `context` positions cached first (random keys and values; every layer imports
+    // the same array, so it costs one layer's floats), then generation as above.
+    let contextGenerateTokensPerSecond = 0;
+    if (request.context > 0) {
+      const { nLayers, dim, nHeads, nKvHeads } = model.config;
+      const random = new Random(7);
+      const cached = Float32Array.from({ length: request.context * (dim / nHeads) * nKvHeads }, () => random.next());
+      const layers = Array.from({ length: nLayers }, () => cached);
+      const long = model.newSession();
+      long.importCache({ position: request.context, keys: layers, values: layers });
+      let next = long.feed([1]);
+      const longStart = performance.now();
+      for (let i = 1; i < request.tokens; i++) next = long.feed([argmax(next)]);
+      contextGenerateTokensPerSecond = (request.tokens - 1) / ((performance.now() - longStart) / 1000);
+    }
     return {
       model: request.model,
       kernels: kernels.name,
@@ -289,6 +324,8 @@ export async function measure(request: ChildRequest): Promise<BenchResult> {
       loadSeconds,
       generateTokensPerSecond,
       prefillTokensPerSecond: request.promptTokens / timeToFirstToken,
+      context: request.context,
+      contextGenerateTokensPerSecond,
       timeToFirstToken,
       peakRssBytes: peakRss(),
       fileBytes: (await Deno.stat(request.model)).size,
@@ -298,8 +335,9 @@ export async function measure(request: ChildRequest): Promise<BenchResult> {
   }
 }
 
-function tableHeader(): string {
+function tableHeader(context: number): string {
   const head = ["model", "kernels", "thr", "gen tok/s", "prefill tok/s", "TTFT s", "load s", "peak RSS", "file"];
+  if (context > 0) head.splice(4, 0, `gen @${context} tok/s`);
   return [head.join(" | "), head.map(() => "---").join(" | ")].map((l) => `| ${l} |`).join("\n");
 }
 
@@ -312,6 +350,7 @@ function tableRow(r: BenchResult): string {
       r.kernels,
       r.threads,
       r.generateTokensPerSecond.toFixed(1),
+      ...(r.context > 0 ? [r.contextGenerateTokensPerSecond.toFixed(1)] : []),
       r.prefillTokensPerSecond.toFixed(1),
       r.timeToFirstToken.toFixed(3),
       r.loadSeconds.toFixed(2),
