@@ -11,7 +11,7 @@
 
 import { encodeLlama2c } from "./llama2c.ts";
 import type { LlamaConfig } from "./model_file.ts";
-import { floatToHalf, halfToFloat } from "./quant.ts";
+import { halfToFloat } from "./quant.ts";
 import { rowBytes } from "./tensor.ts";
 
 /** Model shapes the benchmark knows by name. */
@@ -55,6 +55,35 @@ export class Random {
     this.#state = s >>> 0;
     return this.#state / 2 ** 31 - 1;
   }
+}
+
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+/** The IEEE half-precision bits nearest to `value` (round to nearest even), like GGML_FP32_TO_FP16. */
+export function floatToHalf(value: number): number {
+  f32Scratch[0] = value;
+  const x = u32Scratch[0];
+  const sign = (x >>> 16) & 0x8000;
+  const exponent = (x >>> 23) & 0xff;
+  const mantissa = x & 0x7fffff;
+  if (exponent === 0xff) return sign | 0x7c00 | (mantissa ? 0x200 : 0);
+  const e = exponent - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    // Subnormal: shift the mantissa (with its implicit 1) into place, rounding to nearest even.
+    const m = mantissa | 0x800000;
+    const shift = 14 - e;
+    let half = m >>> shift;
+    const rest = m & ((1 << shift) - 1), midpoint = 1 << (shift - 1);
+    if (rest > midpoint || (rest === midpoint && (half & 1))) half++;
+    return sign | half;
+  }
+  let half = (e << 10) | (mantissa >>> 13);
+  const rest = mantissa & 0x1fff;
+  if (rest > 0x1000 || (rest === 0x1000 && (half & 1))) half++;
+  return sign | half;
 }
 
 /** Quantizes `values` (a multiple of 32) into Q8_0 blocks at `out`, as llama.cpp's `quantize_row_q8_0_ref`. */

@@ -249,13 +249,13 @@ export class Session {
     }
     this.#capacity = capacity;
     this.#valueVectors = [];
-    const [cos, sin] = ropeTables(this.#model.config, this.#model.numerics.ropeTheta, capacity);
     for (const old of [this.#ropeCos, this.#ropeSin]) kernels.release?.(old);
-    [this.#ropeCos, this.#ropeSin] = [cos, sin].map((table) => {
-      const copy = kernels.allocate(table.length);
-      copy.set(table);
-      return copy;
-    });
+    [this.#ropeCos, this.#ropeSin] = ropeTables(
+      this.#model.config,
+      this.#model.numerics.ropeTheta,
+      capacity,
+      (length) => kernels.allocate(length),
+    );
     this.#positions = Int32Array.from({ length: capacity }, (_, i) => i);
   }
 
@@ -432,14 +432,19 @@ class Scratch {
 
 /**
  * RoPE angles `position · theta^(-2j/headSize)` for the first `positions` positions, rounded to float32 at the
- * same steps as llama2.c so results match it exactly.
+ * same steps as llama2.c so results match it exactly, into two arrays from `allocate` (the kernels' memory).
  */
-function ropeTables(config: LlamaConfig, theta: number, positions: number): [Float32Array, Float32Array] {
+function ropeTables(
+  config: LlamaConfig,
+  theta: number,
+  positions: number,
+  allocate: (length: number) => Float32Array,
+): [Float32Array, Float32Array] {
   const f = Math.fround;
   const headSize = config.dim / config.nHeads;
   const half = headSize / 2;
-  const cos = new Float32Array(positions * half);
-  const sin = new Float32Array(positions * half);
+  const cos = allocate(positions * half);
+  const sin = allocate(positions * half);
   for (let j = 0; j < half; j++) {
     const frequency = f(1 / f(Math.pow(f(theta), f((2 * j) / headSize))));
     for (let position = 0; position < positions; position++) {

@@ -48,53 +48,35 @@ Deno.test("bench: JSON with medians over runs, a table, one-line errors", async 
       assert.equal(r.fileBytes, (await Deno.stat(model)).size);
     }
 
-    const table = await runCli(
-      ["bench", "--model", model, "--kernels", "plain", "--tokens", "4", "--prompt-tokens", "3", "--runs", "1"],
-    );
+    /** One run of the plain kernels on the tiny model, 4 tokens generated after a 3-token prompt. */
+    const plainRun = (...more: string[]) =>
+      runCli([
+        "bench",
+        "--model",
+        model,
+        "--kernels",
+        "plain",
+        "--tokens",
+        "4",
+        "--prompt-tokens",
+        "3",
+        "--runs",
+        "1",
+        ...more,
+      ]);
+    const table = await plainRun();
     assert.equal(table.code, 0, table.stderr);
     const lines = table.stdout.trim().split("\n");
     assert.equal(lines.length, 3);
     assert.match(lines[0], /\| model \| kernels \| thr \| gen tok\/s \| prefill tok\/s \|/);
     assert.match(lines[2], /^\| model\.bin \| plain \| 1 \| [\d.]+ \| [\d.]+ \|/);
     // With --context, a column for generating late in a long conversation.
-    const contextTable = await runCli(
-      [
-        "bench",
-        "--model",
-        model,
-        "--kernels",
-        "plain",
-        "--tokens",
-        "4",
-        "--prompt-tokens",
-        "3",
-        "--context",
-        "40",
-        "--runs",
-        "1",
-      ],
-    );
+    const contextTable = await plainRun("--context", "40");
     assert.equal(contextTable.code, 0, contextTable.stderr);
     assert.match(contextTable.stdout, /\| gen tok\/s \| gen @40 tok\/s \| prefill tok\/s \|/);
     assert.match(contextTable.stdout, /^\| model\.bin \| plain \| 1 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|/m);
     // 45 cached positions and 4 more tokens do not fit the context of 48.
-    const tooLong = await runCli(
-      [
-        "bench",
-        "--model",
-        model,
-        "--kernels",
-        "plain",
-        "--tokens",
-        "4",
-        "--prompt-tokens",
-        "3",
-        "--context",
-        "45",
-        "--runs",
-        "1",
-      ],
-    );
+    const tooLong = await plainRun("--context", "45");
     assert.equal(tooLong.code, 1);
     assert.match(tooLong.stderr, new RegExp(`context \\(${TINY_CONFIG.seqLen}\\)`));
 

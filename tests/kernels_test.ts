@@ -15,8 +15,9 @@ import {
   relaxedSimdSupported,
   RESERVED_PAGES,
 } from "../lib/kernels/wasm_module.ts";
-import { bf16Table, dequantizeRow, floatToBf16, floatToHalf } from "../lib/quant.ts";
+import { bf16Table, dequantizeRow, floatToBf16 } from "../lib/quant.ts";
 import {
+  floatToHalf,
   quantizeQ4_0,
   quantizeQ4_K,
   quantizeQ6_K,

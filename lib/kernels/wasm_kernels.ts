@@ -326,8 +326,7 @@ export class WasmKernels implements Kernels {
   /**
    * Whether a job on the key/value cache can run here: a head size that is a multiple of `headMultiple`, query heads
    * a multiple of the key/value heads, `inMain` in the kernels' memory and the cache in their cache memory (keys and
-   * values both float32 or both bfloat16). Throws
-   * when the cache is shorter than the positions the job reaches.
+   * values both float32 or both bfloat16). Throws when the cache is shorter than the positions the job reaches.
    */
   #takesCacheJob(job: CacheJob, headMultiple: number, inMain: ArrayBufferView[], step: string): boolean {
     const { n, start, keys, values, capacity, heads, kvHeads, headSize } = job;
