@@ -84,6 +84,9 @@ export class Model {
     this.config = file.config;
     this.tokenizer = tokenizer;
     this.kernels = kernels;
+    if (cache !== undefined && cache !== "f32" && cache !== "bf16") {
+      throw new RangeError(`unknown cache encoding "${cache}" (f32 or bf16)`);
+    }
     this.cacheEncoding = cache ?? defaultCacheEncoding(file);
   }
 

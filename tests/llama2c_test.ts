@@ -103,6 +103,8 @@ Deno.test("a bfloat16 cache holds the float32 cache's keys and values rounded to
     assert.deepEqual(rounded.keys[0], round(floats.keys[0]));
     assert.deepEqual(rounded.values[0], round(floats.values[0]));
     assert.notDeepEqual(rounded.keys[0], floats.keys[0]);
+    // Anything else is refused, not quietly read as float32.
+    await assert.rejects(() => loadModel(model, { tokenizer, cache: "f16" as "f32" }), /unknown cache encoding "f16"/);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
