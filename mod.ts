@@ -7,7 +7,7 @@
  * import { loadModel, Sampler } from "./mod.ts";
  *
  * const model = await loadModel("weights/stories15M.bin", { tokenizer: "weights/tokenizer.bin" });
- * const session = model.newSession();           // owns its KV cache
+ * using session = model.newSession();           // owns its KV cache, closed at the end of the block
  * let logits = session.feed(model.tokenizer.encode("Once upon a time", { bos: true }));
  * const sampler = new Sampler({ temperature: 0.8, topP: 0.9, seed: 42 });
  * for (let i = 0; i < 20; i++) {

@@ -43,8 +43,9 @@ export async function* generate(model: Model, options: GenerateOptions = {}): As
     );
   }
   const sampler = new Sampler(options);
-  const session = model.newSession();
   const decoder = tokenizer.decoder();
+  // Closed however the loop ends (a consumer's break included), so its cache goes back to the kernels at once.
+  using session = model.newSession();
   for (const id of promptIds) {
     options.onToken?.(id);
     const text = decoder.push(id);

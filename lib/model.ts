@@ -100,7 +100,7 @@ export class Model {
     return this.file.weights;
   }
 
-  /** A new session with an empty key/value cache. */
+  /** A new session with an empty key/value cache; {@link Session.close} it when done (or declare it with `using`). */
   newSession(): Session {
     return new Session(this);
   }

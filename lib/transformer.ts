@@ -52,7 +52,8 @@ const MAX_BATCH = 128;
 /**
  * One conversation's state: the keys and values of every token fed so far.
  * {@link Session.feed} runs new tokens through the model and returns the
- * logits for the token after the last one.
+ * logits for the token after the last one; {@link Session.close} gives its
+ * memory back when the conversation is over.
  */
 export class Session {
   readonly #model: Transformer;
@@ -86,6 +87,7 @@ export class Session {
   #positions: Int32Array = new Int32Array(0);
   /** When set, receives the attention weights of every head at every fed position. */
   onAttention?: (record: AttentionRecord) => void;
+  #closed = false;
 
   /** An empty session; {@link Model.newSession} is the usual way to get one. */
   constructor(model: Transformer) {
@@ -114,6 +116,7 @@ export class Session {
    * The returned array is reused by the next call: copy it to keep it.
    */
   feed(ids: ArrayLike<number>): Float32Array {
+    this.#checkOpen();
     const { vocabSize, seqLen } = this.#model.config;
     if (ids.length === 0) throw new RangeError("feed needs at least one token");
     for (let i = 0; i < ids.length; i++) {
@@ -136,6 +139,7 @@ export class Session {
 
   /** Forgets every token from `position` on, so generation can continue from there. */
   rewind(position: number): void {
+    this.#checkOpen();
     if (!Number.isInteger(position) || position < 0 || position > this.#position) {
       throw new RangeError(`cannot rewind to ${position}: the cache holds ${this.#position} tokens`);
     }
@@ -147,6 +151,7 @@ export class Session {
    * e.g. to save a conversation.
    */
   exportCache(): { position: number; keys: Float32Array[]; values: Float32Array[] } {
+    this.#checkOpen();
     const positions = this.#position;
     const bf16 = bf16Table();
     const gather = (cache: CacheArray) => {
@@ -162,6 +167,7 @@ export class Session {
 
   /** Restores a cache made by {@link Session.exportCache} for the same model. */
   importCache(cache: { position: number; keys: Float32Array[]; values: Float32Array[] }): void {
+    this.#checkOpen();
     const { nLayers, seqLen } = this.#model.config;
     const length = cache.position * this.#kvDim;
     if (
@@ -179,6 +185,42 @@ export class Session {
       }
     });
     this.#position = cache.position;
+  }
+
+  /**
+   * Gives the session's memory (its key/value cache, its buffers and the logits array {@link Session.feed} returned)
+   * back to the model's kernels now. The fast kernels keep it in their own memory, which garbage collection may not
+   * notice for a long time: a 7B session's cache can be gigabytes. Using the session after, or that logits array, is
+   * an error; closing again does nothing. `using session = model.newSession()` closes it at the end of the block.
+   *
+   * @example Close a session when done with it
+   * ```ts ignore
+   * using session = model.newSession();
+   * const logits = session.feed(model.tokenizer.encode("Once upon a time", { bos: true }));
+   * ```
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const { kernels } = this.#model;
+    for (const array of [...this.#keys, ...this.#values, this.#ropeCos, this.#ropeSin, this.#logits]) {
+      kernels.release?.(array);
+    }
+    this.#scratch.release(kernels);
+    this.#keys = [];
+    this.#values = [];
+    this.#valueVectors = [];
+    this.#capacity = 0;
+    this.#position = 0;
+  }
+
+  /** {@link Session.close}, for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new TensorlessError("this session is closed");
   }
 
   /** Copies `length` floats from `from[fromAt ..]` into the cache array at `cacheAt` (rounded, for bfloat16). */

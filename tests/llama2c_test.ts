@@ -1,7 +1,8 @@
 // llama2.c checkpoints written by the project's fixture writer: both formats,
 // GQA, separate classifier, batched prefill, and clean errors on damaged files.
 import assert from "node:assert/strict";
-import { FileFormatError, loadModel } from "../mod.ts";
+import { FileFormatError, generate, type Kernels, loadModel } from "../mod.ts";
+import { createKernels } from "../lib/kernels/select.ts";
 import { bf16Table, floatToBf16 } from "../lib/quant.ts";
 import { randomLlama2c, seededRandom, TINY_CONFIG, writeTinyModel } from "./fixtures.ts";
 
@@ -128,6 +129,62 @@ Deno.test("a session refuses tokens past the context length and ids outside the 
   assert.equal(session.position, 10);
   session.feed([5]);
   await Deno.remove(dir, { recursive: true });
+});
+
+/** The fast kernels, counting the arrays handed out by their `allocate*` methods and not yet released. */
+async function countingKernels(): Promise<{ kernels: Kernels; live: Set<unknown> }> {
+  const fast = await createKernels("fast", 2);
+  const live = new Set<unknown>();
+  const kernels = new Proxy(fast, {
+    get(target, property) {
+      const value = Reflect.get(target, property, target);
+      if (typeof value !== "function") return value;
+      if (property === "allocate" || property === "allocateCache" || property === "allocateBf16Cache") {
+        return (length: number) => {
+          const array = value.call(target, length);
+          live.add(array);
+          return array;
+        };
+      }
+      if (property === "release") {
+        return (array: Float32Array | Uint16Array) => {
+          live.delete(array);
+          value.call(target, array);
+        };
+      }
+      return value.bind(target);
+    },
+  });
+  return { kernels, live };
+}
+
+Deno.test("a closed session gives all its memory back to the kernels, and refuses to be used", async () => {
+  const { dir, model: path, tokenizer } = await writeTinyModel();
+  const { kernels, live } = await countingKernels();
+  const model = await loadModel(path, { tokenizer, kernels });
+  try {
+    const owned = live.size;
+    const session = model.newSession();
+    session.feed(Array.from({ length: 40 }, (_, i) => 3 + i));
+    assert.ok(live.size > owned);
+    session.close();
+    assert.equal(live.size, owned);
+    assert.throws(() => session.feed([5]), /session is closed/);
+    assert.throws(() => session.exportCache(), /session is closed/);
+    session.close(); // again: nothing
+    {
+      using scoped = model.newSession();
+      scoped.feed([1, 2, 3]);
+    }
+    assert.equal(live.size, owned);
+    // generate closes its session, also when the caller stops early.
+    for await (const _ of generate(model, { prompt: "hello", steps: 30, temperature: 0 })) break;
+    for await (const _ of generate(model, { prompt: "hello", steps: 30, temperature: 0 })) continue;
+    assert.equal(live.size, owned);
+  } finally {
+    model.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("truncated or corrupted checkpoints give a FileFormatError naming the file", async () => {

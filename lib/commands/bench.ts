@@ -291,6 +291,7 @@ export async function measure(request: ChildRequest): Promise<BenchResult> {
     const genStart = performance.now();
     for (let i = 1; i < request.tokens; i++) logits = session.feed([argmax(logits)]);
     const generateTokensPerSecond = (request.tokens - 1) / ((performance.now() - genStart) / 1000);
+    session.close();
 
     // Prefill: a random prompt as one batch (after generation, so the code is warm).
     let seed = 12345;
@@ -298,9 +299,11 @@ export async function measure(request: ChildRequest): Promise<BenchResult> {
       seed = (seed * 1103515245 + 12345) >>> 0;
       return i === 0 ? 1 : 3 + (seed % (vocabSize - 3));
     });
+    const prompted = model.newSession();
     const prefillStart = performance.now();
-    argmax(model.newSession().feed(prompt));
+    argmax(prompted.feed(prompt));
     const timeToFirstToken = (performance.now() - prefillStart) / 1000;
+    prompted.close();
 
     // Late in a long conversation: `context` positions cached first (random keys and values; every layer imports
     // the same array, so it costs one layer's floats), then generation as above.
@@ -316,6 +319,7 @@ export async function measure(request: ChildRequest): Promise<BenchResult> {
       const longStart = performance.now();
       for (let i = 1; i < request.tokens; i++) next = long.feed([argmax(next)]);
       contextGenerateTokensPerSecond = (request.tokens - 1) / ((performance.now() - longStart) / 1000);
+      long.close();
     }
     return {
       model: request.model,
