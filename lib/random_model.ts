@@ -1,9 +1,9 @@
 /**
  * Random models of the stories shapes (and TinyLlama 1.1B's and Llama 2 7B's) for benchmarking:
  * uniform weights in ±1/sqrt(cols), written as a llama2.c v0 checkpoint (F32)
- * or as GGUF (Q8_0, Q4_0, quantized like llama.cpp's reference quantizers;
- * Q4_K_M, with Q4_K and Q6_K tensors where llama.cpp puts them and simpler
- * quantizers than its searching ones).
+ * or as GGUF (F16 and BF16, rounded to nearest even; Q8_0, Q4_0, quantized
+ * like llama.cpp's reference quantizers; Q4_K_M, with Q4_K and Q6_K tensors
+ * where llama.cpp puts them and simpler quantizers than its searching ones).
  * The arithmetic costs the same as trained weights; the text is nonsense.
  *
  * @module
@@ -11,7 +11,7 @@
 
 import { encodeLlama2c } from "./llama2c.ts";
 import type { LlamaConfig } from "./model_file.ts";
-import { halfToFloat } from "./quant.ts";
+import { floatToBf16, halfToFloat } from "./quant.ts";
 import { rowBytes } from "./tensor.ts";
 
 /** Model shapes the benchmark knows by name. */
@@ -24,11 +24,11 @@ export const SHAPES: Record<string, LlamaConfig> = {
 };
 
 /** Encodings {@link writeRandomModel} can write (Q4_K_M: a mix of Q4_K and Q6_K tensors, as llama.cpp's). */
-export type RandomModelType = "F32" | "Q8_0" | "Q4_0" | "Q4_K_M";
+export type RandomModelType = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_K_M";
 /** Every {@link RandomModelType}. */
-export const RANDOM_MODEL_TYPES: readonly RandomModelType[] = ["F32", "Q8_0", "Q4_0", "Q4_K_M"];
+export const RANDOM_MODEL_TYPES: readonly RandomModelType[] = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M"];
 /** The encodings of single tensors in those files. */
-type TensorEncoding = "F32" | "Q8_0" | "Q4_0" | "Q4_K" | "Q6_K";
+type TensorEncoding = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_K" | "Q6_K";
 
 /** Why {@link writeRandomModel} cannot write `type` for `config` (`name` says which shape in the message), if it cannot. */
 export function randomModelProblem(
@@ -237,7 +237,25 @@ function writeHalf(out: Uint8Array, at: number, value: number): void {
   out[at + 1] = h >> 8;
 }
 
-const QUANTIZERS = { Q8_0: quantizeQ8_0, Q4_0: quantizeQ4_0, Q4_K: quantizeQ4_K, Q6_K: quantizeQ6_K } as const;
+/** Writes `values` into `out` as half-precision bits, little-endian, with `toBits` (float16 or bfloat16). */
+function halves(toBits: (value: number) => number): (values: Float32Array, out: Uint8Array) => void {
+  return (values, out) => {
+    for (let i = 0; i < values.length; i++) {
+      const bits = toBits(values[i]);
+      out[2 * i] = bits & 0xff;
+      out[2 * i + 1] = bits >> 8;
+    }
+  };
+}
+
+const QUANTIZERS = {
+  F16: halves(floatToHalf),
+  BF16: halves(floatToBf16),
+  Q8_0: quantizeQ8_0,
+  Q4_0: quantizeQ4_0,
+  Q4_K: quantizeQ4_K,
+  Q6_K: quantizeQ6_K,
+} as const;
 
 /** Bytes a `rows x cols` matrix takes in `type`. */
 function matrixBytes(type: TensorEncoding, rows: number, cols: number): number {
@@ -393,7 +411,7 @@ class GgufHeader {
   }
 }
 
-const GGML_TYPE = { F32: 0, Q4_0: 2, Q8_0: 8, Q4_K: 12, Q6_K: 14 } as const;
+const GGML_TYPE = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, Q4_K: 12, Q6_K: 14, BF16: 30 } as const;
 
 /**
  * The encoding of each matrix: `type` throughout, except for Q4_K_M, which (as llama.cpp's `llama-quantize`) is Q4_K

@@ -106,7 +106,7 @@ Deno.test("bench: JSON with medians over runs, a table, one-line errors", async 
     // Random models: an unknown encoding, and Q4_K_M on a shape whose sizes are not multiples of 256.
     const unknownType = await runCli(["bench", "--shape", "15M", "--type", "Q5_0", "--cache", dir]);
     assert.equal(unknownType.code, 2);
-    assert.match(unknownType.stderr, /unknown type "Q5_0" \(F32, Q8_0, Q4_0, Q4_K_M\)/);
+    assert.match(unknownType.stderr, /unknown type "Q5_0" \(F32, F16, BF16, Q8_0, Q4_0, Q4_K_M\)/);
     const kQuant = await runCli(["bench", "--shape", "15M", "--type", "Q4_K_M", "--cache", dir]);
     assert.equal(kQuant.code, 2);
     assert.match(kQuant.stderr, /Q4_K_M needs sizes that are multiples of 256; shape 15M has 288 and 768/);

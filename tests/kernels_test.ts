@@ -15,7 +15,7 @@ import {
   relaxedSimdSupported,
   RESERVED_PAGES,
 } from "../lib/kernels/wasm_module.ts";
-import { bf16Table, dequantizeRow, floatToBf16 } from "../lib/quant.ts";
+import { bf16Table, dequantizeRow, floatToBf16, halfToFloat } from "../lib/quant.ts";
 import {
   floatToHalf,
   quantizeQ4_0,
@@ -98,9 +98,11 @@ const CASES: { type: TensorType; cols: number }[] = [
   { type: "F32", cols: 96 },
   { type: "F16", cols: 45 },
   { type: "F16", cols: 128 },
+  { type: "BF16", cols: 45 },
+  { type: "BF16", cols: 128 },
   { type: "Q8_0", cols: 96 },
   { type: "Q4_0", cols: 160 },
-  ...(["BF16", "Q4_1", "Q5_0", "Q5_1"] as const).map((type) => ({ type, cols: 64 })),
+  ...(["Q4_1", "Q5_0", "Q5_1"] as const).map((type) => ({ type, cols: 64 })),
   ...(["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"] as const).map((type) => ({ type, cols: 256 })),
   // Two super-blocks a row: the kernels' pointers move on from the first.
   ...(["Q4_K", "Q5_K", "Q6_K"] as const).map((type) => ({ type, cols: 512 })),
@@ -214,6 +216,39 @@ for (const [label, options] of WASM_CONFIGURATIONS) {
     }
   });
 }
+
+Deno.test("F16 and BF16 rows read every finite half exactly, subnormals included", async () => {
+  // All 65536 bit patterns (non-finite ones as zero: no usable model has them) in 1024 rows of 64, times each unit
+  // vector: every output is one weight, times 1, plus zeros. As a prompt (the 64 unit vectors at once) and one input
+  // at a time (the generation path).
+  const rows = 1024, cols = 64;
+  const identity = new Float32Array(cols * cols).map((_, i) => i % (cols + 1) === 0 ? 1 : 0);
+  const bf16 = bf16Table();
+  for (const type of ["F16", "BF16"] as const) {
+    const finite = (h: number) => (type === "F16" ? (h & 0x7c00) !== 0x7c00 : (h & 0x7f80) !== 0x7f80);
+    const bits = new Uint16Array(rows * cols).map((_, h) => finite(h) ? h : 0);
+    const expected = Array.from(bits, (h) => type === "F16" ? Math.fround(halfToFloat(h)) : bf16[h]);
+    const w: Matrix = { type, rows, cols, data: new Uint8Array(bits.buffer) };
+    for (const [label, options] of WASM_CONFIGURATIONS) {
+      const kernels = await WasmKernels.create(options);
+      try {
+        const prompt = new Float32Array(cols * rows);
+        kernels.matmul(identity, cols, [{ w, out: prompt }]);
+        const one = new Float32Array(rows);
+        for (let c = 0; c < cols; c++) {
+          kernels.matmul(identity.subarray(c * cols, (c + 1) * cols), 1, [{ w, out: one }]);
+          for (let r = 0; r < rows; r++) {
+            const h = r * cols + c, want = expected[h];
+            assert.ok(prompt[c * rows + r] === want, `${label} ${type} 0x${h.toString(16)}: ${prompt[c * rows + r]}`);
+            assert.ok(one[r] === want, `${label} ${type} 0x${h.toString(16)}, one input: ${one[r]} vs ${want}`);
+          }
+        }
+      } finally {
+        kernels.close();
+      }
+    }
+  }
+});
 
 Deno.test("the largest 4-, 5- and 6-bit weights against the largest inputs: no 16-bit sum overflows", async () => {
   // Every weight at its top value (nibbles 15, Q5_K's fifth bits set; Q6_K at level 0, i.e. -32) and every input
@@ -380,7 +415,7 @@ Deno.test("random models load, and fast kernels follow the plain path's greedy i
     const small = { dim: 64, hiddenDim: 96, nLayers: 2, nHeads: 4, nKvHeads: 4, vocabSize: 300, seqLen: 32 };
     // K-quants need sizes that are multiples of 256; 9 layers put Q6_K in some layers' attn_v and ffn_down.
     const wide = { dim: 256, hiddenDim: 512, nLayers: 9, nHeads: 4, nKvHeads: 2, vocabSize: 300, seqLen: 32 };
-    for (const type of ["F32", "Q8_0", "Q4_0", "Q4_K_M"] as const) {
+    for (const type of ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M"] as const) {
       const config = type === "Q4_K_M" ? wide : small;
       const path = `${dir}/tiny-${type}.${type === "F32" ? "bin" : "gguf"}`;
       await writeRandomModel(path, config, type);
@@ -412,8 +447,8 @@ Deno.test("random models load, and fast kernels follow the plain path's greedy i
         kernels.close();
         runs.push(ids);
       }
-      // Quantized inputs may flip a near-tie on random weights; F32 must agree exactly.
-      if (type === "F32") assert.deepEqual(runs[1], runs[0]);
+      // Quantized inputs may flip a near-tie on random weights; float weights (float inputs) must agree exactly.
+      if (type === "F32" || type === "F16" || type === "BF16") assert.deepEqual(runs[1], runs[0]);
       else assert.ok(runs[1].filter((id, i) => id === runs[0][i]).length >= 10, `${type}: ${runs[0]} vs ${runs[1]}`);
     }
   } finally {

@@ -39,8 +39,9 @@ Options:
                          15M (288/768/6/6), 42M (512/1376/8/8), 110M (768/2048/12/12),
                          1.1B (2048/5632/22/32, 4 KV heads: TinyLlama), 7B (4096/11008/32/32),
                          all with vocabulary 32000
-      --type LIST        encodings of the random models: F32, Q8_0, Q4_0, Q4_K_M (default F32;
-                         Q4_K_M needs a shape whose sizes are multiples of 256: 110M, 1.1B, 7B)
+      --type LIST        encodings of the random models: F32, F16, BF16, Q8_0, Q4_0, Q4_K_M
+                         (default F32; Q4_K_M needs a shape whose sizes are multiples of 256:
+                         110M, 1.1B, 7B)
       --kernels LIST     kernel paths: plain, wasm, fast (default plain,fast)
       --threads LIST     thread counts for fast (default: 1 and navigator.hardwareConcurrency)
       --tokens N         tokens to generate (default 256)

@@ -128,7 +128,7 @@ const i32x4ExtaddPairwise = simd(0x7e);
 const i16x8ExtendLowS = simd(0x87), i16x8ExtendHighS = simd(0x88);
 const i32x4ExtendLowS = simd(0xa7), i32x4ExtendHighS = simd(0xa8);
 const i32x4ExtendLowU = simd(0xa9), i32x4ExtendHighU = simd(0xaa);
-const i32x4Shl = simd(0xab), i32x4Add = simd(0xae), i32x4Dot = simd(0xba);
+const i32x4Shl = simd(0xab), i32x4ShrS = simd(0xac), i32x4Add = simd(0xae), i32x4Dot = simd(0xba);
 const f32x4Add = simd(0xe4), f32x4Sub = simd(0xe5), f32x4Mul = simd(0xe6), f32x4Div = simd(0xe7);
 const f32x4FromI32 = simd(0xfa);
 const f32x4Floor = simd(0x68), f32x4Pmin = simd(0xea), f32x4Pmax = simd(0xeb), i32x4Sub = simd(0xb1);
@@ -147,6 +147,12 @@ const shuffle32 = (a: Code, b: Code, lanes: number[]): Code => [
 ];
 /** `i8x16.shuffle`: byte i of the result is byte `lanes[i]` of a (0-15) or of b (16-31). */
 const shuffle8 = (a: Code, b: Code, lanes: number[]): Code => [...a, ...b, 0xfd, 0x0d, ...lanes];
+/**
+ * The byte lanes of `shuffle8(zeros, bits, ...)` that put 16-bit values 0..3 (`from` 0) or 4..7 (`from` 8) of `bits`
+ * at the top of four 32-bit lanes, zeros below: bfloat16 to float in one instruction (`punpcklwd`/`punpckhwd`).
+ */
+const topHalves = (from: 0 | 8): number[] =>
+  [0, 1, 2, 3].flatMap((i) => [2 * i + from, 2 * i + from + 1, 16 + 2 * i + from, 16 + 2 * i + from + 1]);
 /** `v128.const` of sixteen bytes. */
 const bytesConst = (bytes: number[]): Code => [0xfd, 0x0c, ...bytes];
 const vstore = (addr: Code, offset: number, value: Code): Code => [...addr, ...value, 0xfd, 0x0b, 0, ...uleb(offset)];
@@ -183,7 +189,7 @@ class Fn {
 }
 
 /** The kinds of weight encodings the module has kernels for, in export order. */
-export const WASM_KERNELS = ["f32", "f16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k"] as const;
+export const WASM_KERNELS = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k"] as const;
 /** One of {@link WASM_KERNELS}. */
 export type WasmKernelName = (typeof WASM_KERNELS)[number];
 /**
@@ -192,7 +198,7 @@ export type WasmKernelName = (typeof WASM_KERNELS)[number];
  */
 export const INT8_INPUT_KERNELS: readonly WasmKernelName[] = ["q4_0", "q4_k", "q5_k", "q6_k"];
 /** The kernels that read their inputs as floats; every other one reads them quantized by `quantize`. */
-export const FLOAT_INPUT_KERNELS: readonly WasmKernelName[] = ["f32", "f16"];
+export const FLOAT_INPUT_KERNELS: readonly WasmKernelName[] = ["f32", "f16", "bf16"];
 
 /** Parameter indices shared by every kernel. */
 const W = 0, R0 = 1, R1 = 2, COLS = 3, X = 4, XD = 5, XC = 6, N = 7, OUT = 8, ROWS = 9, XD4 = 10, XC4 = 11, XS4 = 12;
@@ -209,12 +215,35 @@ const hsum2 = (a: number, b: number): Code => [...set(a, f32x4Add(get(a), get(b)
 const halfToFloat = (bits: Code): Code =>
   copysign(fmul(asFloat(shl(and(bits, i32(0x7fff)), i32(13))), f32(2 ** 112)), asFloat(shl(bits, i32(16))));
 
-/** Four halves (zero-extended to i32 lanes) → f32x4, the same arithmetic lane-wise. */
-const halvesToFloats = (bits: Code): Code =>
-  vor(
-    f32x4Mul(vand(i32x4Shl(bits, i32(13)), i32x4Splat(i32(0x0fffe000))), f32x4Splat(f32(2 ** 112))),
-    i32x4Shl(vand(bits, i32x4Splat(i32(0x8000))), i32(16)),
-  );
+/** The constants of {@link halvesToFloats}, as v128 locals that `setup` sets once, before the loops that use them. */
+interface HalfConstants {
+  keep: number;
+  scale: number;
+  setup: Code;
+}
+
+/**
+ * Locals for {@link halvesToFloats}' constants: V8 would otherwise rebuild each splat at every use, three more
+ * instructions apiece (F16 products ran at half their speed).
+ */
+function halfConstants(f: Fn): HalfConstants {
+  const keep = f.local(V128), scale = f.local(V128);
+  return {
+    keep,
+    scale,
+    setup: [...set(keep, i32x4Splat(i32(0x8fffffff))), ...set(scale, f32x4Splat(f32(2 ** 112)))],
+  };
+}
+
+/**
+ * Four halves at the top of i32 lanes, zeros below (see {@link topHalves}) → f32x4, the arithmetic of
+ * {@link halfToFloat} lane-wise: shifting right by 3 (arithmetically) puts exponent and mantissa where a float's
+ * go and keeps the sign on top; the three copies of the sign it leaves above the exponent are cleared; the
+ * multiplication rebases the exponent. Three instructions after the interleave, where widening, shifting and
+ * masking sign and magnitude apart took six.
+ */
+const halvesToFloats = (top: Code, k: HalfConstants): Code =>
+  f32x4Mul(vand(i32x4ShrS(top, i32(3)), get(k.keep)), get(k.scale));
 
 /**
  * How a function reads and writes the key/value cache: float32, or bfloat16 (a float32's top 16 bits: read back
@@ -244,12 +273,10 @@ function cacheAccess(f: Fn, cacheMemory: boolean, bf16: boolean) {
    */
   const loadPair = (addr: Code, offset: number, into: [number, number]): Code => {
     if (!bf16) return [...set(into[0], load(addr, offset)), ...set(into[1], load(addr, offset + 4))];
-    const interleave = (from: number) =>
-      [0, 1, 2, 3].flatMap((i) => [2 * i + from, 2 * i + from + 1, 16 + 2 * i + from, 16 + 2 * i + from + 1]);
     return [
       ...set(bits, [...addr, 0xfd, 0, ...memarg(2 * offset)]),
-      ...set(into[0], shuffle8(k(0), get(bits), interleave(0))),
-      ...set(into[1], shuffle8(k(0), get(bits), interleave(8))),
+      ...set(into[0], shuffle8(k(0), get(bits), topHalves(0))),
+      ...set(into[1], shuffle8(k(0), get(bits), topHalves(8))),
     ];
   };
   const shrU = simd(0xad), narrowU = simd(0x86), bitselect = simd(0x52), f32x4Ne = simd(0x42);
@@ -474,8 +501,12 @@ function rowsByInputs(
   ];
 }
 
-/** F32 and F16 rows: float dot products, 4 floats per step, a scalar tail for odd widths. */
-function floatKernel(half: boolean, relaxed: boolean): Code {
+/**
+ * F32, F16 and BF16 rows: float dot products, 4 floats per step (8 halves, widened to floats), a scalar tail for odd
+ * widths.
+ */
+function floatKernel(encoding: "f32" | "f16" | "bf16", relaxed: boolean): Code {
+  const half = encoding !== "f32";
   const f = new Fn(KERNEL_PARAMS);
   const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
   const c = f.local(I32), vecEnd = f.local(I32), wv = f.local(V128);
@@ -484,6 +515,22 @@ function floatKernel(half: boolean, relaxed: boolean): Code {
   const xrow = [f.local(I32), f.local(I32), f.local(I32), f.local(I32)];
   const lo = f.local(V128), wLocal = f.local(F32);
   const elemBytes = half ? 2 : 4;
+  const halves = halfConstants(f), zeros = f.local(V128);
+  /**
+   * The low (0) or high (8) four of eight halves as floats: each moved to the top of a 32-bit lane by interleaving
+   * with zeros, which for a bfloat16 (a float's top half) is its float; a float16 then goes through halvesToFloats.
+   */
+  const widen = (bits: Code, from: 0 | 8): Code => {
+    const top = shuffle8(get(zeros), bits, topHalves(from));
+    return encoding === "f16" ? halvesToFloats(top, halves) : top;
+  };
+  /** One weight at byte address `addr`, as a float. */
+  const scalarWeight = (addr: Code): Code =>
+    encoding === "f32"
+      ? fload(addr)
+      : encoding === "f16"
+      ? halfToFloat(load16u(addr))
+      : asFloat(shl(load16u(addr), i32(16)));
   const dot = (k: number, row: number, t: number, results: number[]): Code => {
     // Independent accumulators hide the multiply-add latency: four for one input, two each for four.
     const unroll = k === 1 ? 4 : 2;
@@ -501,8 +548,8 @@ function floatKernel(half: boolean, relaxed: boolean): Code {
       const body: Code[] = [];
       if (half) {
         body.push(set(wv, vload(add(get(row), shl(get(c), i32(1))), 2 * at)));
-        body.push(set(lo, halvesToFloats(i32x4ExtendLowU(get(wv)))));
-        body.push(set(wv, halvesToFloats(i32x4ExtendHighU(get(wv)))));
+        body.push(set(lo, widen(get(wv), 0)));
+        body.push(set(wv, widen(get(wv), 8)));
         for (let j = 0; j < k; j++) {
           body.push(set(accOf(j, u), madd(get(lo), xAt(j, at), get(accOf(j, u)))));
           body.push(set(accOf(j, u), madd(get(wv), xAt(j, at + 4), get(accOf(j, u)))));
@@ -518,9 +565,7 @@ function floatKernel(half: boolean, relaxed: boolean): Code {
     unrolled.push(set(c, add(get(c), i32(unroll * step))));
     const single = [...vectorStep(0, 0), set(c, add(get(c), i32(step)))];
     // Scalar tail for the last cols % step elements.
-    const weight = half
-      ? halfToFloat(load16u(add(get(row), shl(get(c), i32(1)))))
-      : fload(add(get(row), shl(get(c), i32(2))));
+    const weight = scalarWeight(add(get(row), shl(get(c), i32(half ? 1 : 2))));
     const scalar: Code[] = [set(wLocal, weight)];
     for (let j = 0; j < k; j++) {
       const xc = fload(add(get(xrow[j]), shl(get(c), i32(2))));
@@ -552,10 +597,8 @@ function floatKernel(half: boolean, relaxed: boolean): Code {
       body.push(set(xv[0], xAt(0)), set(xv[1], xAt(16)));
       for (let j = 0; j < 4; j++) {
         body.push(set(wv, rowAt(j, 0)));
-        body.push(set(acc[2 * j], madd(halvesToFloats(i32x4ExtendLowU(get(wv))), get(xv[0]), get(acc[2 * j]))));
-        body.push(
-          set(acc[2 * j + 1], madd(halvesToFloats(i32x4ExtendHighU(get(wv))), get(xv[1]), get(acc[2 * j + 1]))),
-        );
+        body.push(set(acc[2 * j], madd(widen(get(wv), 0), get(xv[0]), get(acc[2 * j]))));
+        body.push(set(acc[2 * j + 1], madd(widen(get(wv), 8), get(xv[1]), get(acc[2 * j + 1]))));
       }
       body.push(set(c, add(get(c), i32(8))));
     } else {
@@ -567,10 +610,7 @@ function floatKernel(half: boolean, relaxed: boolean): Code {
       }
       body.push(set(c, add(get(c), i32(8))));
     }
-    const weight = (j: number): Code =>
-      half
-        ? halfToFloat(load16u(add(get(rows[j]), shl(get(c), i32(1)))))
-        : fload(add(get(rows[j]), shl(get(c), i32(2))));
+    const weight = (j: number): Code => scalarWeight(add(get(rows[j]), shl(get(c), i32(half ? 1 : 2))));
     const scalar: Code[] = [set(wLocal, fload(add(get(x), shl(get(c), i32(2)))))];
     for (let j = 0; j < 4; j++) scalar.push(set(tail[j], fadd(get(tail[j]), fmul(weight(j), get(wLocal)))));
     scalar.push(set(c, add(get(c), i32(1))));
@@ -623,6 +663,8 @@ function floatKernel(half: boolean, relaxed: boolean): Code {
   };
   const step = half ? 8 : 4;
   return f.encode([
+    ...(encoding === "f16" ? halves.setup : []),
+    ...set(zeros, zero()),
     ...set(vecEnd, and(get(COLS), i32(-step))),
     ...rowsByInputs(f, mul(get(COLS), i32(elemBytes)), dot, dotRows, half ? undefined : dotPair),
   ]);
@@ -2472,8 +2514,9 @@ export function buildKernelModule(
   { relaxed, cacheMemory = false }: { relaxed: boolean; cacheMemory?: boolean },
 ): Uint8Array<ArrayBuffer> {
   const kernels = [
-    floatKernel(false, relaxed),
-    floatKernel(true, relaxed),
+    floatKernel("f32", relaxed),
+    floatKernel("f16", relaxed),
+    floatKernel("bf16", relaxed),
     quantKernel("q8_0", relaxed),
     quantKernel("q4_0", relaxed),
     kQuantKernel("q4_k", relaxed),
