@@ -95,7 +95,7 @@ const f32 = (value: number): Code => {
   new DataView(bytes.buffer).setFloat32(0, value, true);
   return [0x43, ...bytes];
 };
-const add = op(0x6a), sub = op(0x6b), mul = op(0x6c), and = op(0x71), shl = op(0x74), shrU = op(0x76);
+const add = op(0x6a), sub = op(0x6b), mul = op(0x6c), and = op(0x71), or = op(0x72), shl = op(0x74), shrU = op(0x76);
 const ltU = op(0x49), leU = op(0x4d);
 const fadd = op(0x92), fmul = op(0x94), fdiv = op(0x95), fmax = op(0x97), copysign = op(0x98), asFloat = op(0xbe);
 const fne = op(0x5c), fsub = op(0x93), fsqrt = op(0x91), convertU = op(0xb3);
@@ -136,7 +136,8 @@ const relaxedSwizzle = simd(0x100), relaxedMadd = simd(0x105), relaxedDot = simd
 const f32x4Abs = simd(0xe0);
 const i16x8Narrow = simd(0x85), i8x16Narrow = simd(0x65);
 const i32Lane = (v: Code, lane: number): Code => [...v, 0xfd, 0x1b, lane];
-const i32x4ReplaceLane0 = (v: Code, value: Code): Code => [...v, ...value, 0xfd, 0x1c, 0];
+const i32x4ReplaceLane = (v: Code, lane: number, value: Code): Code => [...v, ...value, 0xfd, 0x1c, lane];
+const i32x4ReplaceLane0 = (v: Code, value: Code): Code => i32x4ReplaceLane(v, 0, value);
 /** `i8x16.shuffle` picking four 32-bit lanes from `a` (0-3) and `b` (4-7). */
 const shuffle32 = (a: Code, b: Code, lanes: number[]): Code => [
   ...a,
@@ -189,14 +190,14 @@ class Fn {
 }
 
 /** The kinds of weight encodings the module has kernels for, in export order. */
-export const WASM_KERNELS = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k"] as const;
+export const WASM_KERNELS = ["f32", "f16", "bf16", "q8_0", "q4_0", "q3_k", "q4_k", "q5_k", "q6_k"] as const;
 /** One of {@link WASM_KERNELS}. */
 export type WasmKernelName = (typeof WASM_KERNELS)[number];
 /**
- * The kernels whose weights (4-, 5- and 6-bit, unsigned) fit the 7-bit operand of the relaxed 8-bit dot product:
+ * The kernels whose weights (3- to 6-bit, unsigned) fit the 7-bit operand of the relaxed 8-bit dot product:
  * with relaxed SIMD they read the quantized inputs as int8, the other quantized kernels as int16.
  */
-export const INT8_INPUT_KERNELS: readonly WasmKernelName[] = ["q4_0", "q4_k", "q5_k", "q6_k"];
+export const INT8_INPUT_KERNELS: readonly WasmKernelName[] = ["q4_0", "q3_k", "q4_k", "q5_k", "q6_k"];
 /** The kernels that read their inputs as floats; every other one reads them quantized by `quantize`. */
 export const FLOAT_INPUT_KERNELS: readonly WasmKernelName[] = ["f32", "f16", "bf16"];
 
@@ -1052,15 +1053,19 @@ const HIGH_ORDER = [16, 16, 16, 16, 0, 1, 2, 3, 16, 16, 16, 16, 4, 5, 6, 7];
  * path takes two rows against eight inputs with the inputs in lanes (`xt`),
  * as Q4_0 does. The outer loop is `rowsByInputs`'.
  */
-function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
+function kQuantKernel(type: "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const f = new Fn(KERNEL_PARAMS);
   const int8x = relaxed && INT8_INPUT_KERNELS.includes(type);
   const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
   const xBytes = int8x ? 1 : 2;
-  const { blockBytes } = TENSOR_TYPES[({ q4_k: "Q4_K", q5_k: "Q5_K", q6_k: "Q6_K" } as const)[type]];
+  const { blockBytes } = TENSOR_TYPES[({ q3_k: "Q3_K", q4_k: "Q4_K", q5_k: "Q5_K", q6_k: "Q6_K" } as const)[type]];
   const b = f.local(I32), blocks = f.local(I32), bp = f.local(I32), d = f.local(F32), dmin = f.local(F32);
   const q = [f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
   const low4 = f.local(V128), bits45 = f.local(V128), bit4 = f.local(V128), thirtyTwo = f.local(V128);
+  // Q3_K: its low two bits, its third bit (4, which is also its offset), and the sixteen scales (minus 32) of the
+  // current super-block, decoded from 12 bytes.
+  const low2 = f.local(V128), fours = f.local(V128), scales3 = f.local(V128);
+  const scaleWords = [f.local(I32), f.local(I32), f.local(I32)];
   // A sub-block's weights, decoded once for every input: 32 bytes in `w8` (int8 path) or int16 in `w16`.
   const w8 = [f.local(V128), f.local(V128)];
   const w16 = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
@@ -1140,6 +1145,29 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
       set(into, vor(get(into), vor(vand(get(v), get(lowBitsMask)), byteBits(get(v), 4, get(highNibbleMask))))),
     ];
   };
+  /**
+   * The sixteen 6-bit scales of the Q3_K super-block at `pointer` (12 bytes at byte 96), minus 32, as int8 in `into`:
+   * llama.cpp's unpacking, per 32-bit word. Scales 4w .. 4w + 3 are the low nibbles (w = 0, 1) or high nibbles (w = 2,
+   * 3) of bytes 0..3 or 4..7, with bits 2w and 2w + 1 of bytes 8..11 on top.
+   */
+  const decodeScales3 = (pointer: number, into: number): Code[] => {
+    const [a0, a1, top] = scaleWords;
+    const word = (nibbles: Code, shift: number): Code =>
+      or(and(nibbles, i32(0x0f0f0f0f)), shl(and(shrU(get(top), i32(shift)), i32(0x03030303)), i32(4)));
+    const words = [
+      word(get(a0), 0),
+      word(get(a1), 2),
+      word(shrU(get(a0), i32(4)), 4),
+      word(shrU(get(a1), i32(4)), 6),
+    ];
+    return [
+      set(a0, iload(get(pointer), 96)),
+      set(a1, iload(get(pointer), 100)),
+      set(top, iload(get(pointer), 104)),
+      set(into, words.slice(1).reduce((v, w, i) => i32x4ReplaceLane(v, i + 1, w), i32x4Splat(words[0]))),
+      set(into, i8x16Sub(get(into), get(thirtyTwo))),
+    ];
+  };
   /** Lane `j % 4` of `vectors[j >> 2]` in every lane. */
   const laneOf = (vectors: number[], j: number): Code =>
     shuffle32(get(vectors[j >> 2]), get(vectors[j >> 2]), [j & 3, j & 3, j & 3, j & 3]);
@@ -1168,7 +1196,7 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
    */
   const superBlockFor = (folded: boolean): Code[] => {
     const code: Code[] = [];
-    if (type !== "q6_k") {
+    if (type === "q4_k" || type === "q5_k") {
       // Q4_K: d, dmin, 12 scale bytes, 128 bytes of nibbles. Q5_K: the same with 32 bytes of fifth bits before the
       // nibbles (bit j of byte l: element l of sub-block j).
       const qs = type === "q4_k" ? 16 : 48;
@@ -1234,21 +1262,34 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
         }
       }
     } else {
-      code.push(set(d, fload(shl(load16u(get(bp), 208), i32(2)), HALF_TABLE)));
+      // Q6_K and Q3_K: sixteen sub-blocks of 16, each with a signed scale, and unsigned levels with an offset (32, 4).
+      const q3 = type === "q3_k", offset = q3 ? fours : thirtyTwo;
+      code.push(set(d, fload(shl(load16u(get(bp), q3 ? 108 : 208), i32(2)), HALF_TABLE)));
+      // Q3_K: hmask (32 bytes: bit 4h + plane of byte l is the third bit of element l of that plane's 32).
+      if (q3) code.push(...decodeScales3(bp, scales3), set(q[4], vload(get(bp), 0)), set(q[5], vload(get(bp), 16)));
       for (let h = 0; h < 2; h++) {
-        // ql: 64 bytes (planes 0/2 in the first 32, 1/3 in the next; low then high nibbles); qh: 32 bytes, 2 bits a
-        // plane.
-        for (let i = 0; i < 4; i++) code.push(set(q[i], vload(get(bp), 64 * h + 16 * i)));
-        code.push(set(q[4], vload(get(bp), 128 + 32 * h)), set(q[5], vload(get(bp), 144 + 32 * h)));
+        if (q3) {
+          // qs: 32 bytes a half, 2 bits a plane.
+          code.push(set(q[0], vload(get(bp), 32 + 32 * h)), set(q[1], vload(get(bp), 48 + 32 * h)));
+        } else {
+          // ql: 64 bytes (planes 0/2 in the first 32, 1/3 in the next; low then high nibbles); qh: 32 bytes, 2 bits
+          // a plane.
+          for (let i = 0; i < 4; i++) code.push(set(q[i], vload(get(bp), 64 * h + 16 * i)));
+          code.push(set(q[4], vload(get(bp), 128 + 32 * h)), set(q[5], vload(get(bp), 144 + 32 * h)));
+        }
         for (let plane = 0; plane < 4; plane++) {
           const low = (i: number) => byteBits(get(q[2 * (plane & 1) + i]), 4 * (plane >> 1), get(low4));
           // Bits 2·plane and 2·plane + 1 of each qh byte, moved to bits 4 and 5.
           const high = (i: number) => byteBits(get(q[4 + i]), 2 * plane - 4, get(bits45));
-          // The int8 path keeps q unsigned (0..63, the 7-bit operand) and takes 32·Σx off; int16 widens q - 32.
-          const levels = (i: number) => vor(low(i), high(i));
+          // Q3_K: bits 2·plane and 2·plane + 1 of qs, and the hmask bit moved to bit 2.
+          const levels3 = (i: number) =>
+            vor(byteBits(get(q[i]), 2 * plane, get(low2)), byteBits(get(q[4 + i]), 4 * h + plane - 2, get(fours)));
+          // The int8 path keeps q unsigned (0..63 or 0..7, the 7-bit operand) and takes offset·Σx off; int16 widens
+          // q - offset.
+          const levels = (i: number) => q3 ? levels3(i) : vor(low(i), high(i));
           const block = 4 * h + plane;
           if (int8x) code.push(set(w8[0], levels(0)), set(w8[1], levels(1)));
-          else code.push(...widen(i8x16Sub(levels(0), get(thirtyTwo)), i8x16Sub(levels(1), get(thirtyTwo)), true));
+          else code.push(...widen(i8x16Sub(levels(0), get(offset)), i8x16Sub(levels(1), get(offset)), true));
           /**
            * Sub-block `half` of the plane times the input at `xp`: on the int8 path Σ x·q - Σ x·32 in int16 lanes
            * (each at most 2·32·127 in magnitude, so four of them fold at 16 bits), else an i32x4.
@@ -1257,7 +1298,7 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
             int8x
               ? i16x8Sub(
                 relaxedDot(vload(get(xp), 32 * block + 16 * half), get(w8[half])),
-                relaxedDot(vload(get(xp), 32 * block + 16 * half), get(thirtyTwo)),
+                relaxedDot(vload(get(xp), 32 * block + 16 * half), get(offset)),
               )
               : dot16(xp, 64 * block, 2 * half, 2);
           const fold = (sums: number[]): Code[] => int8x ? fold16(sums) : foldFour(sums);
@@ -1266,8 +1307,8 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
           for (let half = 0; half < 2; half++) {
             const sub = 2 * block + half, k = sub >> 2, lane = sub & 3;
             if (lane === 0) {
-              // The sixteen int8 scales at byte 192, four of them widened to floats and times d.
-              const raw = vload(get(bp), 192);
+              // The sixteen int8 scales (Q6_K: at byte 192), four of them widened to floats and times d.
+              const raw = q3 ? get(scales3) : vload(get(bp), 192);
               const wide = (k < 2 ? i16x8ExtendLowS : i16x8ExtendHighS)(raw);
               const scales = f32x4FromI32((k & 1 ? i32x4ExtendHighS : i32x4ExtendLowS)(wide));
               code.push(set(groupScales, f32x4Mul(scales, f32x4Splat(get(d)))));
@@ -1275,14 +1316,16 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
             if (folded) {
               const { xps, sums, dp, hp, acc } = group;
               if (int8x) {
-                // Σ x·q for the unsigned levels, folded (widened after the first step: four lanes of up to
-                // 2·63·127 would overflow 16 bits), minus the four inputs' 32·Σx of this half block (xh4).
+                // Σ x·q for the unsigned levels, folded (Q6_K: widened after the first step, four lanes of up to
+                // 2·63·127 would overflow 16 bits; Q3_K's 2·7·127 do not), minus the four inputs' 32·Σx of this half
+                // block (xh4; Q3_K: an eighth of it, 4·Σx).
                 for (let i = 0; i < 4; i++) {
                   code.push(set(sums[i], relaxedDot(vload(get(xps[i]), 32 * block + 16 * half), get(w8[half]))));
                 }
+                const offsetSums = vload(get(hp), 32 * block + 16 * half);
                 code.push(
-                  ...foldWide16(sums),
-                  set(sums[0], i32x4Sub(get(sums[0]), vload(get(hp), 32 * block + 16 * half))),
+                  ...(q3 ? fold16(sums) : foldWide16(sums)),
+                  set(sums[0], i32x4Sub(get(sums[0]), q3 ? i32x4ShrS(offsetSums, i32(3)) : offsetSums)),
                 );
               } else {
                 for (let i = 0; i < 4; i++) code.push(set(sums[i], product(xps[i], half)));
@@ -1511,10 +1554,10 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
       set(single.dp, add(get(single.dp), i32(32))),
       set(single.cp, add(get(single.cp), i32(128))),
     ),
-    // Q4_K, Q5_K: the minimums' products used -8·Σqx, so the minimum term is -Σ/8; Q6_K has none.
+    // Q4_K, Q5_K: the minimums' products used -8·Σqx, so the minimum term is -Σ/8; Q6_K and Q3_K have none.
     ...set(
       results[0],
-      type === "q6_k"
+      type === "q6_k" || type === "q3_k"
         ? hsum2(single.acc[0], single.acc[1])
         : fadd(hsum2(single.acc[0], single.acc[1]), fmul(hsum(single.minSum), f32(0.125))),
     ),
@@ -1776,6 +1819,8 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
     ...set(bits45, i8x16Splat(0x30)),
     ...set(bit4, i8x16Splat(0x10)),
     ...set(thirtyTwo, i8x16Splat(32)),
+    ...set(low2, i8x16Splat(3)),
+    ...set(fours, i8x16Splat(4)),
     ...set(ones16, i32x4Splat(i32(0x00010001))),
     ...set(lowBitsMask, bytesConst([63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0])),
     ...set(highNibbleMask, bytesConst([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15])),
@@ -1789,9 +1834,9 @@ function kQuantKernel(type: "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
       f,
       mul(get(blocks), i32(blockBytes)),
       dot,
-      int8x ? (type === "q6_k" ? dotRows6 : dotRows) : undefined,
+      int8x && type !== "q3_k" ? (type === "q6_k" ? dotRows6 : dotRows) : undefined,
       undefined,
-      int8x ? (type === "q6_k" ? dotOctet6 : dotOctet) : undefined,
+      int8x && type !== "q3_k" ? (type === "q6_k" ? dotOctet6 : dotOctet) : undefined,
     ),
   ]);
 }
@@ -2519,6 +2564,7 @@ export function buildKernelModule(
     floatKernel("bf16", relaxed),
     quantKernel("q8_0", relaxed),
     quantKernel("q4_0", relaxed),
+    kQuantKernel("q3_k", relaxed),
     kQuantKernel("q4_k", relaxed),
     kQuantKernel("q5_k", relaxed),
     kQuantKernel("q6_k", relaxed),
