@@ -190,14 +190,14 @@ class Fn {
 }
 
 /** The kinds of weight encodings the module has kernels for, in export order. */
-export const WASM_KERNELS = ["f32", "f16", "bf16", "q8_0", "q4_0", "q3_k", "q4_k", "q5_k", "q6_k"] as const;
+export const WASM_KERNELS = ["f32", "f16", "bf16", "q8_0", "q4_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] as const;
 /** One of {@link WASM_KERNELS}. */
 export type WasmKernelName = (typeof WASM_KERNELS)[number];
 /**
- * The kernels whose weights (3- to 6-bit, unsigned) fit the 7-bit operand of the relaxed 8-bit dot product:
+ * The kernels whose weights (2- to 6-bit, unsigned) fit the 7-bit operand of the relaxed 8-bit dot product:
  * with relaxed SIMD they read the quantized inputs as int8, the other quantized kernels as int16.
  */
-export const INT8_INPUT_KERNELS: readonly WasmKernelName[] = ["q4_0", "q3_k", "q4_k", "q5_k", "q6_k"];
+export const INT8_INPUT_KERNELS: readonly WasmKernelName[] = ["q4_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"];
 /** The kernels that read their inputs as floats; every other one reads them quantized by `quantize`. */
 export const FLOAT_INPUT_KERNELS: readonly WasmKernelName[] = ["f32", "f16", "bf16"];
 
@@ -1017,6 +1017,10 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
   ]);
 }
 
+/** The K-quants with four-row generation and eight-input prompt paths (Q2_K and Q3_K have the one- and four-input
+ * ones only). */
+const FOUR_ROW_KQUANTS: readonly string[] = ["q4_k", "q5_k", "q6_k"];
+
 /**
  * The byte orders that put a Q4_K/Q5_K super-block's scale bytes (from byte 4) in place for `get_scale_min_k4`: byte
  * i of the result is byte LOW_ORDER[i] (the low six or four bits' source) and HIGH_ORDER[i] (the top two bits'
@@ -1053,12 +1057,13 @@ const HIGH_ORDER = [16, 16, 16, 16, 0, 1, 2, 3, 16, 16, 16, 16, 4, 5, 6, 7];
  * path takes two rows against eight inputs with the inputs in lanes (`xt`),
  * as Q4_0 does. The outer loop is `rowsByInputs`'.
  */
-function kQuantKernel(type: "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
+function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const f = new Fn(KERNEL_PARAMS);
   const int8x = relaxed && INT8_INPUT_KERNELS.includes(type);
   const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
   const xBytes = int8x ? 1 : 2;
-  const { blockBytes } = TENSOR_TYPES[({ q3_k: "Q3_K", q4_k: "Q4_K", q5_k: "Q5_K", q6_k: "Q6_K" } as const)[type]];
+  const names = { q2_k: "Q2_K", q3_k: "Q3_K", q4_k: "Q4_K", q5_k: "Q5_K", q6_k: "Q6_K" } as const;
+  const { blockBytes } = TENSOR_TYPES[names[type]];
   const b = f.local(I32), blocks = f.local(I32), bp = f.local(I32), d = f.local(F32), dmin = f.local(F32);
   const q = [f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
   const low4 = f.local(V128), bits45 = f.local(V128), bit4 = f.local(V128), thirtyTwo = f.local(V128);
@@ -1069,8 +1074,9 @@ function kQuantKernel(type: "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed: boolean)
   // A sub-block's weights, decoded once for every input: 32 bytes in `w8` (int8 path) or int16 in `w16`.
   const w8 = [f.local(V128), f.local(V128)];
   const w16 = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
-  // Q6_K: the scales times d of the four sub-blocks of 16 being summed (lane i: sub-block 4k + i of group k).
-  const groupScales = f.local(V128);
+  // Q6_K, Q3_K, Q2_K: the scales times d of the four sub-blocks of 16 being summed (lane i: sub-block 4k + i of
+  // group k); Q2_K: their minimums times dmin too.
+  const groupScales = f.local(V128), groupMins = f.local(V128);
   // Q4_K, Q5_K: the eight sub-blocks' scales times d (two vectors: sub-blocks 0-3, 4-7), minimums times dmin.
   const scales = [f.local(V128), f.local(V128)], mins = [f.local(V128), f.local(V128)];
   // Masks for decoding the 6-bit scales and minimums (see decodeScales).
@@ -1262,15 +1268,18 @@ function kQuantKernel(type: "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed: boolean)
         }
       }
     } else {
-      // Q6_K and Q3_K: sixteen sub-blocks of 16, each with a signed scale, and unsigned levels with an offset (32, 4).
-      const q3 = type === "q3_k", offset = q3 ? fours : thirtyTwo;
-      code.push(set(d, fload(shl(load16u(get(bp), q3 ? 108 : 208), i32(2)), HALF_TABLE)));
+      // Q6_K, Q3_K and Q2_K: sixteen sub-blocks of 16, each with a scale. Q6_K and Q3_K have signed scales and
+      // unsigned levels with an offset (32, 4); Q2_K has unsigned scales and levels and a minimum per sub-block.
+      const q3 = type === "q3_k", q2 = type === "q2_k", offset = q3 ? fours : thirtyTwo;
+      code.push(set(d, fload(shl(load16u(get(bp), q2 ? 80 : q3 ? 108 : 208), i32(2)), HALF_TABLE)));
+      if (q2) code.push(set(dmin, fload(shl(load16u(get(bp), 82), i32(2)), HALF_TABLE)));
       // Q3_K: hmask (32 bytes: bit 4h + plane of byte l is the third bit of element l of that plane's 32).
       if (q3) code.push(...decodeScales3(bp, scales3), set(q[4], vload(get(bp), 0)), set(q[5], vload(get(bp), 16)));
       for (let h = 0; h < 2; h++) {
-        if (q3) {
-          // qs: 32 bytes a half, 2 bits a plane.
-          code.push(set(q[0], vload(get(bp), 32 + 32 * h)), set(q[1], vload(get(bp), 48 + 32 * h)));
+        if (q3 || q2) {
+          // qs: 32 bytes a half, 2 bits a plane (Q2_K's after its 16 scale bytes, Q3_K's after hmask).
+          const qs = q2 ? 16 : 32;
+          code.push(set(q[0], vload(get(bp), qs + 32 * h)), set(q[1], vload(get(bp), qs + 16 + 32 * h)));
         } else {
           // ql: 64 bytes (planes 0/2 in the first 32, 1/3 in the next; low then high nibbles); qh: 32 bytes, 2 bits
           // a plane.
@@ -1286,32 +1295,42 @@ function kQuantKernel(type: "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed: boolean)
             vor(byteBits(get(q[i]), 2 * plane, get(low2)), byteBits(get(q[4 + i]), 4 * h + plane - 2, get(fours)));
           // The int8 path keeps q unsigned (0..63 or 0..7, the 7-bit operand) and takes offset·Σx off; int16 widens
           // q - offset.
-          const levels = (i: number) => q3 ? levels3(i) : vor(low(i), high(i));
+          const levels = (i: number) =>
+            q2 ? byteBits(get(q[i]), 2 * plane, get(low2)) : q3 ? levels3(i) : vor(low(i), high(i));
           const block = 4 * h + plane;
           if (int8x) code.push(set(w8[0], levels(0)), set(w8[1], levels(1)));
+          else if (q2) code.push(...widen(levels(0), levels(1), false));
           else code.push(...widen(i8x16Sub(levels(0), get(offset)), i8x16Sub(levels(1), get(offset)), true));
           /**
            * Sub-block `half` of the plane times the input at `xp`: on the int8 path Σ x·q - Σ x·32 in int16 lanes
            * (each at most 2·32·127 in magnitude, so four of them fold at 16 bits), else an i32x4.
            */
-          const product = (xp: number, half: number): Code =>
-            int8x
-              ? i16x8Sub(
-                relaxedDot(vload(get(xp), 32 * block + 16 * half), get(w8[half])),
-                relaxedDot(vload(get(xp), 32 * block + 16 * half), get(offset)),
-              )
-              : dot16(xp, 64 * block, 2 * half, 2);
+          const product = (xp: number, half: number): Code => {
+            if (!int8x) return dot16(xp, 64 * block, 2 * half, 2);
+            const levelSums = relaxedDot(vload(get(xp), 32 * block + 16 * half), get(w8[half]));
+            return q2
+              ? levelSums
+              : i16x8Sub(levelSums, relaxedDot(vload(get(xp), 32 * block + 16 * half), get(offset)));
+          };
           const fold = (sums: number[]): Code[] => int8x ? fold16(sums) : foldFour(sums);
           // Bytes 0..15 and 16..31 of the plane are two sub-blocks of 16, each with its own scale: sub-blocks
           // 2·block and 2·block + 1 of the sixteen, taken four at a time (group k: sub-blocks 4k .. 4k + 3).
           for (let half = 0; half < 2; half++) {
             const sub = 2 * block + half, k = sub >> 2, lane = sub & 3;
             if (lane === 0) {
-              // The sixteen int8 scales (Q6_K: at byte 192), four of them widened to floats and times d.
-              const raw = q3 ? get(scales3) : vload(get(bp), 192);
-              const wide = (k < 2 ? i16x8ExtendLowS : i16x8ExtendHighS)(raw);
-              const scales = f32x4FromI32((k & 1 ? i32x4ExtendHighS : i32x4ExtendLowS)(wide));
-              code.push(set(groupScales, f32x4Mul(scales, f32x4Splat(get(d)))));
+              // The sixteen int8 scales (Q6_K: at byte 192; Q2_K: the low nibbles of bytes 0..15, the minimums the
+              // high ones), four of them widened to floats and times d (and dmin).
+              const fourOf = (raw: Code) => {
+                const wide = (k < 2 ? i16x8ExtendLowS : i16x8ExtendHighS)(raw);
+                return f32x4FromI32((k & 1 ? i32x4ExtendHighS : i32x4ExtendLowS)(wide));
+              };
+              const raw = q2 ? vand(vload(get(bp), 0), get(low4)) : q3 ? get(scales3) : vload(get(bp), 192);
+              code.push(set(groupScales, f32x4Mul(fourOf(raw), f32x4Splat(get(d)))));
+              if (q2) {
+                code.push(
+                  set(groupMins, f32x4Mul(fourOf(byteBits(vload(get(bp), 0), 4, get(low4))), f32x4Splat(get(dmin)))),
+                );
+              }
             }
             if (folded) {
               const { xps, sums, dp, hp, acc } = group;
@@ -1323,16 +1342,25 @@ function kQuantKernel(type: "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed: boolean)
                   code.push(set(sums[i], relaxedDot(vload(get(xps[i]), 32 * block + 16 * half), get(w8[half]))));
                 }
                 const offsetSums = vload(get(hp), 32 * block + 16 * half);
-                code.push(
-                  ...(q3 ? fold16(sums) : foldWide16(sums)),
-                  set(sums[0], i32x4Sub(get(sums[0]), q3 ? i32x4ShrS(offsetSums, i32(3)) : offsetSums)),
-                );
+                if (q2) code.push(...fold16(sums));
+                else {
+                  code.push(
+                    ...(q3 ? fold16(sums) : foldWide16(sums)),
+                    set(sums[0], i32x4Sub(get(sums[0]), q3 ? i32x4ShrS(offsetSums, i32(3)) : offsetSums)),
+                  );
+                }
               } else {
                 for (let i = 0; i < 4; i++) code.push(set(sums[i], product(xps[i], half)));
                 code.push(...fold(sums));
               }
               const scales = f32x4Mul(vload(get(dp), 16 * block), laneOf([groupScales], lane));
               code.push(set(acc, madd(f32x4FromI32(get(sums[0])), scales, get(acc))));
+              if (q2) {
+                // The minimum times the four inputs' dx·Σq of this half block (xh4 holds 32·Σq: exact over 32).
+                const sumsX = f32x4Mul(f32x4FromI32(vload(get(hp), 32 * block + 16 * half)), f32x4Splat(f32(1 / 32)));
+                const byMin = f32x4Mul(vload(get(dp), 16 * block), laneOf([groupMins], lane));
+                code.push(set(group.min, madd(sumsX, byMin, get(group.min))));
+              }
               continue;
             }
             // One input: the four sub-blocks' sums folded into one vector, scaled by their scales and by their
@@ -1347,6 +1375,13 @@ function kQuantKernel(type: "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed: boolean)
             code.push(
               set(input.acc[k & 1], f32x4Add(get(input.acc[k & 1]), f32x4Mul(f32x4FromI32(get(sums[0])), scales))),
             );
+            if (q2) {
+              // The four sub-blocks' minimums times their input sums: the half sums Σq₀, Σq₁ (lanes 1 and 2 of xc) of
+              // blocks 2k and 2k + 1, times dx.
+              const xc = (i: number) => vload(get(input.cp), 16 * i);
+              const sumsX = f32x4FromI32(shuffle32(xc(2 * k), xc(2 * k + 1), [1, 2, 5, 6]));
+              code.push(set(input.minSum, madd(sumsX, f32x4Mul(get(groupMins), dxPairs), get(input.minSum))));
+            }
           }
         }
       }
@@ -1554,11 +1589,14 @@ function kQuantKernel(type: "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed: boolean)
       set(single.dp, add(get(single.dp), i32(32))),
       set(single.cp, add(get(single.cp), i32(128))),
     ),
-    // Q4_K, Q5_K: the minimums' products used -8·Σqx, so the minimum term is -Σ/8; Q6_K and Q3_K have none.
+    // Q4_K, Q5_K: the minimums' products used -8·Σqx, so the minimum term is -Σ/8; Q2_K's used Σqx; Q6_K and Q3_K
+    // have none.
     ...set(
       results[0],
       type === "q6_k" || type === "q3_k"
         ? hsum2(single.acc[0], single.acc[1])
+        : type === "q2_k"
+        ? fsub(hsum2(single.acc[0], single.acc[1]), hsum(single.minSum))
         : fadd(hsum2(single.acc[0], single.acc[1]), fmul(hsum(single.minSum), f32(0.125))),
     ),
   ];
@@ -1834,9 +1872,9 @@ function kQuantKernel(type: "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed: boolean)
       f,
       mul(get(blocks), i32(blockBytes)),
       dot,
-      int8x && type !== "q3_k" ? (type === "q6_k" ? dotRows6 : dotRows) : undefined,
+      int8x && FOUR_ROW_KQUANTS.includes(type) ? (type === "q6_k" ? dotRows6 : dotRows) : undefined,
       undefined,
-      int8x && type !== "q3_k" ? (type === "q6_k" ? dotOctet6 : dotOctet) : undefined,
+      int8x && FOUR_ROW_KQUANTS.includes(type) ? (type === "q6_k" ? dotOctet6 : dotOctet) : undefined,
     ),
   ]);
 }
@@ -2564,6 +2602,7 @@ export function buildKernelModule(
     floatKernel("bf16", relaxed),
     quantKernel("q8_0", relaxed),
     quantKernel("q4_0", relaxed),
+    kQuantKernel("q2_k", relaxed),
     kQuantKernel("q3_k", relaxed),
     kQuantKernel("q4_k", relaxed),
     kQuantKernel("q5_k", relaxed),
