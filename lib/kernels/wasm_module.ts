@@ -1017,9 +1017,8 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
   ]);
 }
 
-/** The K-quants with four-row generation and eight-input prompt paths (Q2_K and Q3_K have the one- and four-input
- * ones only). */
-const FOUR_ROW_KQUANTS: readonly string[] = ["q4_k", "q5_k", "q6_k"];
+/** The K-quants with an eight-input prompt path (Q2_K and Q3_K take prompts four inputs at a time). */
+const EIGHT_INPUT_KQUANTS: readonly string[] = ["q4_k", "q5_k", "q6_k"];
 
 /**
  * The byte orders that put a Q4_K/Q5_K super-block's scale bytes (from byte 4) in place for `get_scale_min_k4`: byte
@@ -1519,9 +1518,10 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
   };
 
   /**
-   * Q6_K generation on the int8 path: four rows against one input, as dotRows does for Q4_K. Per sub-block of 16
-   * the rows' products (unsigned levels, minus the input's 32·Σx, made once for the four) are folded into one
-   * vector (lane i: row i) and scaled by the rows' int8 scales, transposed per super-block like dotRows' scale bytes.
+   * Q6_K and Q3_K generation on the int8 path: four rows against one input, as dotRows does for Q4_K. Per sub-block
+   * of 16 the rows' products (unsigned levels, minus the input's 32·Σx or 4·Σx, made once for the four) are folded
+   * into one vector (lane i: row i) and scaled by the rows' int8 scales, transposed per super-block like dotRows'
+   * scale bytes.
    */
   const dotRows6 = (rows: number[], t: number, results: number[]): Code => {
     const { pointers, xp, dp, bytes, scales: temps, x, products, acc, blockAcc } = fourRows;
@@ -1530,10 +1530,13 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
       const wide = (s & 2 ? i16x8ExtendHighS : i16x8ExtendLowS)(get(bytes[s >> 2]));
       return f32x4FromI32((s & 1 ? i32x4ExtendHighS : i32x4ExtendLowS)(wide));
     };
+    const q3 = type === "q3_k", offset = q3 ? fours : thirtyTwo;
     const superBlock: Code[] = [
       set(blockAcc, zero()),
       // Each row's sixteen scales, transposed: bytes 4s .. 4s + 3 of bytes[s >> 2] are the rows' scales of sub-block s.
-      ...pointers.map((pointer, i) => set(products[i], vload(get(pointer), 192))),
+      ...pointers.flatMap((pointer, i): Code[] =>
+        q3 ? decodeScales3(pointer, products[i]) : [set(products[i], vload(get(pointer), 192))]
+      ),
       ...transposeBytes(products, [...temps, ...fourRows.mins], bytes),
     ];
     for (let h = 0; h < 2; h++) {
@@ -1541,10 +1544,17 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
         const block = 4 * h + plane;
         superBlock.push(set(x[0], vload(get(xp), 32 * block)), set(x[1], vload(get(xp), 32 * block + 16)));
         for (let half = 0; half < 2; half++) {
-          // The input's 32·Σx of this sub-block, in int16 pairs (the same for the four rows).
-          const thirtyTwos = temps[0];
-          superBlock.push(set(thirtyTwos, relaxedDot(get(x[half]), get(thirtyTwo))));
+          // The input's 32·Σx (Q3_K: 4·Σx) of this sub-block, in int16 pairs (the same for the four rows).
+          const offsets = temps[0];
+          superBlock.push(set(offsets, relaxedDot(get(x[half]), get(offset))));
           for (let i = 0; i < 4; i++) {
+            if (q3) {
+              // qs at byte 32, 2 bits a plane; hmask's bit 4h + plane moved to bit 2.
+              const low = byteBits(vload(get(pointers[i]), 32 + 32 * h + 16 * half), 2 * plane, get(low2));
+              const third = byteBits(vload(get(pointers[i]), 16 * half), 4 * h + plane - 2, get(fours));
+              superBlock.push(set(products[i], i16x8Sub(relaxedDot(get(x[half]), vor(low, third)), get(offsets))));
+              continue;
+            }
             // ql: 64 bytes a half (planes 0/2 in the first 32, 1/3 in the next; low then high nibbles); qh: 32
             // bytes, bits 2·plane and 2·plane + 1 of each.
             const low = byteBits(
@@ -1554,7 +1564,7 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
             );
             const high = byteBits(vload(get(pointers[i]), 128 + 32 * h + 16 * half), 2 * plane - 4, get(bits45));
             const levels = vor(low, high);
-            superBlock.push(set(products[i], i16x8Sub(relaxedDot(get(x[half]), levels), get(thirtyTwos))));
+            superBlock.push(set(products[i], i16x8Sub(relaxedDot(get(x[half]), levels), get(offsets))));
           }
           superBlock.push(...fold16(products));
           const sub = 2 * block + half;
@@ -1564,7 +1574,9 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
       }
     }
     // The rows' d, side by side.
-    const d4 = f32x4Of(pointers.map((pointer) => fload(shl(load16u(get(pointer), 208), i32(2)), HALF_TABLE)));
+    const d4 = f32x4Of(
+      pointers.map((pointer) => fload(shl(load16u(get(pointer), q3 ? 108 : 208), i32(2)), HALF_TABLE)),
+    );
     superBlock.push(set(acc, madd(get(blockAcc), d4, get(acc))));
     return [
       ...fourRowLoop(rows, t, superBlock, false),
@@ -1872,9 +1884,9 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
       f,
       mul(get(blocks), i32(blockBytes)),
       dot,
-      int8x && FOUR_ROW_KQUANTS.includes(type) ? (type === "q6_k" ? dotRows6 : dotRows) : undefined,
+      int8x && type !== "q2_k" ? (type === "q6_k" || type === "q3_k" ? dotRows6 : dotRows) : undefined,
       undefined,
-      int8x && FOUR_ROW_KQUANTS.includes(type) ? (type === "q6_k" ? dotOctet6 : dotOctet) : undefined,
+      int8x && EIGHT_INPUT_KQUANTS.includes(type) ? (type === "q6_k" ? dotOctet6 : dotOctet) : undefined,
     ),
   ]);
 }
