@@ -8,6 +8,12 @@
 import { FileFormatError } from "./errors.ts";
 
 /**
+ * Bytes per read call. One read of a whole 3.6 GB file took twice as long (5.3 s against 2.5-2.8 s here) as reads of
+ * 64 MiB into the same memory.
+ */
+const READ_CHUNK = 64 << 20;
+
+/**
  * Reads a file into an ArrayBuffer (plain JavaScript reads an unshared buffer
  * faster than a SharedArrayBuffer). `alignOffset` is a byte offset inside
  * the file that should land on an 8-byte boundary in memory (for formats whose
@@ -37,8 +43,9 @@ export async function readFileBytes(
       : new Uint8Array(new ArrayBuffer(size + pad), pad, size);
     let done = 0;
     while (done < size) {
-      const n = await file.read(bytes.subarray(done));
-      if (n === null) throw new FileFormatError(path, "file shrank while it was being read");
+      const n = await file.read(bytes.subarray(done, Math.min(size, done + READ_CHUNK)));
+      // null at the end of the file; 0 for a non-empty view would loop forever.
+      if (n === null || n === 0) throw new FileFormatError(path, "file shrank while it was being read");
       done += n;
     }
     return bytes;

@@ -1,0 +1,34 @@
+// Reading whole files: more than one read call's worth, at the asked alignment, into the memory given.
+import assert from "node:assert/strict";
+import { readFileBytes } from "../lib/file_bytes.ts";
+
+Deno.test("readFileBytes reads a file of several read calls whole, aligned, into plain or given memory", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tensorless-test-" });
+  try {
+    // Past 64 MiB (one read call), with a tail that is not a multiple of anything.
+    const size = (64 << 20) + 4099;
+    const expected = new Uint8Array(size);
+    for (let i = 0; i < size; i++) expected[i] = Math.imul(i, 0x9e3779b1) >>> 24;
+    const path = `${dir}/big.bin`;
+    await Deno.writeFile(path, expected);
+    const given: Uint8Array[] = [];
+    const allocate = (byteLength: number) => {
+      const bytes = new Uint8Array(new SharedArrayBuffer(byteLength + 8), 8, byteLength);
+      given.push(bytes);
+      return bytes;
+    };
+    for (const into of [undefined, allocate]) {
+      const bytes = await readFileBytes(path, 3, into);
+      assert.equal(bytes.length, size);
+      // Byte 3 of the file on an 8-byte boundary.
+      assert.equal((bytes.byteOffset + 3) % 8, 0);
+      let differing = 0;
+      for (let i = 0; i < size; i++) if (bytes[i] !== expected[i]) differing++;
+      assert.equal(differing, 0, "the bytes read are the file's");
+    }
+    assert.equal(given.length, 1);
+    assert.equal(given[0].buffer instanceof SharedArrayBuffer, true);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
