@@ -517,6 +517,8 @@ function floatKernel(encoding: "f32" | "f16" | "bf16", relaxed: boolean): Code {
   const lo = f.local(V128), wLocal = f.local(F32);
   const elemBytes = half ? 2 : 4;
   const halves = halfConstants(f), zeros = f.local(V128);
+  /** Elements per vector step: four floats, or eight halves (two vectors once widened). */
+  const step = half ? 8 : 4;
   /**
    * The low (0) or high (8) four of eight halves as floats: each moved to the top of a 32-bit lane by interleaving
    * with zeros, which for a bfloat16 (a float's top half) is its float; a float16 then goes through halvesToFloats.
@@ -542,8 +544,7 @@ function floatKernel(encoding: "f32" | "f16" | "bf16", relaxed: boolean): Code {
       setup.push(set(tail[j], f32(0)));
       for (let u = 0; u < unroll; u++) setup.push(set(accOf(j, u), zero()));
     }
-    // One vector step at element c + at: 4 floats (F32) or 8 halves (F16) into accumulator u.
-    const step = half ? 8 : 4;
+    // One vector step at element c + at: 4 floats (F32) or 8 halves (F16, BF16) into accumulator u.
     const xAt = (j: number, at: number): Code => vload(add(get(xrow[j]), shl(get(c), i32(2))), 4 * at);
     const vectorStep = (u: number, at: number): Code[] => {
       const body: Code[] = [];
@@ -630,26 +631,37 @@ function floatKernel(encoding: "f32" | "f16" | "bf16", relaxed: boolean): Code {
       ...results.flatMap((result, j) => set(result, fadd(hsum2(acc[2 * j], acc[2 * j + 1]), get(tail[j])))),
     ];
   };
-  // F32: two rows, four inputs, one accumulator each (eight chains); a scalar tail for widths that are not a multiple
-  // of 4. Results 0..3 are rows[0]'s, 4..7 rows[1]'s.
+  // Two rows, four inputs, one accumulator each (eight chains); a scalar tail for widths that are not a multiple of
+  // the step. Results 0..3 are rows[0]'s, 4..7 rows[1]'s. F16 and BF16 widen each row's eight halves once for the
+  // four inputs.
   const xv = f.local(V128), pairTail = Array.from({ length: 8 }, () => f.local(F32));
+  const highs = [f.local(V128), f.local(V128)];
   const dotPair = (rows: number[], t: number, results: number[]): Code => {
-    const body: Code[] = [
-      set(wv, vload(add(get(rows[0]), shl(get(c), i32(2))))),
-      set(lo, vload(add(get(rows[1]), shl(get(c), i32(2))))),
-    ];
-    for (let j = 0; j < 4; j++) {
-      body.push(set(xv, vload(add(get(xrow[j]), shl(get(c), i32(2))))));
-      body.push(
-        set(acc[j], madd(get(wv), get(xv), get(acc[j]))),
-        set(acc[4 + j], madd(get(lo), get(xv), get(acc[4 + j]))),
-      );
+    const at = (pointer: number, shift: number): Code => add(get(pointer), shl(get(c), i32(shift)));
+    const body: Code[] = [];
+    // Row i's weights: lows[i] (values c .. c + 3) and, for halves, highs[i] (c + 4 .. c + 7).
+    const lows = [wv, lo];
+    for (let i = 0; i < 2; i++) {
+      if (!half) body.push(set(lows[i], vload(at(rows[i], 2))));
+      else {
+        body.push(set(highs[i], vload(at(rows[i], 1))));
+        body.push(set(lows[i], widen(get(highs[i]), 0)), set(highs[i], widen(get(highs[i]), 8)));
+      }
     }
-    body.push(set(c, add(get(c), i32(4))));
+    for (let j = 0; j < 4; j++) {
+      for (const [weights, offset] of half ? [[lows, 0], [highs, 16]] as const : [[lows, 0]] as const) {
+        body.push(set(xv, vload(at(xrow[j], 2), offset)));
+        body.push(
+          set(acc[j], madd(get(weights[0]), get(xv), get(acc[j]))),
+          set(acc[4 + j], madd(get(weights[1]), get(xv), get(acc[4 + j]))),
+        );
+      }
+    }
+    body.push(set(c, add(get(c), i32(step))));
     const scalar: Code[] = [];
     for (let j = 0; j < 8; j++) {
-      const w = fload(add(get(rows[j >> 2]), shl(get(c), i32(2))));
-      scalar.push(set(pairTail[j], fadd(get(pairTail[j]), fmul(w, fload(add(get(xrow[j & 3]), shl(get(c), i32(2))))))));
+      const w = scalarWeight(at(rows[j >> 2], half ? 1 : 2));
+      scalar.push(set(pairTail[j], fadd(get(pairTail[j]), fmul(w, fload(at(xrow[j & 3], 2))))));
     }
     scalar.push(set(c, add(get(c), i32(1))));
     return [
@@ -662,12 +674,11 @@ function floatKernel(encoding: "f32" | "f16" | "bf16", relaxed: boolean): Code {
       ...results.flatMap((result, j) => set(result, fadd(hsum(acc[j]), get(pairTail[j])))),
     ];
   };
-  const step = half ? 8 : 4;
   return f.encode([
     ...(encoding === "f16" ? halves.setup : []),
     ...set(zeros, zero()),
     ...set(vecEnd, and(get(COLS), i32(-step))),
-    ...rowsByInputs(f, mul(get(COLS), i32(elemBytes)), dot, dotRows, half ? undefined : dotPair),
+    ...rowsByInputs(f, mul(get(COLS), i32(elemBytes)), dot, dotRows, dotPair),
   ]);
 }
 
