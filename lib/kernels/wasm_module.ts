@@ -13,7 +13,7 @@
  * and computes `out[t*rows + r] = row r of w · input t` for rows `r0 <= r < r1`
  * and inputs `0 <= t < n`, all pointers into the one shared memory:
  *
- * - `f32`, `f16`: `x` holds the inputs as floats, `cols` apart.
+ * - `f32`, `f16`, `bf16`: `x` holds the inputs as floats, `cols` apart.
  * - `q8_0`, `q4_0`: the inputs were quantized like llama.cpp's
  *   `quantize_row_q8_0` (blocks of 32: a float scale in `xd`, integers in
  *   -127..127); `x` holds them as int16 (`q8_0`, and `q4_0` without relaxed
@@ -27,11 +27,12 @@
  *   more, `xt` holds the int8 inputs of each group of four interleaved four
  *   bytes at a time (16 bytes: values 4c .. 4c + 3 of each input), which the
  *   Q4_0 kernel takes eight inputs at a time.
- * - `q4_k`, `q5_k`, `q6_k`: the same quantized inputs, as int16 (int8 with
+ * - `q2_k` .. `q6_k`: the same quantized inputs, as int16 (int8 with
  *   relaxed SIMD); `xc`'s `-8·Σq` gives the minimums of Q4_K and Q5_K their
- *   input sums. Their four-input path reads those sums regrouped by four as
- *   well: `xs4` holds each block's `d·Σq` (float, for the minimums) and `xh4`
- *   each half block's `32·Σq` (int32, for Q6_K's offset of 32).
+ *   input sums, its half sums Q2_K's. Their four-input path reads those sums
+ *   regrouped by four as well: `xs4` holds each block's `d·Σq` (float, for the
+ *   minimums) and `xh4` each half block's `32·Σq` (int32, for Q6_K's offset of
+ *   32, Q3_K's of 4 and Q2_K's minimums).
  *
  * Each kernel handles four inputs at a time when it can, so a weight row is
  * read from memory once and reused from cache for the whole batch; with
@@ -1053,32 +1054,36 @@ const HIGH_ORDER = [16, 16, 16, 16, 0, 1, 2, 3, 16, 16, 16, 16, 4, 5, 6, 7];
  * - Q6_K: 16 sub-blocks of 16 with int8 scales; `q` is 4 low bits from `ql`
  *   and 2 high bits from `qh`, minus 32 (the 8-bit path multiplies the
  *   unsigned levels and takes off 32·Σx with a second 8-bit dot product).
+ * - Q3_K: Q6_K's layout of sub-blocks, with 6-bit scales minus 32 (12 packed
+ *   bytes) and `q` of 2 low bits from `qs` and a third from `hmask`, minus 4.
+ * - Q2_K: 16 sub-blocks of 16 with a 4-bit scale and minimum each:
+ *   `Σ w·x = dx·(d·sc·Σ q·qx − dmin·m·Σ qx)` per sub-block, `q` 2 bits.
  *
  * A super-block's scales (and minimums) are decoded into float vectors once.
  * Each sub-block is decoded once for the one or four inputs of a step. With
  * four, their sums are folded into one vector (lane i: input i) and scaled by
  * the four inputs' scales and sums read as vectors from `xd4` and `xs4`
- * (Q4_K, Q5_K) or `xh4` (Q6_K, whose 8-bit path then needs only one 8-bit
- * dot product per input and sub-block). With fewer (generation), the int8
- * path takes four rows at once and folds the rows' sums (lane i: row i),
- * with their scales transposed to match; otherwise one row's sums of four
- * consecutive sub-blocks are folded (lane i: sub-block i) and scaled by their
- * scales and input scales side by side. With eight inputs or more, the int8
- * path takes two rows against eight inputs with the inputs in lanes (`xt`),
- * as Q4_0 does. The outer loop is `rowsByInputs`'.
+ * (Q4_K, Q5_K) or `xh4` (Q6_K, Q3_K, Q2_K; the offsets' 8-bit paths then
+ * need only one 8-bit dot product per input and sub-block). With fewer
+ * (generation), the int8 path takes four rows at once (but for Q2_K) and
+ * folds the rows' sums (lane i: row i), with their scales transposed to
+ * match; otherwise one row's sums of four consecutive sub-blocks are folded
+ * (lane i: sub-block i) and scaled by their scales and input scales side by
+ * side. With eight inputs or more, the int8 path takes two rows against eight
+ * inputs with the inputs in lanes (`xt`), as Q4_0 does (Q4_K, Q5_K, Q6_K).
+ * The outer loop is `rowsByInputs`'.
  */
 function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const f = new Fn(KERNEL_PARAMS);
   const int8x = relaxed && INT8_INPUT_KERNELS.includes(type);
   const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
   const xBytes = int8x ? 1 : 2;
-  const names = { q2_k: "Q2_K", q3_k: "Q3_K", q4_k: "Q4_K", q5_k: "Q5_K", q6_k: "Q6_K" } as const;
-  const { blockBytes } = TENSOR_TYPES[names[type]];
+  const { blockBytes } = TENSOR_TYPES[type.toUpperCase() as Uppercase<typeof type>];
   const b = f.local(I32), blocks = f.local(I32), bp = f.local(I32), d = f.local(F32), dmin = f.local(F32);
   const q = [f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
   const low4 = f.local(V128), bits45 = f.local(V128), bit4 = f.local(V128), thirtyTwo = f.local(V128);
-  // Q3_K: its low two bits, its third bit (4, which is also its offset), and the sixteen scales (minus 32) of the
-  // current super-block, decoded from 12 bytes.
+  // Q2_K and Q3_K: their low two bits; Q3_K: its third bit (4, which is also its offset), and the sixteen scales
+  // (minus 32) of the current super-block, decoded from 12 bytes.
   const low2 = f.local(V128), fours = f.local(V128), scales3 = f.local(V128);
   const scaleWords = [f.local(I32), f.local(I32), f.local(I32)];
   // A sub-block's weights, decoded once for every input: 32 bytes in `w8` (int8 path) or int16 in `w16`.
