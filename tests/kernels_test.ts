@@ -89,7 +89,7 @@ function tolerance(w: Matrix, x: Float32Array, t: number, r: number): number {
     quantization += (weights * amax) / 254;
   }
   // Float paths differ only in summation order (and fused multiply-adds): 1e-4 of Σ|w·x| is far above that.
-  if (!["Q8_0", "Q4_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"].includes(w.type)) return 1e-4 * magnitude + 1e-30;
+  if (["F32", "F16", "BF16"].includes(w.type)) return 1e-4 * magnitude + 1e-30;
   return quantization * 1.01 + 1e-4 * magnitude;
 }
 
@@ -102,7 +102,7 @@ const CASES: { type: TensorType; cols: number }[] = [
   { type: "BF16", cols: 128 },
   { type: "Q8_0", cols: 96 },
   { type: "Q4_0", cols: 160 },
-  ...(["Q4_1", "Q5_0", "Q5_1"] as const).map((type) => ({ type, cols: 64 })),
+  ...(["Q4_1", "Q5_0", "Q5_1"] as const).flatMap((type) => [{ type, cols: 64 }, { type, cols: 96 }]),
   ...(["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"] as const).map((type) => ({ type, cols: 256 })),
   // Two super-blocks a row: the kernels' pointers move on from the first.
   ...(["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"] as const).map((type) => ({ type, cols: 512 })),

@@ -27,6 +27,8 @@
  *   more, `xt` holds the int8 inputs of each group of four interleaved four
  *   bytes at a time (16 bytes: values 4c .. 4c + 3 of each input), which the
  *   Q4_0 kernel takes eight inputs at a time.
+ * - `q4_1`, `q5_0`, `q5_1`: the int16 inputs with `xd` and `xc`'s half sums
+ *   (for the minimums), and four at a time `xd4` and `xs4`.
  * - `q2_k` .. `q6_k`: the same quantized inputs, as int16 (int8 with
  *   relaxed SIMD); `xc`'s `-8·Σq` gives the minimums of Q4_K and Q5_K their
  *   input sums, its half sums Q2_K's. Their four-input path reads those sums
@@ -116,6 +118,7 @@ const f32x4Of = (values: Code[]): Code =>
   values.slice(1).reduce((vector, value, i) => f32x4ReplaceLane(vector, i + 1, value), f32x4Splat(values[0]));
 const vand = simd(0x4e), vor = simd(0x50), vxor = simd(0x51);
 const i8x16Sub = simd(0x71), i16x8Add = simd(0x8e), i16x8Sub = simd(0x91), i16x8ShrU = simd(0x8d);
+const i8x16Eq = simd(0x23), i8x16Swizzle = simd(0x0e);
 const i16x8Shl = simd(0x8b);
 /**
  * Each byte of `v` shifted right by `shift` bits (left when negative), then masked by `mask`. The 16-bit shifts
@@ -191,7 +194,21 @@ class Fn {
 }
 
 /** The kinds of weight encodings the module has kernels for, in export order. */
-export const WASM_KERNELS = ["f32", "f16", "bf16", "q8_0", "q4_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"] as const;
+export const WASM_KERNELS = [
+  "f32",
+  "f16",
+  "bf16",
+  "q8_0",
+  "q4_0",
+  "q4_1",
+  "q5_0",
+  "q5_1",
+  "q2_k",
+  "q3_k",
+  "q4_k",
+  "q5_k",
+  "q6_k",
+] as const;
 /** One of {@link WASM_KERNELS}. */
 export type WasmKernelName = (typeof WASM_KERNELS)[number];
 /**
@@ -1025,6 +1042,138 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       dotRows,
       dotByFour,
       int8x || type === "q8_0" ? dotOctet : undefined,
+    ),
+  ]);
+}
+
+/**
+ * Q4_1, Q5_0 and Q5_1 rows (blocks of 32: a half-precision scale d, for Q4_1 and Q5_1 a minimum m, for Q5_0 and Q5_1
+ * 32 fifth bits `qh`, then 16 bytes of nibbles: element j in byte j's low nibble, element j + 16 in its high one)
+ * against the int16 quantized inputs: `Σ w·x = dx·(d·Σ q·qx + m·Σ qx)`, Q5_0's q minus 16. Each block is decoded
+ * into four int16 vectors once for one input or four (whose sums are folded into one vector, scaled by `xd4`, the
+ * minimum times `xs4`'s `dx·Σq`). The simple paths of the other kernels only: these encodings are rare now.
+ */
+function legacyKernel(type: "q4_1" | "q5_0" | "q5_1", relaxed: boolean): Code {
+  const f = new Fn(KERNEL_PARAMS);
+  const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
+  const { blockBytes } = TENSOR_TYPES[type.toUpperCase() as Uppercase<typeof type>];
+  const hasMin = type !== "q5_0", fifthBits = type !== "q4_1";
+  const qhAt = type === "q5_0" ? 2 : 4, qsAt = { q4_1: 4, q5_0: 6, q5_1: 8 }[type];
+  const b = f.local(I32), blocks = f.local(I32), bp = f.local(I32), d = f.local(F32), m = f.local(F32);
+  const w = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
+  const low4 = f.local(V128), sixteens = f.local(V128), bitMask = f.local(V128);
+  const lowBytes = f.local(V128), highBytes = f.local(V128), bits = f.local(V128);
+  // Byte k >> 3 of qh for byte k of elements 0..15 (lowIndex) and 16..31 (highIndex), as swizzle indices in locals.
+  const lowIndex = f.local(V128), highIndex = f.local(V128);
+  const xps = [f.local(I32), f.local(I32), f.local(I32), f.local(I32)];
+  const dp = f.local(I32), cp = f.local(I32), sp = f.local(I32), groupStride = f.local(I32);
+  const sums = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
+  const acc = f.local(V128), minSum = f.local(F32);
+  /** Byte k >> 3 of the 32-bit qh (in `bits`) in byte k of the elements at `index` (lowIndex or highIndex). */
+  const qhBytes = (index: number): Code => (relaxed ? relaxedSwizzle : i8x16Swizzle)(get(bits), get(index));
+  /** The block at `bp` into `w` (elements 0-7, 8-15, 16-23, 24-31 as int16), `d` and `m`. */
+  const decode: Code[] = [
+    set(d, fload(shl(load16u(get(bp)), i32(2)), HALF_TABLE)),
+    ...(hasMin ? [set(m, fload(shl(load16u(get(bp), 2), i32(2)), HALF_TABLE))] : []),
+    set(highBytes, vload(get(bp), qsAt)),
+    set(lowBytes, vand(get(highBytes), get(low4))),
+    set(highBytes, byteBits(get(highBytes), 4, get(low4))),
+  ];
+  if (fifthBits) {
+    // Element j's fifth bit is bit j of qh: each byte of qh spread over the eight bytes it covers, its bit for each
+    // picked by the mask (1, 2, 4, .. 128), then made 16 where set.
+    const fifth = (index: number): Code =>
+      vand(i8x16Eq(vand(qhBytes(index), get(bitMask)), get(bitMask)), get(sixteens));
+    decode.push(
+      set(bits, i32x4Splat(iload(get(bp), qhAt))),
+      set(lowBytes, vor(get(lowBytes), fifth(lowIndex))),
+      set(highBytes, vor(get(highBytes), fifth(highIndex))),
+    );
+  }
+  // Q5_0's levels are 0..31 minus 16: signed bytes, widened as such; the others' unsigned.
+  if (type === "q5_0") {
+    decode.push(
+      set(lowBytes, i8x16Sub(get(lowBytes), get(sixteens))),
+      set(highBytes, i8x16Sub(get(highBytes), get(sixteens))),
+    );
+  }
+  const [lo, hi] = type === "q5_0" ? [i16x8ExtendLowS, i16x8ExtendHighS] : [i16x8ExtendLowU, i16x8ExtendHighU];
+  decode.push(
+    set(w[0], lo(get(lowBytes))),
+    set(w[1], hi(get(lowBytes))),
+    set(w[2], lo(get(highBytes))),
+    set(w[3], hi(get(highBytes))),
+  );
+  /** The decoded block times input block `at` past `xp` (32 int16 values): an i32x4 whose lanes sum to the dot. */
+  const blockSum = (xp: number): Code =>
+    w.slice(1).reduce(
+      (sum, wi, i) => i32x4Add(sum, i32x4Dot(get(wi), vload(get(xp), 16 * (i + 1)))),
+      i32x4Dot(get(w[0]), vload(get(xp))),
+    );
+  const dotOne = (row: number, t: number, results: number[]): Code => [
+    ...set(xps[0], add(get(X), mul(get(t), shl(get(COLS), i32(1))))),
+    ...set(dp, add(get(XD), mul(get(t), shl(get(blocks), i32(2))))),
+    ...set(cp, add(get(XC), mul(get(t), shl(get(blocks), i32(4))))),
+    ...set(acc, zero()),
+    ...set(minSum, f32(0)),
+    ...set(bp, get(row)),
+    ...set(b, i32(0)),
+    ...whileLoop(
+      ltU(get(b), get(blocks)),
+      ...decode,
+      set(acc, madd(f32x4FromI32(blockSum(xps[0])), f32x4Splat(fmul(get(d), fload(get(dp)))), get(acc))),
+      // The minimum times dx·Σqx: the block's half sums, lanes 1 and 2 of xc.
+      ...(hasMin
+        ? [
+          set(
+            minSum,
+            fadd(get(minSum), fmul(fmul(get(m), fload(get(dp))), convertS(add(iload(get(cp), 4), iload(get(cp), 8))))),
+          ),
+        ]
+        : []),
+      set(b, add(get(b), i32(1))),
+      set(bp, add(get(bp), i32(blockBytes))),
+      set(xps[0], add(get(xps[0]), i32(64))),
+      set(dp, add(get(dp), i32(4))),
+      set(cp, add(get(cp), i32(16))),
+    ),
+    ...set(results[0], fadd(hsum(acc), get(minSum))),
+  ];
+  const dotFour = (row: number, t: number, results: number[]): Code => [
+    ...set(xps[0], add(get(X), mul(get(t), shl(get(COLS), i32(1))))),
+    ...[1, 2, 3].flatMap((i) => set(xps[i], add(get(xps[i - 1]), shl(get(COLS), i32(1))))),
+    ...set(dp, add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride)))),
+    ...set(sp, add(get(XS4), mul(shrU(get(t), i32(2)), get(groupStride)))),
+    ...set(acc, zero()),
+    ...set(bp, get(row)),
+    ...set(b, i32(0)),
+    ...whileLoop(
+      ltU(get(b), get(blocks)),
+      ...decode,
+      ...xps.map((xp, i) => set(sums[i], blockSum(xp))),
+      ...foldFour(sums),
+      set(acc, madd(f32x4FromI32(get(sums[0])), f32x4Mul(vload(get(dp)), f32x4Splat(get(d))), get(acc))),
+      ...(hasMin ? [set(acc, madd(f32x4Splat(get(m)), vload(get(sp)), get(acc)))] : []),
+      set(b, add(get(b), i32(1))),
+      set(bp, add(get(bp), i32(blockBytes))),
+      ...xps.map((xp) => set(xp, add(get(xp), i32(64)))),
+      set(dp, add(get(dp), i32(16))),
+      set(sp, add(get(sp), i32(16))),
+    ),
+    ...results.flatMap((result, i) => set(result, f32x4Lane(get(acc), i))),
+  ];
+  return f.encode([
+    ...set(low4, i8x16Splat(0x0f)),
+    ...set(sixteens, i8x16Splat(16)),
+    ...set(bitMask, bytesConst([1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128])),
+    ...set(lowIndex, bytesConst(Array.from({ length: 16 }, (_, k) => k >> 3))),
+    ...set(highIndex, bytesConst(Array.from({ length: 16 }, (_, k) => 2 + (k >> 3)))),
+    ...set(blocks, shrU(get(COLS), i32(5))),
+    ...set(groupStride, shl(get(blocks), i32(4))),
+    ...rowsByInputs(
+      f,
+      mul(get(blocks), i32(blockBytes)),
+      (k, row, t, results) => k === 4 ? dotFour(row, t, results) : dotOne(row, t, results),
     ),
   ]);
 }
@@ -2630,6 +2779,9 @@ export function buildKernelModule(
     floatKernel("bf16", relaxed),
     quantKernel("q8_0", relaxed),
     quantKernel("q4_0", relaxed),
+    legacyKernel("q4_1", relaxed),
+    legacyKernel("q5_0", relaxed),
+    legacyKernel("q5_1", relaxed),
     kQuantKernel("q2_k", relaxed),
     kQuantKernel("q3_k", relaxed),
     kQuantKernel("q4_k", relaxed),
