@@ -6,8 +6,7 @@
  * @module
  */
 
-import { dotRow } from "../quant.ts";
-import { type Matrix, rowBytes, TENSOR_TYPES, type TensorType } from "../tensor.ts";
+import { rowBytes, type TensorType } from "../tensor.ts";
 import { FLOAT_INPUT_KERNELS, INT8_INPUT_KERNELS, WASM_KERNELS } from "./wasm_module.ts";
 
 /** Slots of the control array. */
@@ -181,18 +180,13 @@ export const MAX_JOBS = 8;
 export const CONTROL_LENGTH = JOB_BASE + MAX_JOBS * JOB_INTS;
 
 /** Fields of one job. */
-export const JOB = { KIND: 0, W: 1, ROWS: 2, COLS: 3, OUT: 4, TYPE: 5 } as const;
+export const JOB = { KIND: 0, W: 1, ROWS: 2, COLS: 3, OUT: 4 } as const;
 
-/** Job kinds: the wasm kernels by index, then plain JS for encodings without one. */
-export const KIND_JS = WASM_KERNELS.length;
-
-/** Encoding names by index, for the job table. */
-export const TYPE_NAMES = Object.keys(TENSOR_TYPES) as TensorType[];
-
-/** The wasm kernel every encoding uses, or {@link KIND_JS}. */
+/** The job kind of an encoding: the index of its wasm kernel (every encoding has one). */
 export function kindOf(type: TensorType): number {
   const index = WASM_KERNELS.indexOf(type.toLowerCase() as (typeof WASM_KERNELS)[number]);
-  return index < 0 ? KIND_JS : index;
+  if (index < 0) throw new Error(`no kernel for ${type} matrices`);
+  return index;
 }
 
 /** Kernel functions as exported by the module. */
@@ -238,8 +232,7 @@ const KERNEL_TYPES = WASM_KERNELS.map((kernel) => kernel.toUpperCase() as Tensor
 /** rowsPerTask for the job at `base` of the control array. */
 function taskRows(control: Int32Array, base: number, participants: number, n: number): number {
   const kind = control[base + JOB.KIND], cols = control[base + JOB.COLS];
-  const type = kind === KIND_JS ? TYPE_NAMES[control[base + JOB.TYPE]] : KERNEL_TYPES[kind];
-  return rowsPerTask(control[base + JOB.ROWS], participants, n, rowBytes(type, cols));
+  return rowsPerTask(control[base + JOB.ROWS], participants, n, rowBytes(KERNEL_TYPES[kind], cols));
 }
 
 /** The module's `quantize` (see `wasm_module.ts`). */
@@ -275,11 +268,10 @@ export interface Participant {
   regroup: RegroupFunction;
   rotateAndCache: RotateFunction;
   rotateAndCacheBf16: RotateFunction;
-  memory: WebAssembly.Memory;
 }
 
 /** A participant's view of an instance of the kernel module. */
-export function participantOf(index: number, instance: WebAssembly.Instance, memory: WebAssembly.Memory): Participant {
+export function participantOf(index: number, instance: WebAssembly.Instance): Participant {
   const exports = instance.exports;
   return {
     index,
@@ -293,7 +285,6 @@ export function participantOf(index: number, instance: WebAssembly.Instance, mem
     regroup: exports.regroup as RegroupFunction,
     rotateAndCache: exports.rotateAndCache as RotateFunction,
     rotateAndCacheBf16: exports.rotateAndCacheBf16 as RotateFunction,
-    memory,
   };
 }
 
@@ -313,7 +304,7 @@ export function runShare(control: Int32Array, participant: Participant): void {
     case WORK.ROTATE:
       return runRotate(control, participant);
     default:
-      return runMatmul(control, participant.kernels, participant.memory);
+      return runMatmul(control, participant.kernels);
   }
 }
 
@@ -464,7 +455,7 @@ function runAttention(control: Int32Array, participant: Participant): void {
   }
 }
 
-function runMatmul(control: Int32Array, kernels: KernelFunction[], memory: WebAssembly.Memory): void {
+function runMatmul(control: Int32Array, kernels: KernelFunction[]): void {
   const jobs = control[SLOT.JOB_COUNT];
   const n = control[SLOT.N];
   const participants = control[SLOT.PARTICIPANTS];
@@ -487,38 +478,12 @@ function runMatmul(control: Int32Array, kernels: KernelFunction[], memory: WebAs
     const r1 = Math.min(rows, r0 + chunk);
     const w = control[base + JOB.W] >>> 0;
     const out = control[base + JOB.OUT] >>> 0;
-    if (kind === KIND_JS) {
-      runPlain(memory, TYPE_NAMES[control[base + JOB.TYPE]], w, rows, cols, r0, r1, control[SLOT.XF] >>> 0, n, out);
-      continue;
-    }
     const name = WASM_KERNELS[kind];
     const int8 = control[SLOT.RELAXED] === 1 && INT8_INPUT_KERNELS.includes(name);
     const x = FLOAT_INPUT_KERNELS.includes(name) ? control[SLOT.XF] : control[int8 ? SLOT.XQ8 : SLOT.XQ16];
     const [xd, xc, xd4, xc4] = [control[SLOT.XD], control[SLOT.XC], control[SLOT.XD4], control[SLOT.XC4]];
     const [xs4, xh4, xt] = [control[SLOT.XS4], control[SLOT.XH4], control[int8 ? SLOT.XT8 : SLOT.XT16]];
     kernels[kind](w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4, xs4, xh4, xt);
-  }
-}
-
-/** Rows of an encoding without a wasm kernel, with the reference dot products. */
-function runPlain(
-  memory: WebAssembly.Memory,
-  type: TensorType,
-  w: number,
-  rows: number,
-  cols: number,
-  r0: number,
-  r1: number,
-  xf: number,
-  n: number,
-  out: number,
-): void {
-  const buffer = memory.buffer;
-  const matrix: Matrix = { type, rows, cols, data: new Uint8Array(buffer, w, rows * rowBytes(type, cols)) };
-  const x = new Float32Array(buffer, xf, n * cols);
-  const y = new Float32Array(buffer, out, n * rows);
-  for (let t = 0; t < n; t++) {
-    for (let r = r0; r < r1; r++) y[t * rows + r] = dotRow(matrix, r, x, t * cols);
   }
 }
 

@@ -28,7 +28,6 @@ import {
   JOB,
   JOB_BASE,
   JOB_INTS,
-  KIND_JS,
   kindOf,
   MAX_JOBS,
   type Participant,
@@ -40,7 +39,6 @@ import {
   SLOT,
   SWIGLU,
   SWIGLU_TASK,
-  TYPE_NAMES,
   waitWhileEquals,
   WORK,
 } from "./job_runner.ts";
@@ -119,7 +117,7 @@ export class WasmKernels implements Kernels {
     this.relaxed = relaxed;
     this.#main = new MemoryBlocks(memory, RESERVED_BYTES);
     this.#cache = cache ? new MemoryBlocks(cache, 64) : this.#main;
-    this.#participant = participantOf(0, instance, memory);
+    this.#participant = participantOf(0, instance);
     this.#add = instance.exports.add as (x: number, y: number, length: number) => void;
     this.#rmsNorm = instance.exports.rmsnorm as (
       out: number,
@@ -436,7 +434,7 @@ export class WasmKernels implements Kernels {
     const xf = xInPlace ? xStart : base;
     if (!xInPlace) new Float32Array(this.#main.buffer(), xf, n * cols).set(x.subarray(0, n * cols));
     // Quantized kernels read the input as 8-bit blocks, made once here for every job and thread.
-    const quantized = kinds.some((k) => k !== KIND_JS && !FLOAT_INPUT_KERNELS.includes(WASM_KERNELS[k]));
+    const quantized = kinds.some((k) => !FLOAT_INPUT_KERNELS.includes(WASM_KERNELS[k]));
     // Quantized, and regrouped by four inputs for the kernels' four- and eight-input paths (SLOT.XD4 .. SLOT.XT16):
     // group by group, on the pool for a prompt.
     if (quantized) {
@@ -475,7 +473,6 @@ export class WasmKernels implements Kernels {
       control[at + JOB.ROWS] = w.rows;
       control[at + JOB.COLS] = w.cols;
       control[at + JOB.OUT] = outInPlace[j] ? out.byteOffset : base + outOffsets[j];
-      control[at + JOB.TYPE] = kinds[j] === KIND_JS ? TYPE_NAMES.indexOf(w.type) : 0;
     });
     this.#runBatch();
     const buffer = this.#main.buffer();

@@ -30,7 +30,7 @@ scope.onmessage = (event) => {
   scope.onmessage = null;
   const { module, memory, cache, control, index } = event.data;
   const instance = new WebAssembly.Instance(module, { env: cache ? { memory, cache } : { memory } });
-  const participant = participantOf(index, instance, memory);
+  const participant = participantOf(index, instance);
   let seen = Atomics.load(control, SLOT.GENERATION);
   scope.postMessage("ready");
   while (true) {
