@@ -1104,7 +1104,7 @@ function legacyKernel(type: "q4_1" | "q5_0" | "q5_1", relaxed: boolean): Code {
     set(w[2], lo(get(highBytes))),
     set(w[3], hi(get(highBytes))),
   );
-  /** The decoded block times input block `at` past `xp` (32 int16 values): an i32x4 whose lanes sum to the dot. */
+  /** The decoded block times the input block at `xp` (32 int16 values): an i32x4 whose lanes sum to the dot. */
   const blockSum = (xp: number): Code =>
     w.slice(1).reduce(
       (sum, wi, i) => i32x4Add(sum, i32x4Dot(get(wi), vload(get(xp), 16 * (i + 1)))),
