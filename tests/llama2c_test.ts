@@ -181,6 +181,11 @@ Deno.test("a closed session gives all its memory back to the kernels, and refuse
     for await (const _ of generate(model, { prompt: "hello", steps: 30, temperature: 0 })) break;
     for await (const _ of generate(model, { prompt: "hello", steps: 30, temperature: 0 })) continue;
     assert.equal(live.size, owned);
+    // A session outliving its model closes quietly.
+    const late = model.newSession();
+    late.feed([1]);
+    model.close();
+    late.close();
   } finally {
     model.close();
     await Deno.remove(dir, { recursive: true });
