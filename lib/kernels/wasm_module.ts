@@ -1178,8 +1178,8 @@ function legacyKernel(type: "q4_1" | "q5_0" | "q5_1", relaxed: boolean): Code {
   ]);
 }
 
-/** The K-quants with an eight-input prompt path (Q2_K and Q3_K take prompts four inputs at a time). */
-const EIGHT_INPUT_KQUANTS: readonly string[] = ["q4_k", "q5_k", "q6_k"];
+/** The K-quants with an eight-input prompt path (Q2_K takes prompts four inputs at a time). */
+const EIGHT_INPUT_KQUANTS: readonly string[] = ["q3_k", "q4_k", "q5_k", "q6_k"];
 
 /**
  * The byte orders that put a Q4_K/Q5_K super-block's scale bytes (from byte 4) in place for `get_scale_min_k4`: byte
@@ -1233,7 +1233,7 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
   const low4 = f.local(V128), bits45 = f.local(V128), bit4 = f.local(V128), thirtyTwo = f.local(V128);
   // Q2_K and Q3_K: their low two bits; Q3_K: its third bit (4, which is also its offset), and the sixteen scales
   // (minus 32) of the current super-block, decoded from 12 bytes.
-  const low2 = f.local(V128), fours = f.local(V128), scales3 = f.local(V128);
+  const low2 = f.local(V128), fours = f.local(V128), scales3 = f.local(V128), ones8 = f.local(V128);
   const scaleWords = [f.local(I32), f.local(I32), f.local(I32)];
   // A sub-block's weights, decoded once for every input: 32 bytes in `w8` (int8 path) or int16 in `w16`.
   const w8 = [f.local(V128), f.local(V128)];
@@ -1956,28 +1956,40 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
   const halfScales = [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]];
   const dotOctet6 = (rows: number[], t: number, outs: number[]): Code => {
     const { xt, sums, wide, x, splat, weights } = octet;
+    const q3 = type === "q3_k";
     const superBlock: Code[] = [];
     for (let i = 0; i < 2; i++) {
       const pointer = octet.rows[i];
-      superBlock.push(set(octet.d[i], fload(shl(load16u(get(pointer), 208), i32(2)), HALF_TABLE)));
+      superBlock.push(set(octet.d[i], fload(shl(load16u(get(pointer), q3 ? 108 : 208), i32(2)), HALF_TABLE)));
+      // The sixteen int8 scales: Q6_K's at byte 192, Q3_K's unpacked (into laneScale, free until the half loop).
+      if (q3) superBlock.push(...decodeScales3(pointer, octet.laneScale));
+      const raw = q3 ? get(octet.laneScale) : vload(get(pointer), 192);
       for (let k = 0; k < 4; k++) {
-        const wide = (k < 2 ? i16x8ExtendLowS : i16x8ExtendHighS)(vload(get(pointer), 192));
+        const wide = (k < 2 ? i16x8ExtendLowS : i16x8ExtendHighS)(raw);
         const scales = f32x4FromI32((k & 1 ? i32x4ExtendHighS : i32x4ExtendLowS)(wide));
         superBlock.push(set(sixteenScales[i][k], f32x4Mul(scales, f32x4Splat(get(octet.d[i])))));
       }
       superBlock.push(
         set(halfScales[i][0], get(sixteenScales[i][0])),
         set(halfScales[i][1], get(sixteenScales[i][1])),
-        set(octet.qs[i], get(pointer)),
-        set(octet.qh[i], add(get(pointer), i32(128))),
+        // Q3_K: qs at 32 (32 bytes a half), hmask at 0 (the same 32 bytes for both halves, bit 4·half + plane).
+        set(octet.qs[i], q3 ? add(get(pointer), i32(32)) : get(pointer)),
+        set(octet.qh[i], q3 ? get(pointer) : add(get(pointer), i32(128))),
       );
     }
     const half: Code[] = [];
     for (let plane = 0; plane < 4; plane++) {
       // Block `plane` of the half: ql's low or high nibbles (planes 0/2 in its first 32 bytes, 1/3 in the next), qh's
-      // bits 2·plane and 2·plane + 1 (qh: 32 bytes a half, at 128).
+      // bits 2·plane and 2·plane + 1 (qh: 32 bytes a half, at 128). Q3_K: qs's bits 2·plane and 2·plane + 1, and
+      // hmask's bit 4·half + plane (a shift by the loop's half) moved to bit 2.
       for (let i = 0; i < 2; i++) {
         for (let v = 0; v < 2; v++) {
+          if (q3) {
+            const low = byteBits(vload(get(octet.qs[i]), 16 * v), 2 * plane, get(low2));
+            const bit = i16x8ShrU(vload(get(octet.qh[i]), 16 * v), add(shl(get(octet.half), i32(2)), i32(plane)));
+            half.push(set(weights[i][v], vor(low, i16x8Shl(vand(bit, get(ones8)), i32(2)))));
+            continue;
+          }
           const low = byteBits(vload(get(octet.qs[i]), 32 * (plane & 1) + 16 * v), 4 * (plane >> 1), get(low4));
           const high = byteBits(vload(get(octet.qh[i]), 16 * v), 2 * plane - 4, get(bits45));
           half.push(set(weights[i][v], vor(low, high)));
@@ -2002,9 +2014,11 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
           half.push(set(octet.laneScale, splatLane(halfScales[i][sub >> 2], sub & 3)));
           for (let g = 0; g < 2; g++) {
             const k = 2 * i + g;
+            // Minus the four inputs' 32·Σx of the sub-block (XH4), for Q3_K an eighth of it.
+            const offsets = vload(get(octet.hp[g]), 32 * plane + 16 * (c >> 2));
             const sum = i32x4Sub(
               i32x4Add(get(wide[k]), i32x4Dot(get(sums[k]), get(ones16))),
-              vload(get(octet.hp[g]), 32 * plane + 16 * (c >> 2)),
+              q3 ? i32x4ShrS(offsets, i32(3)) : offsets,
             );
             const scaled = f32x4Mul(vload(get(octet.dp[g]), 16 * plane), get(octet.laneScale));
             half.push(set(outs[k], madd(f32x4FromI32(sum), scaled, get(outs[k]))));
@@ -2015,8 +2029,8 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
     // On to the second half: 64 bytes of ql, 32 of qh (both from qs), four blocks of inputs (512 bytes of each
     // group's, 64 of XD4, 128 of XH4), sub-blocks 8 .. 15's scales.
     half.push(
-      ...octet.qs.map((p) => set(p, add(get(p), i32(64)))),
-      ...octet.qh.map((p) => set(p, add(get(p), i32(32)))),
+      ...octet.qs.map((p) => set(p, add(get(p), i32(q3 ? 32 : 64)))),
+      ...(q3 ? [] : octet.qh.map((p) => set(p, add(get(p), i32(32))))),
       ...xt.map((p) => set(p, add(get(p), i32(512)))),
       ...octet.dp.map((p) => set(p, add(get(p), i32(64)))),
       ...octet.hp.map((p) => set(p, add(get(p), i32(128)))),
@@ -2035,6 +2049,7 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
     ...set(bit4, i8x16Splat(0x10)),
     ...set(thirtyTwo, i8x16Splat(32)),
     ...set(low2, i8x16Splat(3)),
+    ...set(ones8, i8x16Splat(1)),
     ...set(fours, i8x16Splat(4)),
     ...set(ones16, i32x4Splat(i32(0x00010001))),
     ...set(lowBitsMask, bytesConst([63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0])),
@@ -2051,7 +2066,9 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
       dot,
       int8x && type !== "q2_k" ? (type === "q6_k" || type === "q3_k" ? dotRows6 : dotRows) : undefined,
       undefined,
-      int8x && EIGHT_INPUT_KQUANTS.includes(type) ? (type === "q6_k" ? dotOctet6 : dotOctet) : undefined,
+      int8x && EIGHT_INPUT_KQUANTS.includes(type)
+        ? (type === "q6_k" || type === "q3_k" ? dotOctet6 : dotOctet)
+        : undefined,
     ),
   ]);
 }
