@@ -1178,9 +1178,6 @@ function legacyKernel(type: "q4_1" | "q5_0" | "q5_1", relaxed: boolean): Code {
   ]);
 }
 
-/** The K-quants with an eight-input prompt path (Q2_K takes prompts four inputs at a time). */
-const EIGHT_INPUT_KQUANTS: readonly string[] = ["q3_k", "q4_k", "q5_k", "q6_k"];
-
 /**
  * The byte orders that put a Q4_K/Q5_K super-block's scale bytes (from byte 4) in place for `get_scale_min_k4`: byte
  * i of the result is byte LOW_ORDER[i] (the low six or four bits' source) and HIGH_ORDER[i] (the top two bits'
@@ -1219,7 +1216,7 @@ const HIGH_ORDER = [16, 16, 16, 16, 0, 1, 2, 3, 16, 16, 16, 16, 4, 5, 6, 7];
  * match; otherwise one row's sums of four consecutive sub-blocks are folded
  * (lane i: sub-block i) and scaled by their scales and input scales side by
  * side. With eight inputs or more, the int8 path takes two rows against eight
- * inputs with the inputs in lanes (`xt`), as Q4_0 does (Q4_K, Q5_K, Q6_K).
+ * inputs with the inputs in lanes (`xt`), as Q4_0 does.
  * The outer loop is `rowsByInputs`'.
  */
 function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
@@ -1945,35 +1942,48 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
     return octetLoop(rows, t, outs, { into: octet.sp, from: XS4, stride: get(groupStride) }, superBlock, half).flat();
   };
   /**
-   * Q6_K prompts on the int8 path, the same way: per block of 32 (two sub-blocks of 16 with their own scales), the
-   * unsigned levels (0..63) against the inputs in lanes, two chunks at a time in int16 (two products of up to
-   * 2·63·127 fit, four would not), minus the four inputs' 32·Σx of the sub-block (XH4), scaled by the inputs'
-   * scales times the row's d·scale.
+   * Q6_K, Q3_K and Q2_K prompts on the int8 path, the same way: per block of 32 (two sub-blocks of 16 with their own
+   * scales), the unsigned levels (Q6_K's 0..63) against the inputs in lanes, two chunks at a time in int16 (two
+   * products of up to 2·63·127 fit, four would not), minus the four inputs' 32·Σx of the sub-block (XH4; Q3_K: 4·Σx),
+   * scaled by the inputs' scales times the row's d·scale; Q2_K's minimums times dx·Σx taken off after.
    */
-  // Q6_K's eight-input path: per row its sixteen scales times d (four vectors: sub-blocks 4k .. 4k + 3), and the
-  // current half's two of them.
+  // The sixteen-sub-block eight-input path: per row its sixteen scales times d (four vectors: sub-blocks 4k .. 4k + 3),
+  // and the current half's two of them.
   const sixteenScales = [[0, 1, 2, 3].map(() => f.local(V128)), [0, 1, 2, 3].map(() => f.local(V128))];
   const halfScales = [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]];
+  // Q2_K: the same for its minimums, times -dmin/32 (against the inputs' 32·Σx, XH4).
+  const sixteenMins = [[0, 1, 2, 3].map(() => f.local(V128)), [0, 1, 2, 3].map(() => f.local(V128))];
+  const halfMins = [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]];
   const dotOctet6 = (rows: number[], t: number, outs: number[]): Code => {
     const { xt, sums, wide, x, splat, weights } = octet;
-    const q3 = type === "q3_k";
+    const q3 = type === "q3_k", q2 = type === "q2_k";
     const superBlock: Code[] = [];
+    const dAt = q2 ? 80 : q3 ? 108 : 208;
+    /** Sixteen int8 values as four f32x4 (sub-blocks 4k .. 4k + 3), times `by`, into `into`. */
+    const fourVectors = (raw: Code, by: Code, into: number[]): Code[] =>
+      [0, 1, 2, 3].map((k) => {
+        const wide = (k < 2 ? i16x8ExtendLowS : i16x8ExtendHighS)(raw);
+        return set(into[k], f32x4Mul(f32x4FromI32((k & 1 ? i32x4ExtendHighS : i32x4ExtendLowS)(wide)), by));
+      });
     for (let i = 0; i < 2; i++) {
       const pointer = octet.rows[i];
-      superBlock.push(set(octet.d[i], fload(shl(load16u(get(pointer), q3 ? 108 : 208), i32(2)), HALF_TABLE)));
-      // The sixteen int8 scales: Q6_K's at byte 192, Q3_K's unpacked (into laneScale, free until the half loop).
+      superBlock.push(set(octet.d[i], fload(shl(load16u(get(pointer), dAt), i32(2)), HALF_TABLE)));
+      // The sixteen int8 scales: Q6_K's at byte 192, Q3_K's unpacked (into laneScale, free until the half loop),
+      // Q2_K's the low nibbles of bytes 0..15 (its minimums the high ones, times -dmin/32).
       if (q3) superBlock.push(...decodeScales3(pointer, octet.laneScale));
-      const raw = q3 ? get(octet.laneScale) : vload(get(pointer), 192);
-      for (let k = 0; k < 4; k++) {
-        const wide = (k < 2 ? i16x8ExtendLowS : i16x8ExtendHighS)(raw);
-        const scales = f32x4FromI32((k & 1 ? i32x4ExtendHighS : i32x4ExtendLowS)(wide));
-        superBlock.push(set(sixteenScales[i][k], f32x4Mul(scales, f32x4Splat(get(octet.d[i])))));
+      const raw = q2 ? vand(vload(get(pointer)), get(low4)) : q3 ? get(octet.laneScale) : vload(get(pointer), 192);
+      superBlock.push(...fourVectors(raw, f32x4Splat(get(octet.d[i])), sixteenScales[i]));
+      if (q2) {
+        const dmin = fmul(fload(shl(load16u(get(pointer), 82), i32(2)), HALF_TABLE), f32(-1 / 32));
+        superBlock.push(...fourVectors(byteBits(vload(get(pointer)), 4, get(low4)), f32x4Splat(dmin), sixteenMins[i]));
+        superBlock.push(set(halfMins[i][0], get(sixteenMins[i][0])), set(halfMins[i][1], get(sixteenMins[i][1])));
       }
       superBlock.push(
         set(halfScales[i][0], get(sixteenScales[i][0])),
         set(halfScales[i][1], get(sixteenScales[i][1])),
         // Q3_K: qs at 32 (32 bytes a half), hmask at 0 (the same 32 bytes for both halves, bit 4·half + plane).
-        set(octet.qs[i], q3 ? add(get(pointer), i32(32)) : get(pointer)),
+        // Q2_K: qs at 16.
+        set(octet.qs[i], q2 ? add(get(pointer), i32(16)) : q3 ? add(get(pointer), i32(32)) : get(pointer)),
         set(octet.qh[i], q3 ? get(pointer) : add(get(pointer), i32(128))),
       );
     }
@@ -1984,6 +1994,10 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
       // hmask's bit 4·half + plane (a shift by the loop's half) moved to bit 2.
       for (let i = 0; i < 2; i++) {
         for (let v = 0; v < 2; v++) {
+          if (q2) {
+            half.push(set(weights[i][v], byteBits(vload(get(octet.qs[i]), 16 * v), 2 * plane, get(low2))));
+            continue;
+          }
           if (q3) {
             const low = byteBits(vload(get(octet.qs[i]), 16 * v), 2 * plane, get(low2));
             const bit = i16x8ShrU(vload(get(octet.qh[i]), 16 * v), add(shl(get(octet.half), i32(2)), i32(plane)));
@@ -2014,14 +2028,17 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
           half.push(set(octet.laneScale, splatLane(halfScales[i][sub >> 2], sub & 3)));
           for (let g = 0; g < 2; g++) {
             const k = 2 * i + g;
-            // Minus the four inputs' 32·Σx of the sub-block (XH4), for Q3_K an eighth of it.
+            // Minus the four inputs' 32·Σx of the sub-block (XH4), for Q3_K an eighth of it; Q2_K takes its minimum
+            // times the same sums off after scaling.
             const offsets = vload(get(octet.hp[g]), 32 * plane + 16 * (c >> 2));
-            const sum = i32x4Sub(
-              i32x4Add(get(wide[k]), i32x4Dot(get(sums[k]), get(ones16))),
-              q3 ? i32x4ShrS(offsets, i32(3)) : offsets,
-            );
-            const scaled = f32x4Mul(vload(get(octet.dp[g]), 16 * plane), get(octet.laneScale));
-            half.push(set(outs[k], madd(f32x4FromI32(sum), scaled, get(outs[k]))));
+            const levelSums = i32x4Add(get(wide[k]), i32x4Dot(get(sums[k]), get(ones16)));
+            const sum = q2 ? levelSums : i32x4Sub(levelSums, q3 ? i32x4ShrS(offsets, i32(3)) : offsets);
+            const dx = vload(get(octet.dp[g]), 16 * plane);
+            half.push(set(outs[k], madd(f32x4FromI32(sum), f32x4Mul(dx, get(octet.laneScale)), get(outs[k]))));
+            if (q2) {
+              const laneMin = splatLane(halfMins[i][sub >> 2], sub & 3);
+              half.push(set(outs[k], madd(f32x4FromI32(offsets), f32x4Mul(dx, laneMin), get(outs[k]))));
+            }
           }
         }
       }
@@ -2029,14 +2046,15 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
     // On to the second half: 64 bytes of ql, 32 of qh (both from qs), four blocks of inputs (512 bytes of each
     // group's, 64 of XD4, 128 of XH4), sub-blocks 8 .. 15's scales.
     half.push(
-      ...octet.qs.map((p) => set(p, add(get(p), i32(q3 ? 32 : 64)))),
-      ...(q3 ? [] : octet.qh.map((p) => set(p, add(get(p), i32(32))))),
+      ...octet.qs.map((p) => set(p, add(get(p), i32(q3 || q2 ? 32 : 64)))),
+      ...(q3 || q2 ? [] : octet.qh.map((p) => set(p, add(get(p), i32(32))))),
       ...xt.map((p) => set(p, add(get(p), i32(512)))),
       ...octet.dp.map((p) => set(p, add(get(p), i32(64)))),
       ...octet.hp.map((p) => set(p, add(get(p), i32(128)))),
       ...[0, 1].flatMap((i) => [
         set(halfScales[i][0], get(sixteenScales[i][2])),
         set(halfScales[i][1], get(sixteenScales[i][3])),
+        ...(q2 ? [set(halfMins[i][0], get(sixteenMins[i][2])), set(halfMins[i][1], get(sixteenMins[i][3]))] : []),
       ]),
       set(octet.half, add(get(octet.half), i32(1))),
     );
@@ -2066,9 +2084,7 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
       dot,
       int8x && type !== "q2_k" ? (type === "q6_k" || type === "q3_k" ? dotRows6 : dotRows) : undefined,
       undefined,
-      int8x && EIGHT_INPUT_KQUANTS.includes(type)
-        ? (type === "q6_k" || type === "q3_k" ? dotOctet6 : dotOctet)
-        : undefined,
+      int8x ? (type === "q4_k" || type === "q5_k" ? dotOctet : dotOctet6) : undefined,
     ),
   ]);
 }
