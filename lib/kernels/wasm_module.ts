@@ -1211,7 +1211,7 @@ const HIGH_ORDER = [16, 16, 16, 16, 0, 1, 2, 3, 16, 16, 16, 16, 4, 5, 6, 7];
  * the four inputs' scales and sums read as vectors from `xd4` and `xs4`
  * (Q4_K, Q5_K) or `xh4` (Q6_K, Q3_K, Q2_K; the offsets' 8-bit paths then
  * need only one 8-bit dot product per input and sub-block). With fewer
- * (generation), the int8 path takes four rows at once (but for Q2_K) and
+ * (generation), the int8 path takes four rows at once and
  * folds the rows' sums (lane i: row i), with their scales transposed to
  * match; otherwise one row's sums of four consecutive sub-blocks are folded
  * (lane i: sub-block i) and scaled by their scales and input scales side by
@@ -1680,26 +1680,40 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
   };
 
   /**
-   * Q6_K and Q3_K generation on the int8 path: four rows against one input, as dotRows does for Q4_K. Per sub-block
-   * of 16 the rows' products (unsigned levels, minus the input's 32·Σx or 4·Σx, made once for the four) are folded
-   * into one vector (lane i: row i) and scaled by the rows' int8 scales, transposed per super-block like dotRows'
-   * scale bytes.
+   * Q6_K, Q3_K and Q2_K generation on the int8 path: four rows against one input, as dotRows does for Q4_K. Per
+   * sub-block of 16 the rows' products (unsigned levels, minus the input's 32·Σx or 4·Σx, made once for the four) are
+   * folded into one vector (lane i: row i) and scaled by the rows' int8 scales, transposed per super-block like
+   * dotRows' scale bytes; Q2_K's minimums, transposed too, times the input's dx·Σx.
    */
+  // Q2_K's minimum bytes, transposed like the scales.
+  const minBytes = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
   const dotRows6 = (rows: number[], t: number, results: number[]): Code => {
-    const { pointers, xp, dp, bytes, scales: temps, x, products, acc, blockAcc } = fourRows;
-    /** Bytes 4s .. 4s + 3 of `bytes[s >> 2]` (sub-block s of the four rows: signed scales) as floats. */
-    const scalesOf = (s: number): Code => {
-      const wide = (s & 2 ? i16x8ExtendHighS : i16x8ExtendLowS)(get(bytes[s >> 2]));
+    const { pointers, xp, dp, cp, bytes, scales: temps, x, products, acc, blockAcc, minSum, blockMin } = fourRows;
+    /** Bytes 4s .. 4s + 3 of `of[s >> 2]` (sub-block s of the four rows: signed scales) as floats. */
+    const scalesOf = (s: number, of = bytes): Code => {
+      const wide = (s & 2 ? i16x8ExtendHighS : i16x8ExtendLowS)(get(of[s >> 2]));
       return f32x4FromI32((s & 1 ? i32x4ExtendHighS : i32x4ExtendLowS)(wide));
     };
-    const q3 = type === "q3_k", offset = q3 ? fours : thirtyTwo;
+    const q3 = type === "q3_k", q2 = type === "q2_k", offset = q3 ? fours : thirtyTwo;
     const superBlock: Code[] = [
       set(blockAcc, zero()),
+      ...(q2 ? [set(blockMin, zero())] : []),
       // Each row's sixteen scales, transposed: bytes 4s .. 4s + 3 of bytes[s >> 2] are the rows' scales of sub-block s.
+      // Q2_K: the low nibbles of bytes 0..15, and its minimums (the high ones) transposed the same way.
       ...pointers.flatMap((pointer, i): Code[] =>
-        q3 ? decodeScales3(pointer, products[i]) : [set(products[i], vload(get(pointer), 192))]
+        q2
+          ? [set(products[i], vand(vload(get(pointer)), get(low4)))]
+          : q3
+          ? decodeScales3(pointer, products[i])
+          : [set(products[i], vload(get(pointer), 192))]
       ),
       ...transposeBytes(products, [...temps, ...fourRows.mins], bytes),
+      ...(q2
+        ? [
+          ...pointers.map((pointer, i) => set(products[i], byteBits(vload(get(pointer)), 4, get(low4)))),
+          ...transposeBytes(products, [...temps, ...fourRows.mins], minBytes),
+        ]
+        : []),
     ];
     for (let h = 0; h < 2; h++) {
       for (let plane = 0; plane < 4; plane++) {
@@ -1708,8 +1722,14 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
         for (let half = 0; half < 2; half++) {
           // The input's 32·Σx (Q3_K: 4·Σx) of this sub-block, in int16 pairs (the same for the four rows).
           const offsets = temps[0];
-          superBlock.push(set(offsets, relaxedDot(get(x[half]), get(offset))));
+          if (!q2) superBlock.push(set(offsets, relaxedDot(get(x[half]), get(offset))));
           for (let i = 0; i < 4; i++) {
+            if (q2) {
+              // qs at byte 16, 2 bits a plane; no offset.
+              const levels = byteBits(vload(get(pointers[i]), 16 + 32 * h + 16 * half), 2 * plane, get(low2));
+              superBlock.push(set(products[i], relaxedDot(get(x[half]), levels)));
+              continue;
+            }
             if (q3) {
               // qs at byte 32, 2 bits a plane; hmask's bit 4h + plane moved to bit 2.
               const low = byteBits(vload(get(pointers[i]), 32 + 32 * h + 16 * half), 2 * plane, get(low2));
@@ -1730,19 +1750,27 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
           }
           superBlock.push(...fold16(products));
           const sub = 2 * block + half;
-          const scale = f32x4Mul(scalesOf(sub), f32x4Splat(fload(get(dp), 4 * block)));
+          const dx = fload(get(dp), 4 * block);
+          const scale = f32x4Mul(scalesOf(sub), f32x4Splat(dx));
           superBlock.push(set(blockAcc, madd(f32x4FromI32(get(products[0])), scale, get(blockAcc))));
+          if (q2) {
+            // The rows' minimums times the input's dx·Σqx of this half block (lane 1 + half of its xc).
+            const sumX = fmul(dx, convertS(iload(get(cp), 16 * block + 4 * (1 + half))));
+            superBlock.push(set(blockMin, madd(scalesOf(sub, minBytes), f32x4Splat(sumX), get(blockMin))));
+          }
         }
       }
     }
-    // The rows' d, side by side.
-    const d4 = f32x4Of(
-      pointers.map((pointer) => fload(shl(load16u(get(pointer), q3 ? 108 : 208), i32(2)), HALF_TABLE)),
-    );
-    superBlock.push(set(acc, madd(get(blockAcc), d4, get(acc))));
+    // The rows' d (and Q2_K's dmin), side by side.
+    const sideBySide = (at: number): Code =>
+      f32x4Of(pointers.map((pointer) => fload(shl(load16u(get(pointer), at), i32(2)), HALF_TABLE)));
+    superBlock.push(set(acc, madd(get(blockAcc), sideBySide(q2 ? 80 : q3 ? 108 : 208), get(acc))));
+    if (q2) superBlock.push(set(minSum, madd(get(blockMin), sideBySide(82), get(minSum))));
     return [
-      ...fourRowLoop(rows, t, superBlock, false),
-      ...results.flatMap((result, i) => set(result, f32x4Lane(get(acc), i))),
+      ...fourRowLoop(rows, t, superBlock, q2),
+      ...results.flatMap((result, i) =>
+        set(result, q2 ? fsub(f32x4Lane(get(acc), i), f32x4Lane(get(minSum), i)) : f32x4Lane(get(acc), i))
+      ),
     ];
   };
 
@@ -2082,7 +2110,7 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
       f,
       mul(get(blocks), i32(blockBytes)),
       dot,
-      int8x && type !== "q2_k" ? (type === "q6_k" || type === "q3_k" ? dotRows6 : dotRows) : undefined,
+      int8x ? (type === "q4_k" || type === "q5_k" ? dotRows : dotRows6) : undefined,
       undefined,
       int8x ? (type === "q4_k" || type === "q5_k" ? dotOctet : dotOctet6) : undefined,
     ),
