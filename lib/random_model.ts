@@ -231,21 +231,19 @@ function halfFloat(value: number): number {
   return halfToFloat(floatToHalf(value));
 }
 
-function writeHalf(out: Uint8Array, at: number, value: number): void {
-  const h = floatToHalf(value);
-  out[at] = h & 0xff;
-  out[at + 1] = h >> 8;
+/** Writes 16 bits at `out[at]`, little-endian. */
+function writeBits16(out: Uint8Array, at: number, bits: number): void {
+  out[at] = bits & 0xff;
+  out[at + 1] = bits >> 8;
 }
 
-/** Writes `values` into `out` as half-precision bits, little-endian, with `toBits` (float16 or bfloat16). */
+function writeHalf(out: Uint8Array, at: number, value: number): void {
+  writeBits16(out, at, floatToHalf(value));
+}
+
+/** Writes `values` into `out` as half-precision bits with `toBits` (float16 or bfloat16). */
 function halves(toBits: (value: number) => number): (values: Float32Array, out: Uint8Array) => void {
-  return (values, out) => {
-    for (let i = 0; i < values.length; i++) {
-      const bits = toBits(values[i]);
-      out[2 * i] = bits & 0xff;
-      out[2 * i + 1] = bits >> 8;
-    }
-  };
+  return (values, out) => values.forEach((value, i) => writeBits16(out, 2 * i, toBits(value)));
 }
 
 const QUANTIZERS = {
