@@ -217,6 +217,42 @@ for (const [label, options] of WASM_CONFIGURATIONS) {
   });
 }
 
+Deno.test("quantized rows at their largest levels, against inputs at their largest, sum without overflow", async () => {
+  // Every level at its extreme (unsigned ones at 31 or 15 and their maximum bits, Q8_0's at -128) times inputs all
+  // quantized to ±127: the integer sums the kernels keep in 16 bits before widening are then as large as they get.
+  const rows = 37, cols = 256;
+  const types = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"] as const;
+  for (const [label, options] of WASM_CONFIGURATIONS) {
+    const kernels = await WasmKernels.create(options);
+    try {
+      for (const type of types) {
+        const data = new Uint8Array(rows * rowBytes(type, cols)).fill(type === "Q8_0" ? 0x80 : 0xff);
+        const { blockBytes } = TENSOR_TYPES[type];
+        const view = new DataView(data.buffer);
+        for (let p = 0; p < data.length; p += blockBytes) {
+          for (const at of SCALES[type] ?? [0]) view.setUint16(p + at, floatToHalf(1 / 64), true);
+        }
+        const w: Matrix = { type, rows, cols, data };
+        for (const n of [1, 4, 9]) {
+          const x = new Float32Array(n * cols).map((_, i) => (Math.floor(i / cols) % 2 ? -1 : 1));
+          const expected = new Float32Array(n * rows), actual = new Float32Array(n * rows);
+          new PlainKernels().matmul(x, n, [{ w, out: expected }]);
+          kernels.matmul(x, n, [{ w, out: actual }]);
+          for (let i = 0; i < n * rows; i++) {
+            const bound = tolerance(w, x, Math.floor(i / rows), i % rows);
+            assert.ok(
+              Math.abs(actual[i] - expected[i]) <= bound,
+              `${label} ${type} n=${n} [${i}]: ${actual[i]} vs ${expected[i]}`,
+            );
+          }
+        }
+      }
+    } finally {
+      kernels.close();
+    }
+  }
+});
+
 Deno.test("F16 and BF16 rows read every finite half exactly, subnormals included", async () => {
   // All 65536 bit patterns (non-finite ones as zero: no usable model has them) in 1024 rows of 64, times each unit
   // vector: every output is one weight, times 1, plus zeros. As a prompt (the 64 unit vectors at once) and one input

@@ -30,9 +30,9 @@ export const SLOT = {
   XQ8: 8,
   /** Per-block input scales (float). */
   XD: 9,
-  /** Per-block i32x4 corrections for Q4_0's offset. */
+  /** Per-block i32x4 `[-8·Σq, Σq₀, Σq₁, 0]`: for Q4_0's and Q5_0's offsets, and the minimums' input sums. */
   XC: 10,
-  /** 1 when the module uses relaxed SIMD (its Q4_0 kernel then reads int8 inputs). */
+  /** 1 when the module uses relaxed SIMD (its kernels of INT8_INPUT_KERNELS then read int8 inputs). */
   RELAXED: 11,
   /** Set to 1 by a worker whose share failed; the main thread then throws. */
   FAILED: 12,
@@ -42,13 +42,13 @@ export const SLOT = {
   WORK: 14,
   /** Input scales by groups of four inputs: per group and block, the four inputs' scales as one vector. */
   XD4: 15,
-  /** Q4_0 corrections laid out the same way: per group and block, the four inputs' `-8·Σq`. */
+  /** The offsets' corrections laid out the same way: per group and block, the four inputs' `-8·Σq`. */
   XC4: 16,
   /** The same for the K-quants' minimums: per group and block, the four inputs' `d·Σq` (float). */
   XS4: 17,
   /** The same for Q6_K's offset of 32: per group and half block (16 values), the four inputs' `32·Σq`. */
   XH4: 18,
-  /** The int8 inputs by groups of four, interleaved four values at a time (for relaxed Q4_0; see the module). */
+  /** The int8 inputs by groups of four, interleaved four values at a time (for INT8_INPUT_KERNELS; see the module). */
   XT8: 19,
   /** The int16 inputs by groups of four, interleaved two values at a time (for Q8_0). */
   XT16: 20,

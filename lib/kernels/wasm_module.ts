@@ -14,21 +14,20 @@
  * and inputs `0 <= t < n`, all pointers into the one shared memory:
  *
  * - `f32`, `f16`, `bf16`: `x` holds the inputs as floats, `cols` apart.
- * - `q8_0`, `q4_0`: the inputs were quantized like llama.cpp's
- *   `quantize_row_q8_0` (blocks of 32: a float scale in `xd`, integers in
- *   -127..127); `x` holds them as int16 (`q8_0`, and `q4_0` without relaxed
- *   SIMD) or int8 (`q4_0` with relaxed SIMD), and `xc` holds per block the
- *   i32x4 `[-8·Σq, Σq₀, Σq₁, 0]`: lane 0 folds Q4_0's offset of 8 into the sum,
- *   and lanes 1 and 2 are the sums of the block's two halves of 16.
- *   `xd4` and `xc4` hold the same scales and corrections regrouped by four
- *   inputs (per group and block, one vector of the four inputs' values), for
- *   the four-input path, which folds the four block sums into one vector and
- *   converts and scales them together. With relaxed SIMD and eight inputs or
- *   more, `xt` holds the int8 inputs of each group of four interleaved four
- *   bytes at a time (16 bytes: values 4c .. 4c + 3 of each input), which the
- *   Q4_0 kernel takes eight inputs at a time.
- * - `q4_1`, `q5_0`, `q5_1`: the int16 inputs with `xd` and `xc`'s half sums
- *   (for the minimums), and four at a time `xd4` and `xs4`.
+ * - `q8_0`, `q4_0`, `q4_1`, `q5_0`, `q5_1`: the inputs were quantized like
+ *   llama.cpp's `quantize_row_q8_0` (blocks of 32: a float scale in `xd`,
+ *   integers in -127..127); `x` holds them as int16 (`q8_0`, and the others
+ *   without relaxed SIMD) or int8 (the others with relaxed SIMD), and `xc`
+ *   holds per block the i32x4 `[-8·Σq, Σq₀, Σq₁, 0]`: lane 0 folds Q4_0's
+ *   offset of 8 (and, doubled, Q5_0's of 16) into the sum, and lanes 1 and 2
+ *   are the sums of the block's two halves of 16 (for Q4_1's and Q5_1's
+ *   minimums). `xd4`, `xc4` and `xs4` (`d·Σq`) hold the same scales and sums
+ *   regrouped by four inputs (per group and block, one vector of the four
+ *   inputs' values), for the four-input path, which folds the four block sums
+ *   into one vector and converts and scales them together. With eight inputs
+ *   or more, `xt` holds the inputs of each group of four interleaved: the int8
+ *   ones four bytes at a time (16 bytes: values 4c .. 4c + 3 of each input),
+ *   the int16 ones (for Q8_0) two values at a time.
  * - `q2_k` .. `q6_k`: the same quantized inputs, as int16 (int8 with
  *   relaxed SIMD); `xc`'s `-8·Σq` gives the minimums of Q4_K and Q5_K their
  *   input sums, its half sums Q2_K's. Their four-input path reads those sums
@@ -215,7 +214,17 @@ export type WasmKernelName = (typeof WASM_KERNELS)[number];
  * The kernels whose weights (2- to 6-bit, unsigned) fit the 7-bit operand of the relaxed 8-bit dot product:
  * with relaxed SIMD they read the quantized inputs as int8, the other quantized kernels as int16.
  */
-export const INT8_INPUT_KERNELS: readonly WasmKernelName[] = ["q4_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"];
+export const INT8_INPUT_KERNELS: readonly WasmKernelName[] = [
+  "q4_0",
+  "q4_1",
+  "q5_0",
+  "q5_1",
+  "q2_k",
+  "q3_k",
+  "q4_k",
+  "q5_k",
+  "q6_k",
+];
 /** The kernels that read their inputs as floats; every other one reads them quantized by `quantize`. */
 export const FLOAT_INPUT_KERNELS: readonly WasmKernelName[] = ["f32", "f16", "bf16"];
 
@@ -722,56 +731,113 @@ export function fillHalfTable(memory: WebAssembly.Memory, halfToFloat: (bits: nu
 }
 
 /**
- * Q8_0 and Q4_0 rows against inputs quantized to 8 bits: per block of 32, an
- * integer dot product, then one float multiply-add by the two scales. Prompts
- * of eight inputs or more go two rows against eight inputs, the inputs in
- * lanes (`xt`; see dotOctet).
+ * Where the levels of the 4- and 5-bit encodings of blocks of 32 sit in a block (after its half-precision scale d at
+ * byte 0): the minimum m (Q4_1, Q5_1), the 32 fifth bits `qh` (Q5_0, Q5_1), the 16 bytes of nibbles `qs` (element j
+ * in byte j's low nibble, element j + 16 in its high one), and the offset taken off the unsigned levels.
  */
-function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
+const LEVEL_LAYOUTS = {
+  q4_0: { min: undefined, qh: undefined, qs: 2, offset: 8 },
+  q4_1: { min: 2, qh: undefined, qs: 4, offset: 0 },
+  q5_0: { min: undefined, qh: 2, qs: 6, offset: 16 },
+  q5_1: { min: 2, qh: 4, qs: 8, offset: 0 },
+} as const;
+
+/**
+ * Rows of blocks of 32 weights with one scale (Q8_0's signed bytes; Q4_0, Q4_1, Q5_0 and Q5_1's 4- or 5-bit levels,
+ * see LEVEL_LAYOUTS) against inputs quantized to 8 bits: per block, an integer dot product, then one float
+ * multiply-add by the two scales, `Σ w·x = dx·(d·Σ (q − offset)·qx + m·Σ qx)`. The int8 path (relaxed SIMD, every
+ * encoding but Q8_0) multiplies the unsigned levels and adds the inputs' `−8·Σq` (`xc`) times offset / 8; the int16
+ * path takes the offset off before widening. The minimum goes with the inputs' `dx·Σq` (`xc`'s half sums; `xs4`).
+ * Prompts of eight inputs or more go two rows against eight inputs, the inputs in lanes (`xt`; see dotOctet).
+ */
+function quantKernel(type: "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q5_1", relaxed: boolean): Code {
   const f = new Fn(KERNEL_PARAMS);
   const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
-  const { blockBytes } = TENSOR_TYPES[type === "q8_0" ? "Q8_0" : "Q4_0"];
-  // The int8 path (relaxed Q4_0) reads x as bytes; the others as int16.
+  const { blockBytes } = TENSOR_TYPES[type.toUpperCase() as Uppercase<typeof type>];
+  const layout = type === "q8_0" ? undefined : LEVEL_LAYOUTS[type];
+  const hasMin = layout?.min !== undefined, offset = layout?.offset ?? 0;
+  // The int8 path (relaxed, levels) reads x as bytes; the others as int16.
   const int8x = relaxed && INT8_INPUT_KERNELS.includes(type);
+  // 5-bit levels: a lane of an 8-bit dot product is at most 2·31·127, so int16 sums hold fewer of them (foldWide16;
+  // four chunks, half a block, in dotOctet).
+  const fiveBits = layout?.qh !== undefined, foldBlocks = fiveBits ? foldWide16 : fold16;
+  /** The int8 path's correction for the offset from `xc` (`−8·Σq`, scalar or vector): times offset / 8. */
+  const corrected = (xc: Code, vector: boolean): Code =>
+    offset === 8 ? xc : vector ? i32x4Shl(xc, i32(1)) : shl(xc, i32(1));
   const xBlockBytes = int8x ? 32 : 64;
-  const b = f.local(I32), blocks = f.local(I32), bp = f.local(I32), d = f.local(F32);
+  const b = f.local(I32), blocks = f.local(I32), bp = f.local(I32), d = f.local(F32), m = f.local(F32);
   // Moving pointers into input t's values, scales and corrections; strides to input t + 1.
   const xp = f.local(I32), dp = f.local(I32), cp = f.local(I32);
   const xStride = f.local(I32), dStride = f.local(I32), cStride = f.local(I32);
   const vectors = () => [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
   const wv = vectors();
-  const acc = [f.local(V128), f.local(V128)];
+  const acc = [f.local(V128), f.local(V128)], minSum = f.local(F32);
   // The bytes per group of four inputs in XD4/XC4 (16 per block).
   const groupStride = f.local(I32);
   // Constants live in locals: an engine may rematerialise a splat inside the loop each time.
-  const low4 = f.local(V128), eights = f.local(V128);
-  /** Decodes the block at `pointer + at·blockBytes` into `into.wv` (its 32 weights) and `into.d` (its scale). */
-  const decode = (at: number, pointer = bp, into: { wv: number[]; d: number } = { wv, d }): Code[] => {
+  const low4 = f.local(V128), offsets = f.local(V128), sixteens = f.local(V128), bitMask = f.local(V128);
+  // Byte k >> 3 of qh for byte k of elements 0..15 (lowIndex) and 16..31 (highIndex), as swizzle indices; `bits`
+  // holds a block's qh in each lane.
+  const lowIndex = f.local(V128), highIndex = f.local(V128), bits = f.local(V128);
+  /** A half-precision number at `pointer + at·blockBytes + offset` as a float. */
+  const halfAt = (pointer: number, at: number, offset: number): Code =>
+    fload(shl(load16u(get(pointer), at * blockBytes + offset), i32(2)), HALF_TABLE);
+  /** Levels 0..15 and 16..31 of the block at `pointer + at·blockBytes`, unsigned (4 or 5 bits), as bytes. */
+  const levelBytes = (pointer: number, at: number, low: number, high: number): Code[] => {
+    const { qs, qh } = layout!;
+    const code = [
+      set(high, vload(get(pointer), at * blockBytes + qs)),
+      set(low, vand(get(high), get(low4))),
+      set(high, byteBits(get(high), 4, get(low4))),
+    ];
+    if (qh !== undefined) {
+      // Element j's fifth bit is bit j of qh: each byte of qh spread over the eight bytes it covers, its bit for
+      // each picked by the mask (1, 2, 4, .. 128), then made 16 where set.
+      const fifth = (index: number): Code =>
+        vand(
+          i8x16Eq(vand((relaxed ? relaxedSwizzle : i8x16Swizzle)(get(bits), get(index)), get(bitMask)), get(bitMask)),
+          get(sixteens),
+        );
+      code.push(
+        set(bits, i32x4Splat(iload(get(pointer), at * blockBytes + qh))),
+        set(low, vor(get(low), fifth(lowIndex))),
+        set(high, vor(get(high), fifth(highIndex))),
+      );
+    }
+    return code;
+  };
+  /**
+   * Decodes the block at `pointer + at·blockBytes` into `into.wv` (its 32 weights: int16 in wv[0..3], or on the
+   * int8 path the unsigned levels as bytes in wv[1] and wv[2]), `into.d` (its scale) and `into.m` (its minimum).
+   */
+  const decode = (at: number, pointer = bp, into: { wv: number[]; d: number; m?: number } = { wv, d, m }): Code[] => {
     const { wv, d } = into;
     const body: Code[] = [];
-    const w = (offset: number) => vload(get(pointer), at * blockBytes + offset);
     if (type === "q8_0") {
+      const w = (offset: number) => vload(get(pointer), at * blockBytes + offset);
       body.push(set(wv[1], w(2)), set(wv[3], w(18)));
       body.push(set(wv[0], i16x8ExtendLowS(get(wv[1]))), set(wv[1], i16x8ExtendHighS(get(wv[1]))));
       body.push(set(wv[2], i16x8ExtendLowS(get(wv[3]))), set(wv[3], i16x8ExtendHighS(get(wv[3]))));
-    } else if (int8x) {
-      // Nibbles stay unsigned 0..15: the 7-bit operand of the relaxed dot product.
-      body.push(set(wv[0], w(2)));
-      body.push(set(wv[1], vand(get(wv[0]), get(low4))));
-      body.push(set(wv[2], vand(i16x8ShrU(get(wv[0]), i32(4)), get(low4))));
     } else {
-      // Nibbles minus 8, widened to int16.
-      const eight = get(eights);
-      body.push(set(wv[0], w(2)));
-      body.push(set(wv[1], i8x16Sub(vand(get(wv[0]), get(low4)), eight)));
-      body.push(set(wv[2], i8x16Sub(vand(i16x8ShrU(get(wv[0]), i32(4)), get(low4)), eight)));
-      body.push(set(wv[0], i16x8ExtendLowS(get(wv[1]))), set(wv[1], i16x8ExtendHighS(get(wv[1]))));
-      body.push(set(wv[3], i16x8ExtendHighS(get(wv[2]))), set(wv[2], i16x8ExtendLowS(get(wv[2]))));
+      // On the int8 path the levels stay unsigned bytes: the 7-bit operand of the relaxed dot product.
+      body.push(...levelBytes(pointer, at, wv[1], wv[2]));
+      if (!int8x) {
+        // Levels minus their offset, widened to int16 (as signed bytes where there is an offset).
+        if (offset) {
+          body.push(set(wv[1], i8x16Sub(get(wv[1]), get(offsets))), set(wv[2], i8x16Sub(get(wv[2]), get(offsets))));
+        }
+        const [lo, hi] = offset ? [i16x8ExtendLowS, i16x8ExtendHighS] : [i16x8ExtendLowU, i16x8ExtendHighU];
+        body.push(set(wv[0], lo(get(wv[1]))), set(wv[1], hi(get(wv[1]))));
+        body.push(set(wv[3], hi(get(wv[2]))), set(wv[2], lo(get(wv[2]))));
+      }
     }
-    const halfBits = [...get(pointer), 0x2f, 1, ...uleb(at * blockBytes)];
-    body.push(set(d, fload(shl(halfBits, i32(2)), HALF_TABLE)));
+    body.push(set(d, halfAt(pointer, at, 0)));
+    if (hasMin && into.m !== undefined) body.push(set(into.m, halfAt(pointer, at, layout!.min!)));
     return body;
   };
+  /** `dx·Σ qx` of the input block `at` past `dp` (scales) and `cp` (xc, whose lanes 1 and 2 hold its half sums). */
+  const inputSum = (at: number): Code =>
+    fmul(fload(get(dp), at * 4), convertS(add(iload(get(cp), at * 16 + 4), iload(get(cp), at * 16 + 8))));
   /** A decoded block `w` times one input block at `x` (+ `offset`): an i32x4 whose lanes sum to the integer dot. */
   const blockSum = (x: Code, offset: number, w = wv): Code =>
     int8x ? i32x4ExtaddPairwise(blockSum16(x, offset, w)) : i32x4Add(
@@ -788,10 +854,14 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
   const dotOne = (row: number, t: number, results: number[]): Code => {
     const blockStep = (at: number): Code[] => {
       let sum = blockSum(get(xp), at * xBlockBytes);
-      // Lane 0 of xc only (its lanes 1 and 2 hold Q6_K's half sums).
-      if (int8x) sum = i32x4Add(sum, i32x4ReplaceLane0(zero(), iload(get(cp), at * 16)));
+      // Lane 0 of xc only (its lanes 1 and 2 hold the half sums).
+      if (int8x && offset) sum = i32x4Add(sum, i32x4ReplaceLane0(zero(), corrected(iload(get(cp), at * 16), false)));
       const scale = fmul(get(d), fload(get(dp), at * 4));
-      return [...decode(at), set(acc[at], madd(f32x4FromI32(sum), f32x4Splat(scale), get(acc[at])))];
+      return [
+        ...decode(at),
+        set(acc[at], madd(f32x4FromI32(sum), f32x4Splat(scale), get(acc[at]))),
+        ...(hasMin ? [set(minSum, fadd(get(minSum), fmul(get(m), inputSum(at))))] : []),
+      ];
     };
     const advance = (count: number): Code[] => [
       set(b, add(get(b), i32(count))),
@@ -808,9 +878,10 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       ...set(b, i32(0)),
       ...set(acc[0], zero()),
       ...set(acc[1], zero()),
+      ...set(minSum, f32(0)),
       ...whileLoop(leU(add(get(b), i32(2)), get(blocks)), ...blockStep(0), ...blockStep(1), ...advance(2)),
       ...whileLoop(ltU(get(b), get(blocks)), ...blockStep(0), ...advance(1)),
-      ...set(results[0], hsum2(acc[0], acc[1])),
+      ...set(results[0], hasMin ? fadd(hsum2(acc[0], acc[1]), get(minSum)) : hsum2(acc[0], acc[1])),
     ];
   };
 
@@ -821,13 +892,16 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
     bp: number;
     wv: number[];
     d: number;
+    m: number;
     sums: number[];
     acc: number;
   }
   const stepRows: StepRow[] = [
-    { bp, wv, d, sums: vectors(), acc: acc[0] },
-    { bp: f.local(I32), wv: vectors(), d: f.local(F32), sums: vectors(), acc: f.local(V128) },
+    { bp, wv, d, m, sums: vectors(), acc: acc[0] },
+    { bp: f.local(I32), wv: vectors(), d: f.local(F32), m: f.local(F32), sums: vectors(), acc: f.local(V128) },
   ];
+  // The four inputs' `dx·Σq` (xs4), for the minimums.
+  const sp = f.local(I32);
   /**
    * Rows `rows` (one or two) against four inputs: each block is decoded once for the four inputs, and each input
    * block is loaded once for the rows. Each row's four integer sums are folded into one vector (lane j: input j),
@@ -843,14 +917,12 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       for (let j = 0; j < 4; j++) {
         code.push(...used.map((row) => set(row.sums[j], sumOf(get(xps[j]), at * xBlockBytes, row.wv))));
       }
-      for (const { sums, acc, d } of used) {
-        if (int8x) {
-          code.push(...fold16(sums), set(sums[0], i32x4Add(get(sums[0]), vload(get(cp), 16 * at))));
-        } else {
-          code.push(...foldFour(sums));
-        }
+      for (const { sums, acc, d, m } of used) {
+        code.push(...(int8x ? foldBlocks(sums) : foldFour(sums)));
+        if (int8x && offset) code.push(set(sums[0], i32x4Add(get(sums[0]), corrected(vload(get(cp), 16 * at), true))));
         const scales = f32x4Mul(vload(get(dp), 16 * at), f32x4Splat(get(d)));
         code.push(set(acc, madd(f32x4FromI32(get(sums[0])), scales, get(acc))));
+        if (hasMin) code.push(set(acc, madd(f32x4Splat(get(m)), vload(get(sp), 16 * at), get(acc))));
       }
       return code;
     };
@@ -859,13 +931,15 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       ...used.map((row) => set(row.bp, add(get(row.bp), i32(count * blockBytes)))),
       ...xps.map((p) => set(p, add(get(p), i32(count * xBlockBytes)))),
       set(dp, add(get(dp), i32(count * 16))),
-      int8x ? set(cp, add(get(cp), i32(count * 16))) : [],
+      int8x && offset ? set(cp, add(get(cp), i32(count * 16))) : [],
+      hasMin ? set(sp, add(get(sp), i32(count * 16))) : [],
     ];
     return [
       ...set(xp, add(get(X), mul(get(t), get(xStride)))),
       ...[1, 2, 3].flatMap((j) => set(xps[j], add(get(xps[j - 1]), get(xStride)))),
       ...set(dp, add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride)))),
       ...set(cp, add(get(XC4), mul(shrU(get(t), i32(2)), get(groupStride)))),
+      ...set(sp, add(get(XS4), mul(shrU(get(t), i32(2)), get(groupStride)))),
       ...used.flatMap((row, i) => [...set(row.bp, get(rows[i])), ...set(row.acc, zero())]),
       ...set(b, i32(0)),
       // Two blocks a step (half the pointer updates), then the last odd one.
@@ -880,6 +954,7 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
   const rowPointers = [f.local(I32), f.local(I32), f.local(I32), f.local(I32)];
   const rowAcc = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
   const rowScales = [f.local(F32), f.local(F32), f.local(F32), f.local(F32)];
+  const rowMins = [f.local(F32), f.local(F32), f.local(F32), f.local(F32)];
   const dotRows = (rows: number[], t: number, results: number[]): Code => {
     /** The four rows' blocks `at` (0 or 1) past the pointers. */
     const step = (at: number): Code[] => {
@@ -889,16 +964,21 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
         // scales side by side, into one accumulator.
         const products = stepRows[0].sums;
         for (let j = 0; j < 4; j++) {
-          code.push(...decode(at, rowPointers[j], { wv, d: rowScales[j] }));
+          code.push(...decode(at, rowPointers[j], { wv, d: rowScales[j], m: rowMins[j] }));
           code.push(set(products[j], blockSum16(get(xp), at * xBlockBytes)));
         }
         // Each row's block sum gets the input block's correction, lane 0 of xc splatted.
-        code.push(
-          ...fold16(products),
-          set(products[0], i32x4Add(get(products[0]), i32x4Splat(iload(get(cp), 16 * at)))),
-        );
+        code.push(...foldBlocks(products));
+        if (offset) {
+          code.push(
+            set(products[0], i32x4Add(get(products[0]), i32x4Splat(corrected(iload(get(cp), 16 * at), false)))),
+          );
+        }
         const scaled = f32x4Mul(f32x4Of(rowScales.map(get)), f32x4Splat(fload(get(dp), 4 * at)));
         code.push(set(rowAcc[0], madd(f32x4FromI32(get(products[0])), scaled, get(rowAcc[0]))));
+        if (hasMin) {
+          code.push(set(rowAcc[0], madd(f32x4Of(rowMins.map(get)), f32x4Splat(inputSum(at)), get(rowAcc[0]))));
+        }
       } else {
         for (let j = 0; j < 4; j++) {
           const scale = fmul(get(d), fload(get(dp), 4 * at));
@@ -932,9 +1012,10 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
   };
   // Two rows against eight inputs (the int8 path), inputs in lanes: `XT` holds each group of four inputs with their
   // bytes interleaved four at a time (16 bytes: four consecutive values of each of the four inputs), so one 8-bit dot
-  // product against four of a row's weights (one lane of its nibbles, splatted) gives the four inputs' partial sums
+  // product against four of a row's weights (one lane of its levels, splatted) gives the four inputs' partial sums
   // side by side. No folding across lanes: per row, group and block one int16 sum of eight products (each at most
-  // 2·15·127, so the sum stays below 2^15), widened once. Each splat serves two groups and each input vector two
+  // 2·15·127, so the sum stays below 2^15), widened once; with 5-bit levels (at most 2·31·127) one per half block,
+  // widened twice. Each splat serves two groups and each input vector two
   // rows, which is what makes it cheaper than the four-input path (measured: 228 against 277 instructions per 512
   // multiply-adds, +19-26% on prompt-sized batches).
   const octet = {
@@ -942,10 +1023,14 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
     low: [f.local(V128), f.local(V128)],
     high: [f.local(V128), f.local(V128)],
     d: [f.local(F32), f.local(F32)],
+    m: [f.local(F32), f.local(F32)],
     xt: [f.local(I32), f.local(I32)],
     dp: [f.local(I32), f.local(I32)],
     cp: [f.local(I32), f.local(I32)],
+    sp: [f.local(I32), f.local(I32)],
     sums: vectors(),
+    // 5-bit levels: the first half block's sums, widened (see dotOctet).
+    firstHalf: vectors(),
     x: [f.local(V128), f.local(V128)],
     splat: f.local(V128),
   };
@@ -956,7 +1041,7 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
   // register, where V8's extadd_pairwise reloads its constant's address every time (+1-4% here, +4-11% for Q4_K).
   const ones16 = f.local(V128);
   const dotOctet = (rows: number[], t: number, outs: number[]): Code => {
-    const { low, high, d, xt, sums, x, splat } = octet;
+    const { low, high, d, m, xt, sums, firstHalf, x, splat } = octet;
     /** Input chunk `c` of block `at` (both groups) times the `weights` of both rows, into the sums. */
     const chunk = (at: number, c: number, weights: (i: number) => Code): Code[] => {
       const code: Code[] = [];
@@ -966,7 +1051,8 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
         for (let g = 0; g < 2; g++) {
           const product = int8x ? relaxedDot(get(x[g]), get(splat)) : i32x4Dot(get(x[g]), get(splat));
           const sum = sums[2 * i + g];
-          code.push(set(sum, c === 0 ? product : (int8x ? i16x8Add : i32x4Add)(get(sum), product)));
+          const first = c === 0 || (fiveBits && c === 4);
+          code.push(set(sum, first ? product : (int8x ? i16x8Add : i32x4Add)(get(sum), product)));
         }
       }
       return code;
@@ -974,17 +1060,18 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
     const step = (at: number): Code[] => {
       const code: Code[] = [];
       for (let i = 0; i < 2; i++) {
-        const pointer = octet.rows[i];
-        code.push(set(d[i], fload(shl([...get(pointer), 0x2f, 1, ...uleb(at * blockBytes)], i32(2)), HALF_TABLE)));
+        code.push(set(d[i], halfAt(octet.rows[i], at, 0)));
+        if (hasMin) code.push(set(m[i], halfAt(octet.rows[i], at, layout!.min!)));
       }
       if (int8x) {
-        for (let i = 0; i < 2; i++) {
-          code.push(set(high[i], vload(get(octet.rows[i]), at * blockBytes + 2)));
-          code.push(set(low[i], vand(get(high[i]), get(low4))));
-          code.push(set(high[i], vand(i16x8ShrU(get(high[i]), i32(4)), get(low4))));
+        for (let i = 0; i < 2; i++) code.push(...levelBytes(octet.rows[i], at, low[i], high[i]));
+        // Chunk c: values 4c .. 4c + 3 of the block (c < 4: low levels, else high).
+        for (let c = 0; c < 8; c++) {
+          code.push(...chunk(at, c, (i) => splatLane(c < 4 ? low[i] : high[i], c & 3)));
+          if (fiveBits && c === 3) {
+            code.push(...sums.map((sum, j) => set(firstHalf[j], i32x4Dot(get(sum), get(ones16)))));
+          }
         }
-        // Chunk c: values 4c .. 4c + 3 of the block (c < 4: low nibbles, else high).
-        for (let c = 0; c < 8; c++) code.push(...chunk(at, c, (i) => splatLane(c < 4 ? low[i] : high[i], c & 3)));
       } else {
         // Each half of 16 weights widened to two int16 vectors (low: values 0..7, high: 8..15); chunk c holds
         // values 2c, 2c + 1.
@@ -1000,11 +1087,15 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       }
       for (let i = 0; i < 2; i++) {
         for (let g = 0; g < 2; g++) {
-          const sum = int8x
-            ? i32x4Add(i32x4Dot(get(sums[2 * i + g]), get(ones16)), vload(get(octet.cp[g]), 16 * at))
-            : get(sums[2 * i + g]);
+          const j = 2 * i + g;
+          let sum = int8x ? i32x4Dot(get(sums[j]), get(ones16)) : get(sums[j]);
+          if (int8x && fiveBits) sum = i32x4Add(sum, get(firstHalf[j]));
+          if (int8x && offset) sum = i32x4Add(sum, corrected(vload(get(octet.cp[g]), 16 * at), true));
           const scales = f32x4Mul(vload(get(octet.dp[g]), 16 * at), f32x4Splat(get(d[i])));
-          code.push(set(outs[2 * i + g], madd(f32x4FromI32(sum), scales, get(outs[2 * i + g]))));
+          code.push(set(outs[j], madd(f32x4FromI32(sum), scales, get(outs[j]))));
+          if (hasMin) {
+            code.push(set(outs[j], madd(f32x4Splat(get(m[i])), vload(get(octet.sp[g]), 16 * at), get(outs[j]))));
+          }
         }
       }
       return code;
@@ -1013,12 +1104,13 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       set(b, add(get(b), i32(count))),
       ...octet.rows.map((pointer) => set(pointer, add(get(pointer), i32(count * blockBytes)))),
       ...xt.map((p) => set(p, add(get(p), i32(count * xtBlockBytes)))),
-      ...[...octet.dp, ...octet.cp].map((p) => set(p, add(get(p), i32(count * 16)))),
+      ...[...octet.dp, ...octet.cp, ...octet.sp].map((p) => set(p, add(get(p), i32(count * 16)))),
     ];
     return [
       ...twoGroups(xt, add(get(XT), mul(get(t), get(xStride))), shl(get(xStride), i32(2))).flat(),
       ...twoGroups(octet.dp, add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride))), get(groupStride)).flat(),
       ...twoGroups(octet.cp, add(get(XC4), mul(shrU(get(t), i32(2)), get(groupStride))), get(groupStride)).flat(),
+      ...twoGroups(octet.sp, add(get(XS4), mul(shrU(get(t), i32(2)), get(groupStride))), get(groupStride)).flat(),
       ...rows.slice(0, 2).flatMap((row, i) => set(octet.rows[i], get(row))),
       ...outs.flatMap((out) => set(out, zero())),
       ...set(b, i32(0)),
@@ -1028,7 +1120,15 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
   };
   return f.encode([
     ...set(low4, i8x16Splat(0x0f)),
-    ...set(eights, i8x16Splat(8)),
+    ...(offset && !int8x ? set(offsets, i8x16Splat(offset)) : []),
+    ...(fiveBits
+      ? [
+        set(sixteens, i8x16Splat(16)),
+        set(bitMask, bytesConst([1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128])),
+        set(lowIndex, bytesConst(Array.from({ length: 16 }, (_, k) => k >> 3))),
+        set(highIndex, bytesConst(Array.from({ length: 16 }, (_, k) => 2 + (k >> 3)))),
+      ].flat()
+      : []),
     ...set(ones16, i32x4Splat(i32(0x00010001))),
     ...set(blocks, shrU(get(COLS), i32(5))),
     ...set(xStride, mul(get(COLS), i32(int8x ? 1 : 2))),
@@ -1039,141 +1139,9 @@ function quantKernel(type: "q8_0" | "q4_0", relaxed: boolean): Code {
       f,
       mul(get(blocks), i32(blockBytes)),
       dot,
-      dotRows,
+      int8x || !hasMin ? dotRows : undefined,
       dotByFour,
       int8x || type === "q8_0" ? dotOctet : undefined,
-    ),
-  ]);
-}
-
-/**
- * Q4_1, Q5_0 and Q5_1 rows (blocks of 32: a half-precision scale d, for Q4_1 and Q5_1 a minimum m, for Q5_0 and Q5_1
- * 32 fifth bits `qh`, then 16 bytes of nibbles: element j in byte j's low nibble, element j + 16 in its high one)
- * against the int16 quantized inputs: `Σ w·x = dx·(d·Σ q·qx + m·Σ qx)`, Q5_0's q minus 16. Each block is decoded
- * into four int16 vectors once for one input or four (whose sums are folded into one vector, scaled by `xd4`, the
- * minimum times `xs4`'s `dx·Σq`). The simple paths of the other kernels only: these encodings are rare now.
- */
-function legacyKernel(type: "q4_1" | "q5_0" | "q5_1", relaxed: boolean): Code {
-  const f = new Fn(KERNEL_PARAMS);
-  const madd = (a: Code, b: Code, c: Code): Code => relaxed ? relaxedMadd(a, b, c) : f32x4Add(c, f32x4Mul(a, b));
-  const { blockBytes } = TENSOR_TYPES[type.toUpperCase() as Uppercase<typeof type>];
-  const hasMin = type !== "q5_0", fifthBits = type !== "q4_1";
-  const qhAt = type === "q5_0" ? 2 : 4, qsAt = { q4_1: 4, q5_0: 6, q5_1: 8 }[type];
-  const b = f.local(I32), blocks = f.local(I32), bp = f.local(I32), d = f.local(F32), m = f.local(F32);
-  const w = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
-  const low4 = f.local(V128), sixteens = f.local(V128), bitMask = f.local(V128);
-  const lowBytes = f.local(V128), highBytes = f.local(V128), bits = f.local(V128);
-  // Byte k >> 3 of qh for byte k of elements 0..15 (lowIndex) and 16..31 (highIndex), as swizzle indices in locals.
-  const lowIndex = f.local(V128), highIndex = f.local(V128);
-  const xps = [f.local(I32), f.local(I32), f.local(I32), f.local(I32)];
-  const dp = f.local(I32), cp = f.local(I32), sp = f.local(I32), groupStride = f.local(I32);
-  const sums = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
-  const acc = f.local(V128), minSum = f.local(F32);
-  /** Byte k >> 3 of the 32-bit qh (in `bits`) in byte k of the elements at `index` (lowIndex or highIndex). */
-  const qhBytes = (index: number): Code => (relaxed ? relaxedSwizzle : i8x16Swizzle)(get(bits), get(index));
-  /** The block at `bp` into `w` (elements 0-7, 8-15, 16-23, 24-31 as int16), `d` and `m`. */
-  const decode: Code[] = [
-    set(d, fload(shl(load16u(get(bp)), i32(2)), HALF_TABLE)),
-    ...(hasMin ? [set(m, fload(shl(load16u(get(bp), 2), i32(2)), HALF_TABLE))] : []),
-    set(highBytes, vload(get(bp), qsAt)),
-    set(lowBytes, vand(get(highBytes), get(low4))),
-    set(highBytes, byteBits(get(highBytes), 4, get(low4))),
-  ];
-  if (fifthBits) {
-    // Element j's fifth bit is bit j of qh: each byte of qh spread over the eight bytes it covers, its bit for each
-    // picked by the mask (1, 2, 4, .. 128), then made 16 where set.
-    const fifth = (index: number): Code =>
-      vand(i8x16Eq(vand(qhBytes(index), get(bitMask)), get(bitMask)), get(sixteens));
-    decode.push(
-      set(bits, i32x4Splat(iload(get(bp), qhAt))),
-      set(lowBytes, vor(get(lowBytes), fifth(lowIndex))),
-      set(highBytes, vor(get(highBytes), fifth(highIndex))),
-    );
-  }
-  // Q5_0's levels are 0..31 minus 16: signed bytes, widened as such; the others' unsigned.
-  if (type === "q5_0") {
-    decode.push(
-      set(lowBytes, i8x16Sub(get(lowBytes), get(sixteens))),
-      set(highBytes, i8x16Sub(get(highBytes), get(sixteens))),
-    );
-  }
-  const [lo, hi] = type === "q5_0" ? [i16x8ExtendLowS, i16x8ExtendHighS] : [i16x8ExtendLowU, i16x8ExtendHighU];
-  decode.push(
-    set(w[0], lo(get(lowBytes))),
-    set(w[1], hi(get(lowBytes))),
-    set(w[2], lo(get(highBytes))),
-    set(w[3], hi(get(highBytes))),
-  );
-  /** The decoded block times the input block at `xp` (32 int16 values): an i32x4 whose lanes sum to the dot. */
-  const blockSum = (xp: number): Code =>
-    w.slice(1).reduce(
-      (sum, wi, i) => i32x4Add(sum, i32x4Dot(get(wi), vload(get(xp), 16 * (i + 1)))),
-      i32x4Dot(get(w[0]), vload(get(xp))),
-    );
-  const dotOne = (row: number, t: number, results: number[]): Code => [
-    ...set(xps[0], add(get(X), mul(get(t), shl(get(COLS), i32(1))))),
-    ...set(dp, add(get(XD), mul(get(t), shl(get(blocks), i32(2))))),
-    ...set(cp, add(get(XC), mul(get(t), shl(get(blocks), i32(4))))),
-    ...set(acc, zero()),
-    ...set(minSum, f32(0)),
-    ...set(bp, get(row)),
-    ...set(b, i32(0)),
-    ...whileLoop(
-      ltU(get(b), get(blocks)),
-      ...decode,
-      set(acc, madd(f32x4FromI32(blockSum(xps[0])), f32x4Splat(fmul(get(d), fload(get(dp)))), get(acc))),
-      // The minimum times dx·Σqx: the block's half sums, lanes 1 and 2 of xc.
-      ...(hasMin
-        ? [
-          set(
-            minSum,
-            fadd(get(minSum), fmul(fmul(get(m), fload(get(dp))), convertS(add(iload(get(cp), 4), iload(get(cp), 8))))),
-          ),
-        ]
-        : []),
-      set(b, add(get(b), i32(1))),
-      set(bp, add(get(bp), i32(blockBytes))),
-      set(xps[0], add(get(xps[0]), i32(64))),
-      set(dp, add(get(dp), i32(4))),
-      set(cp, add(get(cp), i32(16))),
-    ),
-    ...set(results[0], fadd(hsum(acc), get(minSum))),
-  ];
-  const dotFour = (row: number, t: number, results: number[]): Code => [
-    ...set(xps[0], add(get(X), mul(get(t), shl(get(COLS), i32(1))))),
-    ...[1, 2, 3].flatMap((i) => set(xps[i], add(get(xps[i - 1]), shl(get(COLS), i32(1))))),
-    ...set(dp, add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride)))),
-    ...set(sp, add(get(XS4), mul(shrU(get(t), i32(2)), get(groupStride)))),
-    ...set(acc, zero()),
-    ...set(bp, get(row)),
-    ...set(b, i32(0)),
-    ...whileLoop(
-      ltU(get(b), get(blocks)),
-      ...decode,
-      ...xps.map((xp, i) => set(sums[i], blockSum(xp))),
-      ...foldFour(sums),
-      set(acc, madd(f32x4FromI32(get(sums[0])), f32x4Mul(vload(get(dp)), f32x4Splat(get(d))), get(acc))),
-      ...(hasMin ? [set(acc, madd(f32x4Splat(get(m)), vload(get(sp)), get(acc)))] : []),
-      set(b, add(get(b), i32(1))),
-      set(bp, add(get(bp), i32(blockBytes))),
-      ...xps.map((xp) => set(xp, add(get(xp), i32(64)))),
-      set(dp, add(get(dp), i32(16))),
-      set(sp, add(get(sp), i32(16))),
-    ),
-    ...results.flatMap((result, i) => set(result, f32x4Lane(get(acc), i))),
-  ];
-  return f.encode([
-    ...set(low4, i8x16Splat(0x0f)),
-    ...set(sixteens, i8x16Splat(16)),
-    ...set(bitMask, bytesConst([1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128])),
-    ...set(lowIndex, bytesConst(Array.from({ length: 16 }, (_, k) => k >> 3))),
-    ...set(highIndex, bytesConst(Array.from({ length: 16 }, (_, k) => 2 + (k >> 3)))),
-    ...set(blocks, shrU(get(COLS), i32(5))),
-    ...set(groupStride, shl(get(blocks), i32(4))),
-    ...rowsByInputs(
-      f,
-      mul(get(blocks), i32(blockBytes)),
-      (k, row, t, results) => k === 4 ? dotFour(row, t, results) : dotOne(row, t, results),
     ),
   ]);
 }
@@ -2840,9 +2808,9 @@ export function buildKernelModule(
     floatKernel("bf16", relaxed),
     quantKernel("q8_0", relaxed),
     quantKernel("q4_0", relaxed),
-    legacyKernel("q4_1", relaxed),
-    legacyKernel("q5_0", relaxed),
-    legacyKernel("q5_1", relaxed),
+    quantKernel("q4_1", relaxed),
+    quantKernel("q5_0", relaxed),
+    quantKernel("q5_1", relaxed),
     kQuantKernel("q2_k", relaxed),
     kQuantKernel("q3_k", relaxed),
     kQuantKernel("q4_k", relaxed),
