@@ -1,8 +1,8 @@
 /**
  * Random models of the stories shapes (and TinyLlama 1.1B's and Llama 2 7B's) for benchmarking:
  * uniform weights in ±1/sqrt(cols), written as a llama2.c v0 checkpoint (F32)
- * or as GGUF (F16 and BF16, rounded to nearest even; Q8_0, Q4_0, quantized
- * like llama.cpp's reference quantizers; Q4_K_M, with Q4_K and Q6_K tensors
+ * or as GGUF (F16 and BF16, rounded to nearest even; Q8_0, Q4_0, Q4_1, Q5_0
+ * and Q5_1, quantized like llama.cpp's reference quantizers; Q4_K_M, with Q4_K and Q6_K tensors
  * where llama.cpp puts them and simpler quantizers than its searching ones).
  * The arithmetic costs the same as trained weights; the text is nonsense.
  *
@@ -24,11 +24,21 @@ export const SHAPES: Record<string, LlamaConfig> = {
 };
 
 /** Encodings {@link writeRandomModel} can write (Q4_K_M: a mix of Q4_K and Q6_K tensors, as llama.cpp's). */
-export type RandomModelType = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_K_M";
+export type RandomModelType = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_1" | "Q5_0" | "Q5_1" | "Q4_K_M";
 /** Every {@link RandomModelType}. */
-export const RANDOM_MODEL_TYPES: readonly RandomModelType[] = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K_M"];
+export const RANDOM_MODEL_TYPES: readonly RandomModelType[] = [
+  "F32",
+  "F16",
+  "BF16",
+  "Q8_0",
+  "Q4_0",
+  "Q4_1",
+  "Q5_0",
+  "Q5_1",
+  "Q4_K_M",
+];
 /** The encodings of single tensors in those files. */
-type TensorEncoding = "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q4_K" | "Q6_K";
+type TensorEncoding = Exclude<RandomModelType, "Q4_K_M"> | "Q4_K" | "Q6_K";
 
 /** Why {@link writeRandomModel} cannot write `type` for `config` (`name` says which shape in the message), if it cannot. */
 export function randomModelProblem(
@@ -126,6 +136,87 @@ export function quantizeQ4_0(values: Float32Array, out: Uint8Array, outOffset = 
       const q1 = Math.min(15, Math.trunc(f(f(values[x + 16 + j] * id) + 8.5)));
       out[p + 2 + j] = q0 | (q1 << 4);
     }
+  }
+}
+
+/** The smallest and largest of `values[from .. from + 32)`. */
+function blockRange(values: Float32Array, from: number): { min: number; max: number } {
+  let min = Infinity, max = -Infinity;
+  for (let j = from; j < from + 32; j++) {
+    min = Math.min(min, values[j]);
+    max = Math.max(max, values[j]);
+  }
+  return { min, max };
+}
+
+/** Quantizes `values` (a multiple of 32) into Q4_1 blocks at `out`, as llama.cpp's `quantize_row_q4_1_ref`. */
+export function quantizeQ4_1(values: Float32Array, out: Uint8Array, outOffset = 0): void {
+  const f = Math.fround;
+  for (let b = 0; b < values.length / 32; b++) {
+    const x = b * 32, p = outOffset + b * 20;
+    const { min, max } = blockRange(values, x);
+    const d = f(f(max - min) / 15);
+    const id = d ? f(1 / d) : 0;
+    writeHalf(out, p, d);
+    writeHalf(out, p + 2, min);
+    for (let j = 0; j < 16; j++) {
+      // MIN(15, (int8_t)(x0 + 0.5f)), x0 = (x - min)·id.
+      const q0 = Math.min(15, Math.trunc(f(f(f(values[x + j] - min) * id) + 0.5)));
+      const q1 = Math.min(15, Math.trunc(f(f(f(values[x + 16 + j] - min) * id) + 0.5)));
+      out[p + 4 + j] = q0 | (q1 << 4);
+    }
+  }
+}
+
+/**
+ * Writes 5-bit levels `levels[0..32)` as Q5_0/Q5_1 store them: their fifth bits as the 32-bit `qh` at `qhAt`, then
+ * their low nibbles (element j in byte j's low nibble, j + 16 in its high one).
+ */
+function writeFiveBits(out: Uint8Array, qhAt: number, levels: Uint8Array): void {
+  let qh = 0;
+  for (let j = 0; j < 32; j++) qh |= ((levels[j] >> 4) & 1) << j;
+  new DataView(out.buffer, out.byteOffset).setUint32(qhAt, qh >>> 0, true);
+  for (let j = 0; j < 16; j++) out[qhAt + 4 + j] = (levels[j] & 15) | ((levels[j + 16] & 15) << 4);
+}
+
+const fiveBitLevels = new Uint8Array(32);
+
+/** Quantizes `values` (a multiple of 32) into Q5_0 blocks at `out`, as llama.cpp's `quantize_row_q5_0_ref`. */
+export function quantizeQ5_0(values: Float32Array, out: Uint8Array, outOffset = 0): void {
+  const f = Math.fround;
+  for (let b = 0; b < values.length / 32; b++) {
+    const x = b * 32, p = outOffset + b * 22;
+    // The value of largest magnitude, with its sign, maps to -16.
+    let amax = 0, max = 0;
+    for (let j = 0; j < 32; j++) {
+      const v = values[x + j];
+      if (Math.abs(v) > amax) {
+        amax = Math.abs(v);
+        max = v;
+      }
+    }
+    const d = f(max / -16);
+    const id = d ? f(1 / d) : 0;
+    writeHalf(out, p, d);
+    // MIN(31, (int8_t)(x·id + 16.5f)).
+    for (let j = 0; j < 32; j++) fiveBitLevels[j] = Math.min(31, Math.trunc(f(f(values[x + j] * id) + 16.5)));
+    writeFiveBits(out, p + 2, fiveBitLevels);
+  }
+}
+
+/** Quantizes `values` (a multiple of 32) into Q5_1 blocks at `out`, as llama.cpp's `quantize_row_q5_1_ref`. */
+export function quantizeQ5_1(values: Float32Array, out: Uint8Array, outOffset = 0): void {
+  const f = Math.fround;
+  for (let b = 0; b < values.length / 32; b++) {
+    const x = b * 32, p = outOffset + b * 24;
+    const { min, max } = blockRange(values, x);
+    const d = f(f(max - min) / 31);
+    const id = d ? f(1 / d) : 0;
+    writeHalf(out, p, d);
+    writeHalf(out, p + 2, min);
+    // (uint8_t)(x0 + 0.5f), x0 = (x - min)·id (no clamp: x0 is at most 31 and a rounding error).
+    for (let j = 0; j < 32; j++) fiveBitLevels[j] = Math.trunc(f(f(f(values[x + j] - min) * id) + 0.5)) & 0xff;
+    writeFiveBits(out, p + 4, fiveBitLevels);
   }
 }
 
@@ -251,6 +342,9 @@ const QUANTIZERS = {
   BF16: halves(floatToBf16),
   Q8_0: quantizeQ8_0,
   Q4_0: quantizeQ4_0,
+  Q4_1: quantizeQ4_1,
+  Q5_0: quantizeQ5_0,
+  Q5_1: quantizeQ5_1,
   Q4_K: quantizeQ4_K,
   Q6_K: quantizeQ6_K,
 } as const;
@@ -409,7 +503,18 @@ class GgufHeader {
   }
 }
 
-const GGML_TYPE = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, Q4_K: 12, Q6_K: 14, BF16: 30 } as const;
+const GGML_TYPE = {
+  F32: 0,
+  F16: 1,
+  Q4_0: 2,
+  Q4_1: 3,
+  Q5_0: 6,
+  Q5_1: 7,
+  Q8_0: 8,
+  Q4_K: 12,
+  Q6_K: 14,
+  BF16: 30,
+} as const;
 
 /**
  * The encoding of each matrix: `type` throughout, except for Q4_K_M, which (as llama.cpp's `llama-quantize`) is Q4_K

@@ -36,6 +36,7 @@ Deno.test("bench: JSON with medians over runs, a table, one-line errors", async 
         "generateTokensPerSecond",
         "contextGenerateTokensPerSecond",
         "prefillTokensPerSecond",
+        "coldTimeToFirstToken",
         "loadSeconds",
         "peakRssBytes",
       ] as const;
@@ -95,9 +96,9 @@ Deno.test("bench: JSON with medians over runs, a table, one-line errors", async 
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /--runs/);
     // Random models: an unknown encoding, and Q4_K_M on a shape whose sizes are not multiples of 256.
-    const unknownType = await runCli(["bench", "--shape", "15M", "--type", "Q5_0", "--cache", dir]);
+    const unknownType = await runCli(["bench", "--shape", "15M", "--type", "Q6_K", "--cache", dir]);
     assert.equal(unknownType.code, 2);
-    assert.match(unknownType.stderr, /unknown type "Q5_0" \(F32, F16, BF16, Q8_0, Q4_0, Q4_K_M\)/);
+    assert.match(unknownType.stderr, /unknown type "Q6_K" \(F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_M\)/);
     const kQuant = await runCli(["bench", "--shape", "15M", "--type", "Q4_K_M", "--cache", dir]);
     assert.equal(kQuant.code, 2);
     assert.match(kQuant.stderr, /Q4_K_M needs sizes that are multiples of 256; shape 15M has 288 and 768/);
