@@ -844,7 +844,7 @@ function quantKernel(type: "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q5_1", relaxed: 
       i32x4Add(i32x4Dot(get(w[0]), vload(x, offset)), i32x4Dot(get(w[1]), vload(x, offset + 16))),
       i32x4Add(i32x4Dot(get(w[2]), vload(x, offset + 32)), i32x4Dot(get(w[3]), vload(x, offset + 48))),
     );
-  /** The int8 path's block product before widening: two 8-bit dot products into int16 lanes (each <= 2·15·127). */
+  /** The int8 path's block product before widening: two 8-bit dot products into int16 lanes (each <= 2·31·127). */
   const blockSum16 = (x: Code, offset: number, w = wv): Code =>
     i16x8Add(relaxedDot(vload(x, offset), get(w[1])), relaxedDot(vload(x, offset + 16), get(w[2])));
   const dot = (k: number, row: number, t: number, results: number[]): Code =>
