@@ -9,6 +9,7 @@
  * @module
  */
 
+import { GGML_TYPE_IDS } from "./gguf.ts";
 import { encodeLlama2c } from "./llama2c.ts";
 import type { LlamaConfig } from "./model_file.ts";
 import { floatToBf16, halfToFloat } from "./quant.ts";
@@ -113,21 +114,25 @@ export function quantizeQ8_0(values: Float32Array, out: Uint8Array, outOffset = 
   }
 }
 
+/** The value of largest magnitude in `values[from .. from + 32)`, with its sign (the first of equal magnitudes). */
+function signedMax(values: Float32Array, from: number): number {
+  let amax = 0, max = 0;
+  for (let j = from; j < from + 32; j++) {
+    if (Math.abs(values[j]) > amax) {
+      amax = Math.abs(values[j]);
+      max = values[j];
+    }
+  }
+  return max;
+}
+
 /** Quantizes `values` (a multiple of 32) into Q4_0 blocks at `out`, as llama.cpp's `quantize_row_q4_0_ref`. */
 export function quantizeQ4_0(values: Float32Array, out: Uint8Array, outOffset = 0): void {
   const f = Math.fround;
   for (let b = 0; b < values.length / 32; b++) {
     const x = b * 32, p = outOffset + b * 18;
     // The value of largest magnitude, with its sign, maps to -8.
-    let amax = 0, max = 0;
-    for (let j = 0; j < 32; j++) {
-      const v = values[x + j];
-      if (Math.abs(v) > amax) {
-        amax = Math.abs(v);
-        max = v;
-      }
-    }
-    const d = f(max / -8);
+    const d = f(signedMax(values, x) / -8);
     const id = d ? f(1 / d) : 0;
     writeHalf(out, p, d);
     for (let j = 0; j < 16; j++) {
@@ -187,15 +192,7 @@ export function quantizeQ5_0(values: Float32Array, out: Uint8Array, outOffset = 
   for (let b = 0; b < values.length / 32; b++) {
     const x = b * 32, p = outOffset + b * 22;
     // The value of largest magnitude, with its sign, maps to -16.
-    let amax = 0, max = 0;
-    for (let j = 0; j < 32; j++) {
-      const v = values[x + j];
-      if (Math.abs(v) > amax) {
-        amax = Math.abs(v);
-        max = v;
-      }
-    }
-    const d = f(max / -16);
+    const d = f(signedMax(values, x) / -16);
     const id = d ? f(1 / d) : 0;
     writeHalf(out, p, d);
     // MIN(31, (int8_t)(x·id + 16.5f)).
@@ -503,19 +500,6 @@ class GgufHeader {
   }
 }
 
-const GGML_TYPE = {
-  F32: 0,
-  F16: 1,
-  Q4_0: 2,
-  Q4_1: 3,
-  Q5_0: 6,
-  Q5_1: 7,
-  Q8_0: 8,
-  Q4_K: 12,
-  Q6_K: 14,
-  BF16: 30,
-} as const;
-
 /**
  * The encoding of each matrix: `type` throughout, except for Q4_K_M, which (as llama.cpp's `llama-quantize`) is Q4_K
  * with Q6_K for the classifier and for `attn_v` and `ffn_down` in the layers its `use_more_bits` picks.
@@ -596,7 +580,7 @@ async function writeGguf(
       h.u64(t.cols);
       h.u64(t.rows);
     }
-    h.u32(GGML_TYPE[t.type]);
+    h.u32(GGML_TYPE_IDS[t.type]);
     h.u64(offset);
     offset += Math.ceil(matrixBytes(t.type, t.rows, t.cols) / ALIGNMENT) * ALIGNMENT;
   }

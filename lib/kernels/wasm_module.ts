@@ -210,23 +210,16 @@ export const WASM_KERNELS = [
 ] as const;
 /** One of {@link WASM_KERNELS}. */
 export type WasmKernelName = (typeof WASM_KERNELS)[number];
-/**
- * The kernels whose weights (2- to 6-bit, unsigned) fit the 7-bit operand of the relaxed 8-bit dot product:
- * with relaxed SIMD they read the quantized inputs as int8, the other quantized kernels as int16.
- */
-export const INT8_INPUT_KERNELS: readonly WasmKernelName[] = [
-  "q4_0",
-  "q4_1",
-  "q5_0",
-  "q5_1",
-  "q2_k",
-  "q3_k",
-  "q4_k",
-  "q5_k",
-  "q6_k",
-];
 /** The kernels that read their inputs as floats; every other one reads them quantized by `quantize`. */
 export const FLOAT_INPUT_KERNELS: readonly WasmKernelName[] = ["f32", "f16", "bf16"];
+/**
+ * The kernels whose weights (2- to 6-bit, unsigned) fit the 7-bit operand of the relaxed 8-bit dot product (every
+ * quantized one but Q8_0): with relaxed SIMD they read the quantized inputs as int8, the other quantized kernels as
+ * int16.
+ */
+export const INT8_INPUT_KERNELS: readonly WasmKernelName[] = WASM_KERNELS.filter((kernel) =>
+  kernel !== "q8_0" && !FLOAT_INPUT_KERNELS.includes(kernel)
+);
 
 /** Parameter indices shared by every kernel. */
 const W = 0, R0 = 1, R1 = 2, COLS = 3, X = 4, XD = 5, XC = 6, N = 7, OUT = 8, ROWS = 9, XD4 = 10, XC4 = 11, XS4 = 12;
