@@ -144,47 +144,50 @@ export function quantizeQ4_0(values: Float32Array, out: Uint8Array, outOffset = 
   }
 }
 
-/** The smallest and largest of `values[from .. from + 32)`. */
-function blockRange(values: Float32Array, from: number): { min: number; max: number } {
+/** Scratch of the 4- and 5-bit quantizers: a block's levels. */
+const blockLevels = new Uint8Array(32);
+
+/**
+ * The scale and minimum of the block at `values[from ..]` as llama.cpp's Q4_1 and Q5_1 quantizers take them (its range
+ * in `steps`), its levels `(uint8_t)((x - min)·id + 0.5f)` into {@link blockLevels}.
+ */
+function levelsAboveMinimum(values: Float32Array, from: number, steps: number): { d: number; min: number } {
+  const f = Math.fround;
   let min = Infinity, max = -Infinity;
   for (let j = from; j < from + 32; j++) {
     min = Math.min(min, values[j]);
     max = Math.max(max, values[j]);
   }
-  return { min, max };
+  const d = f(f(max - min) / steps);
+  const id = d ? f(1 / d) : 0;
+  for (let j = 0; j < 32; j++) blockLevels[j] = Math.trunc(f(f(f(values[from + j] - min) * id) + 0.5));
+  return { d, min };
 }
 
 /** Quantizes `values` (a multiple of 32) into Q4_1 blocks at `out`, as llama.cpp's `quantize_row_q4_1_ref`. */
 export function quantizeQ4_1(values: Float32Array, out: Uint8Array, outOffset = 0): void {
-  const f = Math.fround;
   for (let b = 0; b < values.length / 32; b++) {
-    const x = b * 32, p = outOffset + b * 20;
-    const { min, max } = blockRange(values, x);
-    const d = f(f(max - min) / 15);
-    const id = d ? f(1 / d) : 0;
+    const p = outOffset + b * 20;
+    const { d, min } = levelsAboveMinimum(values, b * 32, 15);
     writeHalf(out, p, d);
     writeHalf(out, p + 2, min);
+    // MIN(15, level).
     for (let j = 0; j < 16; j++) {
-      // MIN(15, (int8_t)(x0 + 0.5f)), x0 = (x - min)·id.
-      const q0 = Math.min(15, Math.trunc(f(f(f(values[x + j] - min) * id) + 0.5)));
-      const q1 = Math.min(15, Math.trunc(f(f(f(values[x + 16 + j] - min) * id) + 0.5)));
-      out[p + 4 + j] = q0 | (q1 << 4);
+      out[p + 4 + j] = Math.min(15, blockLevels[j]) | (Math.min(15, blockLevels[j + 16]) << 4);
     }
   }
 }
 
 /**
- * Writes 5-bit levels `levels[0..32)` as Q5_0/Q5_1 store them: their fifth bits as the 32-bit `qh` at `qhAt`, then
+ * Writes the 5-bit {@link blockLevels} as Q5_0/Q5_1 store them: their fifth bits as the 32-bit `qh` at `qhAt`, then
  * their low nibbles (element j in byte j's low nibble, j + 16 in its high one).
  */
-function writeFiveBits(out: Uint8Array, qhAt: number, levels: Uint8Array): void {
+function writeFiveBits(out: Uint8Array, qhAt: number): void {
   let qh = 0;
-  for (let j = 0; j < 32; j++) qh |= ((levels[j] >> 4) & 1) << j;
+  for (let j = 0; j < 32; j++) qh |= ((blockLevels[j] >> 4) & 1) << j;
   new DataView(out.buffer, out.byteOffset).setUint32(qhAt, qh >>> 0, true);
-  for (let j = 0; j < 16; j++) out[qhAt + 4 + j] = (levels[j] & 15) | ((levels[j + 16] & 15) << 4);
+  for (let j = 0; j < 16; j++) out[qhAt + 4 + j] = (blockLevels[j] & 15) | ((blockLevels[j + 16] & 15) << 4);
 }
-
-const fiveBitLevels = new Uint8Array(32);
 
 /** Quantizes `values` (a multiple of 32) into Q5_0 blocks at `out`, as llama.cpp's `quantize_row_q5_0_ref`. */
 export function quantizeQ5_0(values: Float32Array, out: Uint8Array, outOffset = 0): void {
@@ -196,24 +199,20 @@ export function quantizeQ5_0(values: Float32Array, out: Uint8Array, outOffset = 
     const id = d ? f(1 / d) : 0;
     writeHalf(out, p, d);
     // MIN(31, (int8_t)(x·id + 16.5f)).
-    for (let j = 0; j < 32; j++) fiveBitLevels[j] = Math.min(31, Math.trunc(f(f(values[x + j] * id) + 16.5)));
-    writeFiveBits(out, p + 2, fiveBitLevels);
+    for (let j = 0; j < 32; j++) blockLevels[j] = Math.min(31, Math.trunc(f(f(values[x + j] * id) + 16.5)));
+    writeFiveBits(out, p + 2);
   }
 }
 
 /** Quantizes `values` (a multiple of 32) into Q5_1 blocks at `out`, as llama.cpp's `quantize_row_q5_1_ref`. */
 export function quantizeQ5_1(values: Float32Array, out: Uint8Array, outOffset = 0): void {
-  const f = Math.fround;
   for (let b = 0; b < values.length / 32; b++) {
-    const x = b * 32, p = outOffset + b * 24;
-    const { min, max } = blockRange(values, x);
-    const d = f(f(max - min) / 31);
-    const id = d ? f(1 / d) : 0;
+    const p = outOffset + b * 24;
+    // No clamp, as llama.cpp: a level is at most 31 plus a rounding error.
+    const { d, min } = levelsAboveMinimum(values, b * 32, 31);
     writeHalf(out, p, d);
     writeHalf(out, p + 2, min);
-    // (uint8_t)(x0 + 0.5f), x0 = (x - min)·id (no clamp: x0 is at most 31 and a rounding error).
-    for (let j = 0; j < 32; j++) fiveBitLevels[j] = Math.trunc(f(f(f(values[x + j] - min) * id) + 0.5)) & 0xff;
-    writeFiveBits(out, p + 4, fiveBitLevels);
+    writeFiveBits(out, p + 4);
   }
 }
 
