@@ -1622,10 +1622,10 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
       superBlock.push(...(type === "q4_k" ? fold16(products) : foldFour(products)));
       const dx = fload(get(dp), 4 * j);
       const scale = f32x4Mul(floatsOf(sT, j), f32x4Splat(dx));
-      superBlock.push(set(blockAcc, f32x4Add(get(blockAcc), f32x4Mul(f32x4FromI32(get(products[0])), scale))));
+      superBlock.push(set(blockAcc, madd(f32x4FromI32(get(products[0])), scale, get(blockAcc))));
       // The minimums times dx·(-8·Σqx) of the input block.
       const sumX = fmul(dx, convertS(iload(get(cp), 16 * j)));
-      superBlock.push(set(blockMin, f32x4Add(get(blockMin), f32x4Mul(floatsOf(mT, j), f32x4Splat(sumX)))));
+      superBlock.push(set(blockMin, madd(floatsOf(mT, j), f32x4Splat(sumX), get(blockMin))));
     }
     superBlock.push(
       set(acc, f32x4Add(get(acc), f32x4Mul(get(blockAcc), sideBySide(0)))),
