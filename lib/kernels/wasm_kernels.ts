@@ -147,7 +147,7 @@ export class WasmKernels implements Kernels {
     } catch {
       cache = undefined;
     }
-    const module = new WebAssembly.Module(buildKernelModule({ relaxed, cacheMemory: cache !== undefined }));
+    const module = kernelModule(relaxed, cache !== undefined);
     fillHalfTable(memory, halfToFloat);
     const instance = new WebAssembly.Instance(module, { env: cache ? { memory, cache } : { memory } });
     const control = new Int32Array(new SharedArrayBuffer(CONTROL_LENGTH * 4));
@@ -559,6 +559,20 @@ export class WasmKernels implements Kernels {
     }
     return at;
   }
+}
+
+/** The kernel module compiled for each variant this process has asked for: building it takes 100-250 ms. */
+const compiledModules = new Map<string, WebAssembly.Module>();
+
+/** The kernel module with or without relaxed SIMD and the cache's own memory, compiled once per process. */
+function kernelModule(relaxed: boolean, cacheMemory: boolean): WebAssembly.Module {
+  const key = `${relaxed}/${cacheMemory}`;
+  let module = compiledModules.get(key);
+  if (module === undefined) {
+    module = new WebAssembly.Module(buildKernelModule({ relaxed, cacheMemory }));
+    compiledModules.set(key, module);
+  }
+  return module;
 }
 
 /** Whether two arrays share bytes. */
