@@ -299,7 +299,7 @@ export async function measure(request: ChildRequest): Promise<BenchResult> {
     session.close();
 
     // Prefill: a random prompt as one batch, twice. The first is a warm-up (as llama-bench runs one): it is the first
-    // to touch the prompt-sized buffers' fresh memory and to run the batch code (5-10% slower at 110M); the second is
+    // to touch the prompt-sized buffers' fresh memory and to run the batch code (2-10% slower at 110M); the second is
     // the measurement.
     let seed = 12345;
     const prompt = Array.from({ length: request.promptTokens }, (_, i) => {
