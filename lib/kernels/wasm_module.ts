@@ -55,11 +55,25 @@
 
 import { TENSOR_TYPES } from "../tensor.ts";
 
-type Code = number[];
+/**
+ * Code as the helpers build it: bytes, and nested arrays of code in order. An expression keeps its operands as they
+ * are instead of copying their bytes (which cost a copy per level of nesting); {@link Fn.encode} lays a function's
+ * out once.
+ */
+type Code = (number | Code)[];
+
+/** `code`'s bytes in order, nesting undone. */
+function flatten(code: Code, into: number[] = []): number[] {
+  for (const part of code) {
+    if (typeof part === "number") into.push(part);
+    else flatten(part, into);
+  }
+  return into;
+}
 
 /** Unsigned LEB128. */
-function uleb(value: number): Code {
-  const out: Code = [];
+function uleb(value: number): number[] {
+  const out: number[] = [];
   do {
     let byte = value & 0x7f;
     value = Math.floor(value / 128);
@@ -70,8 +84,8 @@ function uleb(value: number): Code {
 }
 
 /** Signed LEB128 of a 32-bit integer. */
-function sleb(value: number): Code {
-  const out: Code = [];
+function sleb(value: number): number[] {
+  const out: number[] = [];
   value |= 0;
   while (true) {
     const byte = value & 0x7f;
@@ -86,17 +100,9 @@ function sleb(value: number): Code {
 
 const I32 = 0x7f, F32 = 0x7d, V128 = 0x7b;
 
-/** `parts` one after the other, then `tail`, in a new array (the DSL's one concatenation: faster than `flat`). */
-function join(parts: readonly Code[], ...tail: number[]): Code {
-  const out: number[] = [];
-  for (const part of parts) for (let i = 0; i < part.length; i++) out.push(part[i]);
-  for (const byte of tail) out.push(byte);
-  return out;
-}
-
 // Plain instructions: each helper emits its operands, then its opcode.
-const op = (code: number) => (...args: Code[]): Code => join(args, code);
-const simd = (code: number) => (...args: Code[]): Code => join(args, 0xfd, ...uleb(code));
+const op = (code: number) => (...args: Code[]): Code => [...args, code];
+const simd = (code: number) => (...args: Code[]): Code => [...args, 0xfd, ...uleb(code)];
 const get = (local: number): Code => [0x20, ...uleb(local)];
 const set = (local: number, value: Code): Code => [...value, 0x21, ...uleb(local)];
 const i32 = (value: number): Code => [0x41, ...sleb(value)];
@@ -172,8 +178,8 @@ const zero = (): Code => i32x4Splat(i32(0));
 const i8x16Splat = (value: number): Code => simd(0x0f)(i32(value));
 
 // Control flow.
-const block = (...body: Code[]): Code => join([[0x02, 0x40], ...body], 0x0b);
-const loop = (...body: Code[]): Code => join([[0x03, 0x40], ...body], 0x0b);
+const block = (...body: Code[]): Code => [0x02, 0x40, ...body, 0x0b];
+const loop = (...body: Code[]): Code => [0x03, 0x40, ...body, 0x0b];
 const brIf = (depth: number, cond: Code): Code => [...cond, 0x0d, depth];
 /** `while (cond) body` (body may not branch out itself). */
 const whileLoop = (cond: Code, ...body: Code[]): Code => block(loop(brIf(1, op(0x45)(cond)), ...body, [0x0c, 0]));
@@ -193,10 +199,10 @@ class Fn {
     this.#locals.push(type);
     return this.params + this.#locals.length - 1;
   }
-  encode(body: Code): Code {
-    const groups = this.#locals.map((type) => [1, type]);
-    const code = join([uleb(groups.length), ...groups, body], 0x0b);
-    return join([uleb(code.length), code]);
+  /** The function's entry in the code section: its size, its locals and its body's bytes. */
+  encode(body: Code): number[] {
+    const code = flatten([uleb(this.#locals.length), ...this.#locals.map((type) => [1, type]), body, 0x0b]);
+    return [...uleb(code.length), ...code];
   }
 }
 
@@ -2881,10 +2887,10 @@ function encodeModule(
 ): Uint8Array<ArrayBuffer> {
   /** A section: its id, its size, then its entries' count and the entries. */
   const section = (id: number, entries: Code[]): Code => {
-    const payload = join([uleb(entries.length), ...entries]);
-    return join([[id], uleb(payload.length), payload]);
+    const payload = flatten([uleb(entries.length), ...entries]);
+    return [id, ...uleb(payload.length), payload];
   };
-  return new Uint8Array(join([
+  return new Uint8Array(flatten([
     [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
     section(1, types),
     section(2, imports),
