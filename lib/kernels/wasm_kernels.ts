@@ -135,47 +135,53 @@ export class WasmKernels implements Kernels {
   /** Builds the module, the memory and `threads - 1` workers (resolves once they are ready). */
   static async create(options: WasmKernelsOptions = {}): Promise<WasmKernels> {
     const threads = Math.max(1, Math.floor(options.threads ?? 1));
-    const relaxed = (options.relaxed ?? true) && relaxedSimdSupported();
-    const maximum = MAX_BYTES / PAGE;
-    const memory = new WebAssembly.Memory({ initial: RESERVED_PAGES, maximum, shared: true });
-    // The cache's own memory when the engine has multi-memory and the address space has room for a second
-    // reservation (a process limited by `ulimit -v` may not); else the cache shares the main memory. Its address 0
-    // stays unused, like the reserved bytes of the main one.
-    let cache: WebAssembly.Memory | undefined;
-    try {
-      if (multiMemorySupported()) cache = new WebAssembly.Memory({ initial: 1, maximum, shared: true });
-    } catch {
-      cache = undefined;
-    }
-    const module = kernelModule(relaxed, cache !== undefined);
-    fillHalfTable(memory, halfToFloat);
-    const instance = new WebAssembly.Instance(module, { env: cache ? { memory, cache } : { memory } });
-    const control = new Int32Array(new SharedArrayBuffer(CONTROL_LENGTH * 4));
-    control[SLOT.RELAXED] = relaxed ? 1 : 0;
+    // The workers start first: loading their code takes about as long as building the module, which they need only
+    // once it is built.
     const workers: Worker[] = [];
+    const started: Promise<void>[] = [];
+    for (let i = 1; i < threads; i++) {
+      const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
+      workers.push(worker);
+      started.push(
+        new Promise((resolve, reject) => {
+          worker.onmessage = () => resolve();
+          worker.onerror = (event) => {
+            event.preventDefault();
+            reject(new TensorlessError(`kernel worker failed to start: ${event.message}`));
+          };
+        }),
+      );
+    }
+    const ready = Promise.all(started);
+    ready.catch(() => {}); // awaited below; a worker may fail before that
     try {
-      const ready: Promise<void>[] = [];
-      for (let i = 1; i < threads; i++) {
-        const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
-        workers.push(worker);
-        ready.push(
-          new Promise((resolve, reject) => {
-            worker.onmessage = () => resolve();
-            worker.onerror = (event) => {
-              event.preventDefault();
-              reject(new TensorlessError(`kernel worker failed to start: ${event.message}`));
-            };
-          }),
-        );
-        worker.postMessage({ module, memory, cache, control, index: i } satisfies WorkerSetup);
+      const relaxed = (options.relaxed ?? true) && relaxedSimdSupported();
+      const maximum = MAX_BYTES / PAGE;
+      const memory = new WebAssembly.Memory({ initial: RESERVED_PAGES, maximum, shared: true });
+      // The cache's own memory when the engine has multi-memory and the address space has room for a second
+      // reservation (a process limited by `ulimit -v` may not); else the cache shares the main memory. Its address 0
+      // stays unused, like the reserved bytes of the main one.
+      let cache: WebAssembly.Memory | undefined;
+      try {
+        if (multiMemorySupported()) cache = new WebAssembly.Memory({ initial: 1, maximum, shared: true });
+      } catch {
+        cache = undefined;
       }
-      await Promise.all(ready);
+      const module = kernelModule(relaxed, cache !== undefined);
+      fillHalfTable(memory, halfToFloat);
+      const instance = new WebAssembly.Instance(module, { env: cache ? { memory, cache } : { memory } });
+      const control = new Int32Array(new SharedArrayBuffer(CONTROL_LENGTH * 4));
+      control[SLOT.RELAXED] = relaxed ? 1 : 0;
+      workers.forEach((worker, i) => {
+        worker.postMessage({ module, memory, cache, control, index: i + 1 } satisfies WorkerSetup);
+      });
+      await ready;
+      const name = options.name ?? (threads > 1 ? "fast" : "wasm");
+      return new WasmKernels(name, relaxed, memory, cache, instance, control, workers);
     } catch (error) {
       for (const worker of workers) worker.terminate();
       throw error;
     }
-    const name = options.name ?? (threads > 1 ? "fast" : "wasm");
-    return new WasmKernels(name, relaxed, memory, cache, instance, control, workers);
   }
 
   /**
