@@ -15,7 +15,7 @@ import { parseLlama2c } from "./llama2c.ts";
 import { loadSafetensorsDirectory } from "./safetensors.ts";
 import type { LlamaConfig, ModelFile } from "./model_file.ts";
 import { loadTokenizer, Tokenizer } from "./tokenizer.ts";
-import { type CacheEncoding, Session } from "./transformer.ts";
+import { CACHE_ENCODINGS, type CacheEncoding, Session } from "./transformer.ts";
 
 /** Options of {@link loadModel}. */
 export interface LoadModelOptions {
@@ -84,8 +84,8 @@ export class Model {
     this.config = file.config;
     this.tokenizer = tokenizer;
     this.kernels = kernels;
-    if (cache !== undefined && cache !== "f32" && cache !== "bf16") {
-      throw new RangeError(`unknown cache encoding "${cache}" (f32 or bf16)`);
+    if (cache !== undefined && !CACHE_ENCODINGS.includes(cache)) {
+      throw new RangeError(`unknown cache encoding "${cache}" (${CACHE_ENCODINGS.join(" or ")})`);
     }
     this.cacheEncoding = cache ?? defaultCacheEncoding(file);
   }

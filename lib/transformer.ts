@@ -20,6 +20,8 @@ import { bf16Table, dequantizeRow, floatToBf16 } from "./quant.ts";
  * attention reads.
  */
 export type CacheEncoding = "f32" | "bf16";
+/** Every {@link CacheEncoding}. */
+export const CACHE_ENCODINGS: readonly CacheEncoding[] = ["f32", "bf16"];
 
 /** What a session needs from its model. */
 export interface Transformer {
@@ -153,13 +155,9 @@ export class Session {
   exportCache(): { position: number; keys: Float32Array[]; values: Float32Array[] } {
     this.#checkOpen();
     const positions = this.#position;
-    const bf16 = bf16Table();
     const gather = (cache: CacheArray) => {
       const out = new Float32Array(positions * this.#kvDim);
-      this.#eachHeadVector(0, positions, (cacheAt, flatAt, length) => {
-        if (cache instanceof Float32Array) out.set(cache.subarray(cacheAt, cacheAt + length), flatAt);
-        else for (let i = 0; i < length; i++) out[flatAt + i] = bf16[cache[cacheAt + i]];
-      });
+      this.#eachHeadVector(0, positions, (cacheAt, flatAt, length) => loadCached(cache, cacheAt, out, flatAt, length));
       return out;
     };
     return { position: positions, keys: this.#keys.map(gather), values: this.#values.map(gather) };
@@ -407,9 +405,9 @@ export class Session {
       );
       return (index) => vectors[index];
     }
-    const widened = new Float32Array(headSize), bf16 = bf16Table();
+    const widened = new Float32Array(headSize);
     return (index) => {
-      for (let i = 0; i < headSize; i++) widened[i] = bf16[cache[index * headSize + i]];
+      loadCached(cache, index * headSize, widened, 0, headSize);
       return widened;
     };
   }
@@ -505,6 +503,16 @@ function rmsNorm(out: Float32Array, x: Float32Array, offset: number, weight: Flo
   for (let j = 0; j < size; j++) sumSquares += x[offset + j] * x[offset + j];
   const scale = 1 / Math.sqrt(sumSquares / size + eps);
   for (let j = 0; j < size; j++) out[offset + j] = weight[j] * (scale * x[offset + j]);
+}
+
+/** Copies `length` cached values from `cache[cacheAt ..]` into `into[intoAt ..]` as floats (widened, for bfloat16). */
+function loadCached(cache: CacheArray, cacheAt: number, into: Float32Array, intoAt: number, length: number): void {
+  if (cache instanceof Float32Array) {
+    into.set(cache.subarray(cacheAt, cacheAt + length), intoAt);
+  } else {
+    const bf16 = bf16Table();
+    for (let i = 0; i < length; i++) into[intoAt + i] = bf16[cache[cacheAt + i]];
+  }
 }
 
 function dot(a: Float32Array, aOffset: number, b: CacheArray, bOffset: number, length: number): number {

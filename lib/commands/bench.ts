@@ -21,6 +21,7 @@ import {
   writeRandomModel,
 } from "../random_model.ts";
 import { Tokenizer } from "../tokenizer.ts";
+import type { Session } from "../transformer.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./command.ts";
 import { argmax } from "../sampler.ts";
 
@@ -290,13 +291,15 @@ export async function measure(request: ChildRequest): Promise<BenchResult> {
     if (request.tokens > seqLen || request.promptTokens + 1 > seqLen || request.context + request.tokens > seqLen) {
       throw new TensorlessError(`the model's context (${seqLen}) is shorter than the benchmark needs`);
     }
-    // Generation: the first step is untimed (llama2.c's convention), then one token per step.
-    const session = model.newSession();
-    let logits = session.feed([1]);
-    const genStart = performance.now();
-    for (let i = 1; i < request.tokens; i++) logits = session.feed([argmax(logits)]);
-    const generateTokensPerSecond = (request.tokens - 1) / ((performance.now() - genStart) / 1000);
-    session.close();
+    /** Tokens/s generating in `session`, closed after: the first step untimed (llama2.c's convention), then one token per step. */
+    const generationRate = (session: Session): number => {
+      using generating = session;
+      let logits = generating.feed([1]);
+      const start = performance.now();
+      for (let i = 1; i < request.tokens; i++) logits = generating.feed([argmax(logits)]);
+      return (request.tokens - 1) / ((performance.now() - start) / 1000);
+    };
+    const generateTokensPerSecond = generationRate(model.newSession());
 
     // Prefill: a random prompt as one batch, twice. The first is a warm-up (as llama-bench runs one): it is the first
     // to touch the prompt-sized buffers' fresh memory and to run the batch code (2-10% slower at 110M); the second is
@@ -325,11 +328,7 @@ export async function measure(request: ChildRequest): Promise<BenchResult> {
       const layers = Array.from({ length: nLayers }, () => cached);
       const long = model.newSession();
       long.importCache({ position: request.context, keys: layers, values: layers });
-      let next = long.feed([1]);
-      const longStart = performance.now();
-      for (let i = 1; i < request.tokens; i++) next = long.feed([argmax(next)]);
-      contextGenerateTokensPerSecond = (request.tokens - 1) / ((performance.now() - longStart) / 1000);
-      long.close();
+      contextGenerateTokensPerSecond = generationRate(long);
     }
     return {
       model: request.model,

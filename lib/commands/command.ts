@@ -7,7 +7,7 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { TensorlessError } from "../errors.ts";
 import { KERNEL_KINDS, type KernelKind } from "../kernels/select.ts";
-import type { CacheEncoding } from "../transformer.ts";
+import { CACHE_ENCODINGS, type CacheEncoding } from "../transformer.ts";
 
 /** A subcommand of the `tensorless` CLI (`generate`, `chat`, `info`, ...). */
 export interface Command {
@@ -87,8 +87,6 @@ export const KERNEL_FLAGS_HELP = `      --kernels K        plain (reference loop
       --threads N        threads for fast kernels (default: all cores)
       --cache E          how the key/value cache holds its values: f32, or bf16 (half
                          the memory; the default for quantized weights)`;
-
-const CACHE_ENCODINGS: readonly CacheEncoding[] = ["f32", "bf16"];
 
 /** Validated values of {@link KERNEL_FLAGS}. */
 export function kernelOptions(values: { kernels?: string; threads?: string; cache?: string }): {
