@@ -52,10 +52,12 @@ export const SLOT = {
   XT8: 19,
   /** The int16 inputs by groups of four, interleaved two values at a time (for Q8_0). */
   XT16: 20,
+  /** Per group and block, the four inputs' half sums `Σq₀, Σq₁` as int16 pairs (for the K-quants' eight-input path). */
+  XP4: 21,
 } as const;
 
 /** Where the job table starts (after the slots), and the ints per job. */
-export const JOB_BASE = 21, JOB_INTS = 8;
+export const JOB_BASE = 22, JOB_INTS = 8;
 
 /**
  * Kinds of batch: products (the job table), attention ({@link ATTENTION}), SwiGLU's elementwise step
@@ -69,9 +71,9 @@ export const SWIGLU = { GATE: JOB_BASE, UP: JOB_BASE + 1, LENGTH: JOB_BASE + 2 }
 export const SWIGLU_TASK = 16384;
 
 /**
- * Fields of a quantize batch: `N` inputs of `BLOCKS` blocks of 32 floats from `X`, quantized into `Q16` .. `XC` (the
- * module's `quantize`) and regrouped by four into `XD4` .. `XT16` (its `regroup`; `XT8` and `XT16` 0 when no kernel
- * of the product reads them).
+ * Fields of a quantize batch: `N` inputs of `BLOCKS` blocks of 32 floats from `X`, quantized into `Q16` .. `XC` with
+ * one scale per `SPAN` blocks (the module's `quantize`) and regrouped by four into `XD4` .. `XP4` (its `regroup`;
+ * `XT8` and `XT16` 0 when no kernel of the product reads them).
  */
 export const QUANTIZE = {
   X: JOB_BASE,
@@ -87,6 +89,8 @@ export const QUANTIZE = {
   XH4: JOB_BASE + 10,
   XT8: JOB_BASE + 11,
   XT16: JOB_BASE + 12,
+  XP4: JOB_BASE + 13,
+  SPAN: JOB_BASE + 14,
 } as const;
 
 /**
@@ -206,6 +210,7 @@ export type KernelFunction = (
   xs4: number,
   xh4: number,
   xt: number,
+  xp4: number,
 ) => void;
 
 /** Bytes of weights a generation task covers at least, where each thread still gets a task (see rowsPerTask). */
@@ -236,7 +241,15 @@ function taskRows(control: Int32Array, base: number, participants: number, n: nu
 }
 
 /** The module's `quantize` (see `wasm_module.ts`). */
-export type QuantizeFunction = (x: number, blocks: number, q16: number, q8: number, xd: number, xc: number) => void;
+export type QuantizeFunction = (
+  x: number,
+  blocks: number,
+  q16: number,
+  q8: number,
+  xd: number,
+  xc: number,
+  span: number,
+) => void;
 
 /** The module's `regroup` (see `wasm_module.ts`). */
 export type RegroupFunction = (
@@ -251,6 +264,7 @@ export type RegroupFunction = (
   xh4: number,
   xt8: number,
   xt16: number,
+  xp4: number,
 ) => void;
 
 /** What one thread has to run its share: the module's exports on the shared memory, and its index. */
@@ -328,8 +342,8 @@ function runSwiglu(control: Int32Array, { swiglu }: Participant): void {
  * a whole group, regrouped while its blocks are still in cache.
  */
 function runQuantize(control: Int32Array, { quantize, regroup }: Participant): void {
-  const n = control[QUANTIZE.N], blocks = control[QUANTIZE.BLOCKS];
-  const [x, q16, q8, xd, xc, xd4, xc4, xs4, xh4, xt8, xt16] = [
+  const n = control[QUANTIZE.N], blocks = control[QUANTIZE.BLOCKS], span = control[QUANTIZE.SPAN];
+  const [x, q16, q8, xd, xc, xd4, xc4, xs4, xh4, xt8, xt16, xp4] = [
     QUANTIZE.X,
     QUANTIZE.Q16,
     QUANTIZE.Q8,
@@ -341,10 +355,11 @@ function runQuantize(control: Int32Array, { quantize, regroup }: Participant): v
     QUANTIZE.XH4,
     QUANTIZE.XT8,
     QUANTIZE.XT16,
+    QUANTIZE.XP4,
   ].map((field) => control[field] >>> 0);
   for (let g; (g = nextTask(control, Math.ceil(n / 4))) >= 0;) {
     const b = 4 * g * blocks, inputs = Math.min(4, n - 4 * g);
-    quantize(x + 128 * b, inputs * blocks, q16 + 64 * b, q8 + 32 * b, xd + 4 * b, xc + 16 * b);
+    quantize(x + 128 * b, inputs * blocks, q16 + 64 * b, q8 + 32 * b, xd + 4 * b, xc + 16 * b, span);
     if (inputs < 4) continue;
     // Group g's entries: 16 bytes per block (32 for the half sums), its interleaved values four inputs' worth.
     const at = 16 * g * blocks;
@@ -360,6 +375,7 @@ function runQuantize(control: Int32Array, { quantize, regroup }: Participant): v
       xh4 + 2 * at,
       xt8 && xt8 + 8 * at,
       xt16 && xt16 + 16 * at,
+      xp4 + at,
     );
   }
 }
@@ -483,7 +499,7 @@ function runMatmul(control: Int32Array, kernels: KernelFunction[]): void {
     const x = FLOAT_INPUT_KERNELS.includes(name) ? control[SLOT.XF] : control[int8 ? SLOT.XQ8 : SLOT.XQ16];
     const [xd, xc, xd4, xc4] = [control[SLOT.XD], control[SLOT.XC], control[SLOT.XD4], control[SLOT.XC4]];
     const [xs4, xh4, xt] = [control[SLOT.XS4], control[SLOT.XH4], control[int8 ? SLOT.XT8 : SLOT.XT16]];
-    kernels[kind](w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4, xs4, xh4, xt);
+    kernels[kind](w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4, xs4, xh4, xt, control[SLOT.XP4]);
   }
 }
 

@@ -52,6 +52,7 @@ import {
   relaxedSimdSupported,
   RESERVED_BYTES,
   RESERVED_PAGES,
+  SUPER_BLOCK_INPUT_KERNELS,
   WASM_KERNELS,
 } from "./wasm_module.ts";
 import type { WorkerSetup } from "./worker.ts";
@@ -426,7 +427,7 @@ export class WasmKernels implements Kernels {
     const interleave16 = n >= 8 && kinds.some((k) => WASM_KERNELS[k] === "q8_0");
     const interleavedBytes = align64(4 * groups * cols);
     const xt8Bytes = interleave8 ? interleavedBytes : 0, xt16Bytes = interleave16 ? 2 * interleavedBytes : 0;
-    let total = xfBytes + xq16Bytes + xq8Bytes + xdBytes + xcBytes + 5 * groupedBytes + xt8Bytes + xt16Bytes;
+    let total = xfBytes + xq16Bytes + xq8Bytes + xdBytes + xcBytes + 6 * groupedBytes + xt8Bytes + xt16Bytes;
     const outOffsets = jobs.map(({ w }, j) => {
       if (outInPlace[j]) return -1;
       const at = total;
@@ -436,11 +437,13 @@ export class WasmKernels implements Kernels {
     const base = this.#regionOf(this.#scratch, total);
     const xq16 = base + xfBytes, xq8 = xq16 + xq16Bytes, xd = xq8 + xq8Bytes, xc = xd + xdBytes;
     const xd4 = xc + xcBytes, xc4 = xd4 + groupedBytes, xs4 = xc4 + groupedBytes, xh4 = xs4 + groupedBytes;
-    const xt8 = xh4 + 2 * groupedBytes, xt16 = xt8 + xt8Bytes;
+    const xp4 = xh4 + 2 * groupedBytes, xt8 = xp4 + groupedBytes, xt16 = xt8 + xt8Bytes;
     const xf = xInPlace ? xStart : base;
     if (!xInPlace) new Float32Array(this.#main.buffer(), xf, n * cols).set(x.subarray(0, n * cols));
-    // Quantized kernels read the input as 8-bit blocks, made once here for every job and thread.
+    // Quantized kernels read the input as 8-bit blocks, made once here for every job and thread: with one scale per
+    // block of 32, or per 256 when a K-quant reads them (as llama.cpp's Q8_K; every kernel reads those too).
     const quantized = kinds.some((k) => !FLOAT_INPUT_KERNELS.includes(WASM_KERNELS[k]));
+    const span = kinds.some((k) => SUPER_BLOCK_INPUT_KERNELS.includes(WASM_KERNELS[k])) ? 8 : 1;
     // Quantized, and regrouped by four inputs for the kernels' four- and eight-input paths (SLOT.XD4 .. SLOT.XT16):
     // group by group, on the pool for a prompt.
     if (quantized) {
@@ -449,6 +452,7 @@ export class WasmKernels implements Kernels {
       [control[QUANTIZE.X], control[QUANTIZE.N], control[QUANTIZE.BLOCKS]] = [xf, n, blocks];
       [control[QUANTIZE.Q16], control[QUANTIZE.Q8], control[QUANTIZE.XD], control[QUANTIZE.XC]] = [xq16, xq8, xd, xc];
       [control[QUANTIZE.XD4], control[QUANTIZE.XC4], control[QUANTIZE.XS4]] = [xd4, xc4, xs4];
+      [control[QUANTIZE.XP4], control[QUANTIZE.SPAN]] = [xp4, span];
       [control[QUANTIZE.XH4], control[QUANTIZE.XT8], control[QUANTIZE.XT16]] = [
         xh4,
         interleave8 ? xt8 : 0,
@@ -470,6 +474,7 @@ export class WasmKernels implements Kernels {
     control[SLOT.XC4] = xc4;
     control[SLOT.XS4] = xs4;
     control[SLOT.XH4] = xh4;
+    control[SLOT.XP4] = xp4;
     control[SLOT.XT8] = xt8;
     control[SLOT.XT16] = xt16;
     jobs.forEach(({ w, out }, j) => {

@@ -7,7 +7,7 @@
  * Every exported kernel has the same signature:
  *
  * ```
- * (w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4, xs4, xh4, xt)
+ * (w, r0, r1, cols, x, xd, xc, n, out, rows, xd4, xc4, xs4, xh4, xt, xp4)
  * ```
  *
  * and computes `out[t*rows + r] = row r of w · input t` for rows `r0 <= r < r1`
@@ -28,12 +28,16 @@
  *   or more, `xt` holds the inputs of each group of four interleaved: the int8
  *   ones four bytes at a time (16 bytes: values 4c .. 4c + 3 of each input),
  *   the int16 ones (for Q8_0) two values at a time.
- * - `q2_k` .. `q6_k`: the same quantized inputs, as int16 (int8 with
- *   relaxed SIMD); `xc`'s `-8·Σq` gives the minimums of Q4_K and Q5_K their
- *   input sums, its half sums Q2_K's. Their four-input path reads those sums
- *   regrouped by four as well: `xs4` holds each block's `d·Σq` (float, for the
- *   minimums) and `xh4` each half block's `32·Σq` (int32, for Q6_K's offset of
- *   32, Q3_K's of 4 and Q2_K's minimums).
+ * - `q2_k` .. `q6_k`: the same quantized inputs, but with one scale per 256
+ *   values (llama.cpp's `quantize_row_q8_K`; `xd` repeats it for each block of
+ *   32), as int16 (int8 with relaxed SIMD); `xc`'s `-8·Σq` gives the minimums
+ *   of Q4_K and Q5_K their input sums, its half sums Q2_K's. Their four-input
+ *   path reads those sums regrouped by four as well: `xs4` holds each block's
+ *   `d·Σq` (float, for the minimums) and `xh4` each half block's `32·Σq`
+ *   (int32, for Q6_K's offset of 32, Q3_K's of 4 and Q2_K's minimums); their
+ *   eight-input path reads `xp4`, each block's half sums as int16 pairs (input
+ *   j's `Σq₀, Σq₁` in 32-bit lane j). Any kernel reads inputs quantized so (a
+ *   product of several encodings quantizes its inputs once).
  *
  * Each kernel handles four inputs at a time when it can, so a weight row is
  * read from memory once and reused from cache for the whole batch; with
@@ -235,9 +239,15 @@ export const INT8_INPUT_KERNELS: readonly WasmKernelName[] = WASM_KERNELS.filter
   kernel !== "q8_0" && !FLOAT_INPUT_KERNELS.includes(kernel)
 );
 
+/**
+ * The kernels whose inputs are quantized with one scale per 256 values (llama.cpp's Q8_K), their super-block: their
+ * eight-input path sums a super-block in integers and scales it once.
+ */
+export const SUPER_BLOCK_INPUT_KERNELS: readonly WasmKernelName[] = ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"];
+
 /** Parameter indices shared by every kernel. */
 const W = 0, R0 = 1, R1 = 2, COLS = 3, X = 4, XD = 5, XC = 6, N = 7, OUT = 8, ROWS = 9, XD4 = 10, XC4 = 11, XS4 = 12;
-const XH4 = 13, XT = 14, KERNEL_PARAMS = 15;
+const XH4 = 13, XT = 14, XP4 = 15, KERNEL_PARAMS = 16;
 
 /** Horizontal sum of an f32x4: (l0 + l1) + (l2 + l3). */
 const hsum = (v: number): Code =>
@@ -1191,8 +1201,9 @@ const HIGH_ORDER = [16, 16, 16, 16, 0, 1, 2, 3, 16, 16, 16, 16, 4, 5, 6, 7];
  * match; otherwise one row's sums of four consecutive sub-blocks are folded
  * (lane i: sub-block i) and scaled by their scales and input scales side by
  * side. With eight inputs or more, the int8 path takes two rows against eight
- * inputs with the inputs in lanes (`xt`), as Q4_0 does.
- * The outer loop is `rowsByInputs`'.
+ * inputs with the inputs in lanes (`xt`), as Q4_0 does, and sums each
+ * super-block in integers (see `dotOctet`): the one input scale per 256 is
+ * what lets it. The outer loop is `rowsByInputs`'.
  */
 function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed: boolean): Code {
   const f = new Fn(KERNEL_PARAMS);
@@ -1329,8 +1340,6 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
     min: f.local(V128),
   };
   const groupStride = f.local(I32);
-  // int16 ones, for widening the eight-input path's sums (as in quantKernel).
-  const ones16 = f.local(V128);
 
   /**
    * One super-block of the row at `bp` against the input of `single`, or (`folded`) against the four inputs of
@@ -1805,52 +1814,51 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
     k === 4 ? dotFolded(row, t, results) : dotOne(row, t, results);
 
   /**
-   * Q4_K/Q5_K prompts on the int8 path: two rows against eight inputs, the inputs in lanes (`XT`, as for Q4_0): per
-   * sub-block and chunk of four values, one 8-bit dot product of each group's input vector with four of a row's
-   * weights splatted. Per row, group and sub-block the int16 sums are widened once (Q5_K: every four chunks, its
-   * products of up to 2·31·127 would overflow eight at a time), then scaled by the four inputs' scales times the
-   * row's scale, and the row's minimum times the inputs' `d·Σq` (XS4) taken off, into one accumulator.
+   * K-quant prompts on the int8 path: two rows against eight inputs, the inputs in lanes (`XT`, as for Q4_0). Their
+   * inputs have one scale per super-block (`quantize`'s span of 8), so a super-block's products are summed in
+   * integers and scaled once, by the row's d times the four inputs' scales (XD4). Per sub-block and chunk of four
+   * values, one 8-bit dot product of each group's input vector with four of a row's weights splatted; before the
+   * int16 sums could overflow, `i32x4.dot_i16x8_s` multiplies them by the sub-block's scale (in both halves of a
+   * 32-bit lane) into the row's int32 sums. The terms that do not depend on the levels (Q4_K's, Q5_K's and Q2_K's
+   * minimums, Q6_K's offset of 32 and Q3_K's of 4) are the row's minimums or scales against the inputs' half-block
+   * sums (XP4, int16 pairs), taken once per super-block before its levels.
    */
   const octet = {
     rows: [f.local(I32), f.local(I32)],
     xt: [f.local(I32), f.local(I32)],
     dp: [f.local(I32), f.local(I32)],
-    sp: [f.local(I32), f.local(I32)],
+    pp: [f.local(I32), f.local(I32)],
     d: [f.local(F32), f.local(F32)],
-    negativeDmin: [f.local(F32), f.local(F32)],
-    scales: [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]],
-    negativeMins: [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]],
+    dmin: [f.local(F32), f.local(F32)],
     weights: [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]],
     sums: [f.local(V128), f.local(V128), f.local(V128), f.local(V128)],
-    wide: [f.local(V128), f.local(V128), f.local(V128), f.local(V128)],
+    // Q5_K: the sums of a sub-block's first four chunks (eight of its 5-bit products would overflow 16 bits).
+    firstSums: [f.local(V128), f.local(V128), f.local(V128), f.local(V128)],
+    // The super-block's int32 sums, lane j: input 4g + j of row i (index 2i + g).
+    acc: [f.local(V128), f.local(V128), f.local(V128), f.local(V128)],
     x: [f.local(V128), f.local(V128)],
     splat: f.local(V128),
     qs: [f.local(I32), f.local(I32)],
-    half: f.local(I32),
-    scale: [f.local(V128), f.local(V128)],
-    negativeMin: [f.local(V128), f.local(V128)],
-    laneScale: f.local(V128),
-    hp: [f.local(I32), f.local(I32)],
     qh: [f.local(I32), f.local(I32)],
-    laneMin: f.local(V128),
+    half: f.local(I32),
+    laneScale: f.local(V128),
+    // Per row, its sub-blocks' scales as int16 pairs (lane j of vector v: sub-block 4v + j's), and the current
+    // half's (two vectors: sub-blocks 0-7 of Q6_K's, Q3_K's and Q2_K's sixteen; one: 0-3 of Q4_K's and Q5_K's eight).
+    scalePairs: [[0, 1, 2, 3].map(() => f.local(V128)), [0, 1, 2, 3].map(() => f.local(V128))],
+    current: [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]],
+    // Per row, its minimums or scales as int16 (8 a vector, see levelFree), for the level-free terms.
+    terms: [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]],
     fifthBits: [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]],
   };
   /**
-   * The eight-input paths' loop: pointers into the two groups' interleaved inputs, scales and `sums` (XS4 or XH4,
-   * `stride` bytes a group) and into the two rows, accumulators cleared, then per super-block `superBlock` and
-   * `half` twice (pointers moved on by `half`).
+   * The eight-input paths' loop: pointers into the two groups' interleaved inputs, scales (XD4) and half sums (XP4)
+   * and into the two rows, results cleared, then per super-block `superBlock`, `half` twice (pointers moved on by
+   * `half`) and `after`.
    */
-  const octetLoop = (
-    rows: number[],
-    t: number,
-    outs: number[],
-    sums: { into: number[]; from: number; stride: Code },
-    superBlock: Code[],
-    half: Code[],
-  ): Code[] => [
+  const octetLoop = (rows: number[], t: number, outs: number[], superBlock: Code[], half: Code[]): Code[] => [
     ...twoGroups(octet.xt, add(get(XT), mul(get(t), get(COLS))), shl(get(COLS), i32(2))),
     ...twoGroups(octet.dp, add(get(XD4), mul(shrU(get(t), i32(2)), get(groupStride))), get(groupStride)),
-    ...twoGroups(sums.into, add(get(sums.from), mul(shrU(get(t), i32(2)), sums.stride)), sums.stride),
+    ...twoGroups(octet.pp, add(get(XP4), mul(shrU(get(t), i32(2)), get(groupStride))), get(groupStride)),
     ...rows.slice(0, 2).map((row, i) => set(octet.rows[i], get(row))),
     ...outs.map((out) => set(out, zero())),
     set(b, i32(0)),
@@ -1859,31 +1867,87 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
       ...superBlock,
       set(octet.half, i32(0)),
       whileLoop(ltU(get(octet.half), i32(2)), ...half),
+      // The super-block's sums, times the row's d and the inputs' scales (the same for its eight blocks).
+      ...[0, 1].flatMap((i) => [
+        set(octet.laneScale, f32x4Splat(get(octet.d[i]))),
+        ...[0, 1].map((g) =>
+          set(
+            outs[2 * i + g],
+            madd(
+              f32x4FromI32(get(octet.acc[2 * i + g])),
+              f32x4Mul(vload(get(octet.dp[g])), get(octet.laneScale)),
+              get(outs[2 * i + g]),
+            ),
+          )
+        ),
+      ]),
       set(b, add(get(b), i32(1))),
       ...octet.rows.map((pointer) => set(pointer, add(get(pointer), i32(blockBytes)))),
+      // Eight blocks of 32 a super-block, 16 bytes each in XD4 and XP4.
+      ...[...octet.dp, ...octet.pp].map((pointer) => set(pointer, add(get(pointer), i32(128)))),
     ),
   ];
+  /**
+   * Both rows' `terms` (int16, 16 per row in two vectors: one per half sum of each block of 32; Q4_K's and Q5_K's per
+   * sub-block of 32, twice) against the two groups' sixteen half-block sums, each vector of XP4 loaded once for both:
+   * per row and group one int32 vector (lane j: input 4g + j), passed to `use`.
+   */
+  const levelFree = (use: (i: number, g: number, sums: Code) => Code[]): Code[] =>
+    [0, 1].flatMap((g) => {
+      const code: Code[] = [], [from, sums] = [octet.x[0], [octet.sums[0], octet.sums[1]]];
+      for (let p = 0; p < 8; p++) {
+        // Half sums 2p and 2p + 1 of each input, against terms 2p and 2p + 1 (lane p % 4 of terms[i][p >> 2]).
+        code.push(set(from, vload(get(octet.pp[g]), 16 * p)));
+        for (let i = 0; i < 2; i++) {
+          const product = i32x4Dot(get(from), splatLane(octet.terms[i][p >> 2], p & 3));
+          code.push(set(sums[i], p === 0 ? product : i32x4Add(get(sums[i]), product)));
+        }
+      }
+      return [...code, ...[0, 1].flatMap((i) => use(i, g, get(sums[i])))];
+    });
+  /** Row i's minimum term, `sums` times -dmin and the inputs' scales, into its results for group g. */
+  const minimumInto = (outs: number[], i: number, g: number, sums: Code): Code[] => [
+    set(
+      outs[2 * i + g],
+      madd(
+        f32x4FromI32(sums),
+        f32x4Mul(vload(get(octet.dp[g])), f32x4Splat(op(0x8c)(get(octet.dmin[i])))),
+        get(outs[2 * i + g]),
+      ),
+    ),
+  ];
+  /** int16 lanes 0-3 (`high`: 4-7) of `v`, each as a pair: 32-bit lane j holds lane j (4 + j) twice. */
+  const wordPairs = (v: number, high: boolean): Code =>
+    shuffle8(
+      get(v),
+      get(v),
+      Array.from({ length: 16 }, (_, i) => 2 * ((i >> 2) + (high ? 4 : 0)) + (i & 1) + (i & 2 ? 16 : 0)),
+    );
   const dotOctet = (rows: number[], t: number, outs: number[]): Code => {
-    const { xt, sums, wide, x, splat, weights, scale, negativeMin, fifthBits } = octet;
+    const { xt, sums, firstSums, acc, x, splat, weights, scalePairs, current, terms, fifthBits } = octet;
     const qs = type === "q4_k" ? 16 : 48;
-    // Per super-block: each row's scales and minimums, then two halves of four sub-blocks (one loop step each, so
-    // the loop's code stays within the CPU's decoded-instruction cache).
+    // Per super-block: each row's scales and minimums, their minimum terms, then two halves of four sub-blocks (one
+    // loop step each, so the loop's code stays within the CPU's decoded-instruction cache).
     const superBlock: Code[] = [];
     for (let i = 0; i < 2; i++) {
-      const pointer = octet.rows[i];
+      const pointer = octet.rows[i], [bytes, v] = [octet.splat, octet.laneScale];
       superBlock.push(
         set(octet.d[i], fload(shl(load16u(get(pointer)), i32(2)), HALF_TABLE)),
-        set(octet.negativeDmin[i], op(0x8c)(fload(shl(load16u(get(pointer), 2), i32(2)), HALF_TABLE))),
-        ...decodeScales(pointer, { d: octet.d[i], dmin: octet.negativeDmin[i] }, {
-          scales: octet.scales[i],
-          mins: octet.negativeMins[i],
-        }),
-        set(scale[i], get(octet.scales[i][0])),
-        set(negativeMin[i], get(octet.negativeMins[i][0])),
+        set(octet.dmin[i], fload(shl(load16u(get(pointer), 2), i32(2)), HALF_TABLE)),
+        // Bytes 0-7: the eight scales; 8-15: the eight minimums (see decodeScales).
+        ...scaleBytes(pointer, bytes, v),
+        set(v, i16x8ExtendLowU(get(bytes))),
+        set(scalePairs[i][0], wordPairs(v, false)),
+        set(scalePairs[i][1], wordPairs(v, true)),
+        set(current[i][0], get(scalePairs[i][0])),
+        set(v, i16x8ExtendHighU(get(bytes))),
+        set(terms[i][0], wordPairs(v, false)),
+        set(terms[i][1], wordPairs(v, true)),
         ...(type === "q5_k" ? [0, 1].map((v) => set(fifthBits[i][v], vload(get(pointer), 16 + 16 * v))) : []),
         set(octet.qs[i], add(get(pointer), i32(qs))),
       );
     }
+    superBlock.push(...levelFree((i, g, sums) => minimumInto(outs, i, g, sums)), ...acc.map((sum) => set(sum, zero())));
     const half: Code[] = [];
     for (let j = 0; j < 4; j++) {
       // Sub-block j of the half: the low (even j) or high nibbles of 32 bytes, and Q5_K's bit j of its fifth bits
@@ -1910,86 +1974,80 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
             half.push(set(sum, c === 0 || (type === "q5_k" && c === 4) ? product : i16x8Add(get(sum), product)));
           }
         }
-        if (type === "q5_k" && c === 3) {
-          half.push(...sums.map((sum, k) => set(wide[k], i32x4Dot(get(sum), get(ones16)))));
-        }
+        if (type === "q5_k" && c === 3) half.push(...sums.map((sum, k) => set(firstSums[k], get(sum))));
       }
+      // Times the sub-block's scale (at most 63), into int32.
       for (let i = 0; i < 2; i++) {
-        const rowScale = splatLane(scale[i], j), rowMin = splatLane(negativeMin[i], j);
-        half.push(set(octet.laneScale, rowScale), set(octet.laneMin, rowMin));
+        half.push(set(octet.laneScale, splatLane(current[i][0], j)));
         for (let g = 0; g < 2; g++) {
           const k = 2 * i + g;
-          const widened = i32x4Dot(get(sums[k]), get(ones16));
-          const sum = type === "q5_k" ? i32x4Add(get(wide[k]), widened) : widened;
-          const scaled = f32x4Mul(vload(get(octet.dp[g]), 16 * j), get(octet.laneScale));
-          half.push(
-            set(outs[k], madd(f32x4FromI32(sum), scaled, get(outs[k]))),
-            set(outs[k], madd(vload(get(octet.sp[g]), 16 * j), get(octet.laneMin), get(outs[k]))),
-          );
+          const scaled = (from: number) => i32x4Dot(get(from), get(octet.laneScale));
+          const products = type === "q5_k" ? i32x4Add(scaled(sums[k]), scaled(firstSums[k])) : scaled(sums[k]);
+          half.push(set(acc[k], i32x4Add(get(acc[k]), products)));
         }
       }
     }
-    // On to the second half: the next 64 bytes of nibbles, four blocks of inputs (512 bytes of each group's, 64 of
-    // XD4/XS4), the upper scales and minimums, the fifth bits' upper four.
+    // On to the second half: the next 64 bytes of nibbles, four blocks of inputs (512 bytes of each group's), the
+    // upper scales, the fifth bits' upper four.
     half.push(
       ...octet.qs.map((p) => set(p, add(get(p), i32(64)))),
       ...xt.map((p) => set(p, add(get(p), i32(512)))),
-      ...[...octet.dp, ...octet.sp].map((p) => set(p, add(get(p), i32(64)))),
       ...[0, 1].flatMap((i) => [
-        set(scale[i], get(octet.scales[i][1])),
-        set(negativeMin[i], get(octet.negativeMins[i][1])),
+        set(current[i][0], get(scalePairs[i][1])),
         ...(type === "q5_k" ? [0, 1].map((v) => set(fifthBits[i][v], i16x8ShrU(get(fifthBits[i][v]), i32(4)))) : []),
       ]),
       set(octet.half, add(get(octet.half), i32(1))),
     );
-    return octetLoop(rows, t, outs, { into: octet.sp, from: XS4, stride: get(groupStride) }, superBlock, half).flat();
+    return octetLoop(rows, t, outs, superBlock, half).flat();
   };
   /**
    * Q6_K, Q3_K and Q2_K prompts on the int8 path, the same way: per block of 32 (two sub-blocks of 16 with their own
    * scales), the unsigned levels (Q6_K's 0..63) against the inputs in lanes, two chunks at a time in int16 (two
-   * products of up to 2·63·127 fit, four would not), minus the four inputs' 32·Σx of the sub-block (XH4; Q3_K: 4·Σx),
-   * scaled by the inputs' scales times the row's d·scale; Q2_K's minimums times dx·Σx taken off after.
+   * products of up to 2·63·127 fit, four would not), then times the sub-block's scale into int32. The super-block's
+   * sums start from minus 32 (Q3_K: 4) times the scales against the half-block sums; Q2_K's minimums against the
+   * same sums are taken off its results.
    */
-  // The sixteen-sub-block eight-input path: per row its sixteen scales times d (four vectors: sub-blocks 4k .. 4k + 3),
-  // and the current half's two of them.
-  const sixteenScales = [[0, 1, 2, 3].map(() => f.local(V128)), [0, 1, 2, 3].map(() => f.local(V128))];
-  const halfScales = [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]];
-  // Q2_K: the same for its minimums, times -dmin/32 (against the inputs' 32·Σx, XH4).
-  const sixteenMins = [[0, 1, 2, 3].map(() => f.local(V128)), [0, 1, 2, 3].map(() => f.local(V128))];
-  const halfMins = [[f.local(V128), f.local(V128)], [f.local(V128), f.local(V128)]];
   const dotOctet6 = (rows: number[], t: number, outs: number[]): Code => {
-    const { xt, sums, wide, x, splat, weights } = octet;
+    const { xt, sums, acc, x, splat, weights, scalePairs, current, terms } = octet;
     const q3 = type === "q3_k", q2 = type === "q2_k";
     const superBlock: Code[] = [];
     const dAt = q2 ? 80 : q3 ? 108 : 208;
-    /** Sixteen int8 values as four f32x4 (sub-blocks 4k .. 4k + 3), times `by`, into `into`. */
-    const fourVectors = (raw: Code, by: Code, into: number[]): Code[] =>
-      [0, 1, 2, 3].map((k) => {
-        const wide = (k < 2 ? i16x8ExtendLowS : i16x8ExtendHighS)(raw);
-        return set(into[k], f32x4Mul(f32x4FromI32((k & 1 ? i32x4ExtendHighS : i32x4ExtendLowS)(wide)), by));
-      });
+    /** Sixteen int8 values (Q2_K's unsigned) as int16 in row i's `terms`. */
+    const widened = (i: number, raw: Code): Code[] => [
+      set(octet.laneScale, raw),
+      set(terms[i][0], (q2 ? i16x8ExtendLowU : i16x8ExtendLowS)(get(octet.laneScale))),
+      set(terms[i][1], (q2 ? i16x8ExtendHighU : i16x8ExtendHighS)(get(octet.laneScale))),
+    ];
     for (let i = 0; i < 2; i++) {
       const pointer = octet.rows[i];
       superBlock.push(set(octet.d[i], fload(shl(load16u(get(pointer), dAt), i32(2)), HALF_TABLE)));
-      // The sixteen int8 scales: Q6_K's at byte 192, Q3_K's unpacked (into laneScale, free until the half loop),
-      // Q2_K's the low nibbles of bytes 0..15 (its minimums the high ones, times -dmin/32).
+      // The sixteen int8 scales: Q6_K's at byte 192, Q3_K's unpacked (into laneScale), Q2_K's the low nibbles of
+      // bytes 0..15 (its minimums the high ones).
       if (q3) superBlock.push(...decodeScales3(pointer, octet.laneScale));
       const raw = q2 ? vand(vload(get(pointer)), get(low4)) : q3 ? get(octet.laneScale) : vload(get(pointer), 192);
-      superBlock.push(...fourVectors(raw, f32x4Splat(get(octet.d[i])), sixteenScales[i]));
+      superBlock.push(...widened(i, raw));
+      for (let v = 0; v < 4; v++) superBlock.push(set(scalePairs[i][v], wordPairs(terms[i][v >> 1], (v & 1) === 1)));
+      superBlock.push(set(current[i][0], get(scalePairs[i][0])), set(current[i][1], get(scalePairs[i][1])));
       if (q2) {
-        const dmin = fmul(fload(shl(load16u(get(pointer), 82), i32(2)), HALF_TABLE), f32(-1 / 32));
-        superBlock.push(...fourVectors(byteBits(vload(get(pointer)), 4, get(low4)), f32x4Splat(dmin), sixteenMins[i]));
-        superBlock.push(set(halfMins[i][0], get(sixteenMins[i][0])), set(halfMins[i][1], get(sixteenMins[i][1])));
+        superBlock.push(
+          set(octet.dmin[i], fload(shl(load16u(get(pointer), 82), i32(2)), HALF_TABLE)),
+          ...widened(i, byteBits(vload(get(pointer)), 4, get(low4))),
+        );
       }
       superBlock.push(
-        set(halfScales[i][0], get(sixteenScales[i][0])),
-        set(halfScales[i][1], get(sixteenScales[i][1])),
         // Q3_K: qs at 32 (32 bytes a half), hmask at 0 (the same 32 bytes for both halves, bit 4·half + plane).
         // Q2_K: qs at 16.
         set(octet.qs[i], q2 ? add(get(pointer), i32(16)) : q3 ? add(get(pointer), i32(32)) : get(pointer)),
         set(octet.qh[i], q3 ? get(pointer) : add(get(pointer), i32(128))),
       );
     }
+    superBlock.push(
+      ...(q2
+        // The minimums against the half sums, taken off the results; the levels' sums start from zero.
+        ? [...levelFree((i, g, sums) => minimumInto(outs, i, g, sums)), ...acc.map((sum) => set(sum, zero()))]
+        // The levels' sums start from minus the offset (32, Q3_K's 4) times Σ scale·Σx over the sub-blocks.
+        : levelFree((i, g, sums) => [set(acc[2 * i + g], i32x4Sub(zero(), i32x4Shl(sums, i32(q3 ? 2 : 5))))])),
+    );
     const half: Code[] = [];
     for (let plane = 0; plane < 4; plane++) {
       // Block `plane` of the half: ql's low or high nibbles (planes 0/2 in its first 32 bytes, 1/3 in the next), qh's
@@ -2022,47 +2080,28 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
             half.push(set(sum, c % 2 === 0 ? product : i16x8Add(get(sum), product)));
           }
         }
-        if (c % 4 === 1) half.push(...sums.map((sum, k) => set(wide[k], i32x4Dot(get(sum), get(ones16)))));
-        if (c % 4 !== 3) continue;
-        // Sub-block 2·plane + (c >> 2) of the half's eight: lane (2·plane + (c >> 2)) % 4 of scale (< 4) or
-        // negativeMin.
+        if (c % 2 === 0) continue;
+        // Two chunks summed: times the scale of sub-block 2·plane + (c >> 2) of the half's eight, into int32.
         const sub = 2 * plane + (c >> 2);
         for (let i = 0; i < 2; i++) {
-          half.push(set(octet.laneScale, splatLane(halfScales[i][sub >> 2], sub & 3)));
+          half.push(set(octet.laneScale, splatLane(current[i][sub >> 2], sub & 3)));
           for (let g = 0; g < 2; g++) {
             const k = 2 * i + g;
-            // Minus the four inputs' 32·Σx of the sub-block (XH4), for Q3_K an eighth of it; Q2_K takes its minimum
-            // times the same sums off after scaling.
-            const offsets = vload(get(octet.hp[g]), 32 * plane + 16 * (c >> 2));
-            const levelSums = i32x4Add(get(wide[k]), i32x4Dot(get(sums[k]), get(ones16)));
-            const sum = q2 ? levelSums : i32x4Sub(levelSums, q3 ? i32x4ShrS(offsets, i32(3)) : offsets);
-            const dx = vload(get(octet.dp[g]), 16 * plane);
-            half.push(set(outs[k], madd(f32x4FromI32(sum), f32x4Mul(dx, get(octet.laneScale)), get(outs[k]))));
-            if (q2) {
-              const laneMin = splatLane(halfMins[i][sub >> 2], sub & 3);
-              half.push(set(outs[k], madd(f32x4FromI32(offsets), f32x4Mul(dx, laneMin), get(outs[k]))));
-            }
+            half.push(set(acc[k], i32x4Add(get(acc[k]), i32x4Dot(get(sums[k]), get(octet.laneScale)))));
           }
         }
       }
     }
     // On to the second half: 64 bytes of ql, 32 of qh (both from qs), four blocks of inputs (512 bytes of each
-    // group's, 64 of XD4, 128 of XH4), sub-blocks 8 .. 15's scales.
+    // group's), sub-blocks 8 .. 15's scales.
     half.push(
       ...octet.qs.map((p) => set(p, add(get(p), i32(q3 || q2 ? 32 : 64)))),
       ...(q3 || q2 ? [] : octet.qh.map((p) => set(p, add(get(p), i32(32))))),
       ...xt.map((p) => set(p, add(get(p), i32(512)))),
-      ...octet.dp.map((p) => set(p, add(get(p), i32(64)))),
-      ...octet.hp.map((p) => set(p, add(get(p), i32(128)))),
-      ...[0, 1].flatMap((i) => [
-        set(halfScales[i][0], get(sixteenScales[i][2])),
-        set(halfScales[i][1], get(sixteenScales[i][3])),
-        ...(q2 ? [set(halfMins[i][0], get(sixteenMins[i][2])), set(halfMins[i][1], get(sixteenMins[i][3]))] : []),
-      ]),
+      ...[0, 1].flatMap((i) => [set(current[i][0], get(scalePairs[i][2])), set(current[i][1], get(scalePairs[i][3]))]),
       set(octet.half, add(get(octet.half), i32(1))),
     );
-    const halfSums = { into: octet.hp, from: XH4, stride: shl(get(groupStride), i32(1)) };
-    return octetLoop(rows, t, outs, halfSums, superBlock, half).flat();
+    return octetLoop(rows, t, outs, superBlock, half).flat();
   };
   return f.encode([
     ...set(low4, i8x16Splat(0x0f)),
@@ -2072,7 +2111,6 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
     ...set(low2, i8x16Splat(3)),
     ...set(ones8, i8x16Splat(1)),
     ...set(fours, i8x16Splat(4)),
-    ...set(ones16, i32x4Splat(i32(0x00010001))),
     ...set(lowBitsMask, bytesConst([63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0])),
     ...set(highNibbleMask, bytesConst([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15])),
     ...set(lowOrder, bytesConst(LOW_ORDER)),
@@ -2099,40 +2137,58 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
 const MAGIC = 1.5 * 2 ** 23, MAGIC_BITS = 0x4b400000;
 
 /**
- * `quantize(x, blocks, q16, q8, xd, xc)`: the inputs' blocks of 32 floats at
- * `x` become what the quantized kernels read, as llama.cpp's
- * `quantize_row_q8_0`: d = max|x| / 127, q = x / d rounded (ties to even here,
- * away from zero there: they differ only on exact halves), stored as int16 at
- * `q16` and int8 at `q8`, d at `xd`, and `[-8·Σq, Σq₀, Σq₁, 0]` at `xc` (Σq₀, Σq₁:
- * the sums of the first and second 16).
+ * `quantize(x, blocks, q16, q8, xd, xc, span)`: the inputs' blocks of 32
+ * floats at `x` become what the quantized kernels read, as llama.cpp's
+ * `quantize_row_q8_0` (`span` 1) or, with one scale per 256 values,
+ * `quantize_row_q8_K` (`span` 8, for the K-quants): d = max|x| / 127 over the
+ * span's blocks, q = x / d rounded (ties to even here, away from zero there:
+ * they differ only on exact halves), stored as int16 at `q16` and int8 at
+ * `q8`, d at `xd` (once per block of 32, the same for a span's), and
+ * `[-8·Σq, Σq₀, Σq₁, 0]` at `xc` (Σq₀, Σq₁: the sums of the first and second
+ * 16). `blocks` is a multiple of `span`.
  */
 function quantizeFunction(): Code {
-  const f = new Fn(6);
-  const [XP, BLOCKS, Q16, Q8, D, C] = [0, 1, 2, 3, 4, 5];
+  const f = new Fn(7);
+  const [XP, BLOCKS, Q16, Q8, D, C, SPAN] = f.parameters();
   const b = f.local(I32), m = f.local(V128), id = f.local(F32), d = f.local(F32), sum = f.local(V128);
   const halves = f.local(V128);
   const ids = f.local(V128), magic = f.local(V128), magicBits = f.local(V128);
+  // The span's blocks still to quantize with the current d; a pointer and a count for finding the span's maximum.
+  const spanLeft = f.local(I32), p = f.local(I32), k = f.local(I32);
   const v = Array.from({ length: 8 }, () => f.local(V128));
   const q = Array.from({ length: 8 }, () => f.local(V128));
   const lane = (x: Code, i: number): Code => [...x, 0xfd, 0x1f, i];
-  const body: Code[] = [];
-  for (let i = 0; i < 8; i++) body.push(set(v[i], vload(get(XP), 16 * i)));
   // max|x| as a tree of pseudo-maxima (one instruction each, where f32x4.max and f32.max order NaNs and zeros in
-  // several: the magnitudes have neither sign to order, and a NaN input gives unusable values either way), then across
-  // the lanes.
+  // several: the magnitudes have neither sign to order, and a NaN input gives unusable values either way), block by
+  // block over the span, then across the lanes.
   const magnitudes = (from: number, count: number): Code =>
     count === 1
       ? f32x4Abs(get(v[from]))
       : f32x4Pmax(magnitudes(from, count / 2), magnitudes(from + count / 2, count / 2));
-  body.push(set(m, magnitudes(0, 8)));
-  body.push(set(m, f32x4Pmax(get(m), shuffle32(get(m), get(m), [2, 3, 0, 1]))));
-  body.push(set(m, f32x4Pmax(get(m), shuffle32(get(m), get(m), [1, 0, 3, 2]))));
-  body.push(set(d, fdiv(lane(get(m), 0), f32(127))));
-  // id = d ? 1 / d : 0
-  body.push(set(id, [...fdiv(f32(1), get(d)), ...f32(0), ...fne(get(d), f32(0)), 0x1b]));
+  const spanScale = block(
+    brIf(0, get(spanLeft)),
+    set(m, zero()),
+    set(p, get(XP)),
+    set(k, i32(0)),
+    whileLoop(
+      ltU(get(k), get(SPAN)),
+      ...v.map((vector, i) => set(vector, vload(get(p), 16 * i))),
+      set(m, f32x4Pmax(get(m), magnitudes(0, 8))),
+      set(p, add(get(p), i32(128))),
+      set(k, add(get(k), i32(1))),
+    ),
+    set(m, f32x4Pmax(get(m), shuffle32(get(m), get(m), [2, 3, 0, 1]))),
+    set(m, f32x4Pmax(get(m), shuffle32(get(m), get(m), [1, 0, 3, 2]))),
+    set(d, fdiv(lane(get(m), 0), f32(127))),
+    // id = d ? 1 / d : 0
+    set(id, [...fdiv(f32(1), get(d)), ...f32(0), ...fne(get(d), f32(0)), 0x1b]),
+    set(ids, f32x4Splat(get(id))),
+    set(spanLeft, get(SPAN)),
+  );
+  const body: Code[] = [spanScale, set(spanLeft, sub(get(spanLeft), i32(1)))];
+  for (let i = 0; i < 8; i++) body.push(set(v[i], vload(get(XP), 16 * i)));
   // Rounded to the nearest integer (ties to even) by adding 1.5·2^23, whose float bits then end in it: cheaper than
   // nearest and a saturating conversion, and exact as |x·id| <= 127.
-  body.push(set(ids, f32x4Splat(get(id))));
   for (let i = 0; i < 8; i++) {
     body.push(set(q[i], i32x4Sub(f32x4Add(f32x4Mul(get(v[i]), get(ids)), get(magic)), get(magicBits))));
   }
@@ -2162,16 +2218,17 @@ function quantizeFunction(): Code {
 }
 
 /**
- * `regroup(xd, xc, q8, q16, blocks, xd4, xc4, xs4, xh4, xt8, xt16)`: one group of four inputs' quantized blocks (as
- * `quantize` left them: `blocks` per input, input after input) laid out for the kernels' four- and eight-input
+ * `regroup(xd, xc, q8, q16, blocks, xd4, xc4, xs4, xh4, xt8, xt16, xp4)`: one group of four inputs' quantized blocks
+ * (as `quantize` left them: `blocks` per input, input after input) laid out for the kernels' four- and eight-input
  * paths. Per block: the four scales as one vector (`xd4`), the four `-8·Σq` (`xc4`), the four `d·Σq` (`xs4`, float),
- * the four `32·Σq` of the first halves then of the second halves (`xh4`, int32); and, unless the address is 0, the
- * int8 values interleaved four bytes at a time (`xt8`: 32-bit word 4c + j is input j's word c) and the int16 values
- * two at a time (`xt16`). Each is a 4x4 transposition of 32-bit lanes.
+ * the four `32·Σq` of the first halves then of the second halves (`xh4`, int32), the half sums as int16 pairs
+ * (`xp4`: input j's Σq₀ and Σq₁ in 32-bit lane j); and, unless the address is 0, the int8 values interleaved four
+ * bytes at a time (`xt8`: 32-bit word 4c + j is input j's word c) and the int16 values two at a time (`xt16`). Each
+ * is a 4x4 transposition of 32-bit lanes.
  */
 function regroupFunction(): Code {
-  const f = new Fn(11);
-  const [XDP, XCP, Q8P, Q16P, BLOCKS, XD4P, XC4P, XS4P, XH4P, XT8P, XT16P] = f.parameters();
+  const f = new Fn(12);
+  const [XDP, XCP, Q8P, Q16P, BLOCKS, XD4P, XC4P, XS4P, XH4P, XT8P, XT16P, XP4P] = f.parameters();
   const b = f.local(I32), scales = f.local(V128);
   const rows = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
   const temps = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
@@ -2216,9 +2273,21 @@ function regroupFunction(): Code {
     vstore(get(XS4P), 0, f32x4Mul(get(scales), f32x4FromI32(i32x4Add(get(rows[1]), get(rows[2]))))),
     vstore(get(XH4P), 0, i32x4Shl(get(rows[1]), i32(5))),
     vstore(get(XH4P), 16, i32x4Shl(get(rows[2]), i32(5))),
+    // At most 16·127 in magnitude: the narrowing keeps them.
+    vstore(
+      get(XP4P),
+      0,
+      i16x8Narrow(
+        shuffle32(get(rows[1]), get(rows[2]), [0, 4, 1, 5]),
+        shuffle32(get(rows[1]), get(rows[2]), [2, 6, 3, 7]),
+      ),
+    ),
     interleaved(Q8P, q8Offsets, XT8P, 2),
     interleaved(Q16P, q16Offsets, XT16P, 4),
-    ...([[XDP, 4], [XCP, 16], [Q8P, 32], [Q16P, 64], [XD4P, 16], [XC4P, 16], [XS4P, 16], [XH4P, 32]] as const).map((
+    ...([[XDP, 4], [XCP, 16], [Q8P, 32], [Q16P, 64], [XD4P, 16], [XC4P, 16], [XS4P, 16], [XH4P, 32], [
+      XP4P,
+      16,
+    ]] as const).map((
       [pointer, step],
     ) => set(pointer, add(get(pointer), i32(step)))),
     set(b, add(get(b), i32(1))),
@@ -2825,13 +2894,13 @@ export function buildKernelModule(
     kQuantKernel("q6_k", relaxed),
   ];
   const kernelType = [0x60, KERNEL_PARAMS, ...Array(KERNEL_PARAMS).fill(I32), 0];
-  const quantizeType = [0x60, 6, ...Array(6).fill(I32), 0];
+  const quantizeType = [0x60, 7, ...Array(7).fill(I32), 0];
   const attendType = [0x60, 8, ...Array(8).fill(I32), 0];
   const swigluType = [0x60, 3, ...Array(3).fill(I32), 0];
   const rmsnormType = [0x60, 6, ...Array(5).fill(I32), F32, 0];
   const attendFourType = [0x60, 10, ...Array(10).fill(I32), 0];
   const rotateType = [0x60, 12, ...Array(12).fill(I32), 0];
-  const regroupType = [0x60, 11, ...Array(11).fill(I32), 0];
+  const regroupType = [0x60, 12, ...Array(12).fill(I32), 0];
   const functions = [
     ...kernels,
     quantizeFunction(),
