@@ -150,6 +150,7 @@ const i16x8ExtendLowS = simd(0x87), i16x8ExtendHighS = simd(0x88);
 const i32x4ExtendLowS = simd(0xa7), i32x4ExtendHighS = simd(0xa8);
 const i32x4ExtendLowU = simd(0xa9), i32x4ExtendHighU = simd(0xaa);
 const i32x4Shl = simd(0xab), i32x4ShrS = simd(0xac), i32x4Add = simd(0xae), i32x4Dot = simd(0xba);
+const i32x4Mul = simd(0xb5);
 const f32x4Add = simd(0xe4), f32x4Sub = simd(0xe5), f32x4Mul = simd(0xe6), f32x4Div = simd(0xe7);
 const f32x4FromI32 = simd(0xfa);
 const f32x4Floor = simd(0x68), f32x4Pmin = simd(0xea), f32x4Pmax = simd(0xeb), i32x4Sub = simd(0xb1);
@@ -1564,7 +1565,10 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
    * Q4_K/Q5_K generation on the int8 path: four rows against one input, each input sub-block loaded once for the
    * four. Per sub-block the four rows' products are folded into one vector (lane i: row i), so the scales go
    * transposed: the rows' scale bytes are interleaved into one vector per four sub-blocks (byte 4j + i: row i's
-   * scale of sub-block j), then widened per sub-block and multiplied by the rows' d side by side.
+   * scale of sub-block j), widened per sub-block to int32 and multiplied in. The input has one scale per super-block
+   * (see `quantize`), so its sums stay integers until the super-block's end, where the rows' d and dmin and the input's
+   * scale come in; the minimums' term (each row's eight minimums against the input's eight block sums) is one 16-bit
+   * dot product per row and super-block.
    */
   const fourRows = {
     pointers: [f.local(I32), f.local(I32), f.local(I32), f.local(I32)],
@@ -1580,23 +1584,23 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
     products: [f.local(V128), f.local(V128), f.local(V128), f.local(V128)],
     acc: f.local(V128),
     minSum: f.local(V128),
-    // This super-block's sums, before d and dmin (which only come in at its end, to free their registers).
+    // This super-block's int32 sums (lane i: row i), before the scales that only come in at its end.
     blockAcc: f.local(V128),
     blockMin: f.local(V128),
   };
   /**
-   * The four-row generation paths' loop: pointers into input t (its values, scales and, `withMinimums`, xc) and into
-   * the four rows, accumulators cleared, then `superBlock` once per super-block.
+   * The four-row generation paths' loop: pointers into input t (its values, scales and xc) and into the four rows,
+   * accumulators cleared, then `superBlock` once per super-block.
    */
-  const fourRowLoop = (rows: number[], t: number, superBlock: Code[], withMinimums: boolean): Code => {
+  const fourRowLoop = (rows: number[], t: number, superBlock: Code[]): Code => {
     const { pointers, xp, dp, cp, acc, minSum } = fourRows;
     return [
       ...set(xp, add(get(X), mul(get(t), get(COLS)))),
       ...set(dp, add(get(XD), mul(get(t), shl(get(blocks), i32(5))))),
-      ...(withMinimums ? set(cp, add(get(XC), mul(get(t), shl(get(blocks), i32(7))))) : []),
+      ...set(cp, add(get(XC), mul(get(t), shl(get(blocks), i32(7))))),
       ...rows.flatMap((row, i) => set(pointers[i], get(row))),
       ...set(acc, zero()),
-      ...(withMinimums ? set(minSum, zero()) : []),
+      ...set(minSum, zero()),
       ...set(b, i32(0)),
       ...whileLoop(
         ltU(get(b), get(blocks)),
@@ -1605,29 +1609,51 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
         ...pointers.map((pointer) => set(pointer, add(get(pointer), i32(blockBytes)))),
         set(xp, add(get(xp), i32(256))),
         set(dp, add(get(dp), i32(32))),
-        withMinimums ? set(cp, add(get(cp), i32(128))) : [],
+        set(cp, add(get(cp), i32(128))),
       ),
     ];
   };
+  /** The input's xc entry of block j of the super-block (see `quantize`). */
+  const inputSums = (j: number): Code => vload(get(fourRows.cp), 16 * j);
+  /** The four rows' halves at byte `at` (d or dmin) as one vector. */
+  const sideBySide = (at: number): Code =>
+    f32x4Of(fourRows.pointers.map((pointer) => fload(shl(load16u(get(pointer), at), i32(2)), HALF_TABLE)));
+  /** `sums` (int32, lane i: row i) times the rows' halves at byte `at` and the input's scale, added to `into`. */
+  const scaledInto = (into: number, sums: number, at: number): Code =>
+    set(into, madd(f32x4FromI32(get(sums)), f32x4Mul(sideBySide(at), f32x4Splat(fload(get(fourRows.dp)))), get(into)));
   const dotRows = (rows: number[], t: number, results: number[]): Code => {
-    const { pointers, xp, dp, cp, bytes, scales: scaleT, mins: minT, x, products, acc, minSum } = fourRows;
+    const { pointers, xp, bytes, scales: scaleT, mins: minT, x, products, acc, minSum } = fourRows;
     const { blockAcc, blockMin } = fourRows;
     const qs = type === "q4_k" ? 16 : 48;
-    const half = (pointer: number, at: number): Code => fload(shl(load16u(get(pointer), at), i32(2)), HALF_TABLE);
-    /** The four rows' halves at byte `at` (d or dmin) as one vector. */
-    const sideBySide = (at: number): Code => f32x4Of(pointers.map((pointer) => half(pointer, at)));
-    /** Bytes 4j .. 4j + 3 of `vectors[j >> 2]` (sub-block j of the four rows) as floats. */
-    const floatsOf = (vectors: number[], j: number): Code => {
+    /** Bytes 4j .. 4j + 3 of `vectors[j >> 2]` (sub-block j of the four rows) as int32. */
+    const intsOf = (vectors: number[], j: number): Code => {
       const wide = (j & 2 ? i16x8ExtendHighU : i16x8ExtendLowU)(get(vectors[j >> 2]));
-      return f32x4FromI32((j & 1 ? i32x4ExtendHighU : i32x4ExtendLowU)(wide));
+      return (j & 1 ? i32x4ExtendHighU : i32x4ExtendLowU)(wide);
     };
+    // The input's eight -8·Σq (lane 0 of each xc entry) as int16: at most 8·32·127, so they fit.
+    const pairs = [0, 4, 0, 4];
+    const fourSums = (j: number) =>
+      shuffle32(
+        shuffle32(inputSums(j), inputSums(j + 1), pairs),
+        shuffle32(inputSums(j + 2), inputSums(j + 3), pairs),
+        [
+          0,
+          1,
+          4,
+          5,
+        ],
+      );
     const superBlock: Code[] = [
       set(blockAcc, zero()),
-      set(blockMin, zero()),
       ...pointers.flatMap((pointer, i) => scaleBytes(pointer, bytes[i], scaleT[0])),
+      set(x[0], i16x8Narrow(fourSums(0), fourSums(4))),
+      // Each row's minimums (bytes 8-15) against them, folded into one vector (lane i: row i).
+      ...bytes.map((v, i) => set(products[i], i32x4Dot(i16x8ExtendHighU(get(v)), get(x[0])))),
+      ...foldFour(products),
+      set(blockMin, get(products[0])),
       ...transposeBytes(bytes, [...scaleT, ...minT], bytes),
     ];
-    const [sT, mT] = [[bytes[0], bytes[1]], [bytes[2], bytes[3]]];
+    const sT = [bytes[0], bytes[1]];
     for (let j = 0; j < 8; j++) {
       const pair = j >> 1, shift = 4 * (j & 1);
       superBlock.push(set(x[0], vload(get(xp), 32 * j)), set(x[1], vload(get(xp), 32 * j + 16)));
@@ -1643,19 +1669,12 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
         superBlock.push(set(products[i], type === "q5_k" ? i32x4ExtaddPairwise(product) : product));
       }
       superBlock.push(...(type === "q4_k" ? fold16(products) : foldFour(products)));
-      const dx = fload(get(dp), 4 * j);
-      const scale = f32x4Mul(floatsOf(sT, j), f32x4Splat(dx));
-      superBlock.push(set(blockAcc, madd(f32x4FromI32(get(products[0])), scale, get(blockAcc))));
-      // The minimums times dx·(-8·Σqx) of the input block.
-      const sumX = fmul(dx, convertS(iload(get(cp), 16 * j)));
-      superBlock.push(set(blockMin, madd(floatsOf(mT, j), f32x4Splat(sumX), get(blockMin))));
+      // Times the rows' scales of the sub-block (at most 63: the super-block's sums stay below 2^26).
+      superBlock.push(set(blockAcc, i32x4Add(get(blockAcc), i32x4Mul(get(products[0]), intsOf(sT, j)))));
     }
-    superBlock.push(
-      set(acc, f32x4Add(get(acc), f32x4Mul(get(blockAcc), sideBySide(0)))),
-      set(minSum, f32x4Add(get(minSum), f32x4Mul(get(blockMin), sideBySide(2)))),
-    );
+    superBlock.push(scaledInto(acc, blockAcc, 0), scaledInto(minSum, blockMin, 2));
     return [
-      ...fourRowLoop(rows, t, superBlock, true),
+      ...fourRowLoop(rows, t, superBlock),
       // The minimum terms used -8·Σqx: each is -1/8 of its sum.
       ...results.flatMap((result, i) =>
         set(result, fadd(f32x4Lane(get(acc), i), fmul(f32x4Lane(get(minSum), i), f32(0.125))))
@@ -1665,25 +1684,44 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
 
   /**
    * Q6_K, Q3_K and Q2_K generation on the int8 path: four rows against one input, as dotRows does for Q4_K. Per
-   * sub-block of 16 the rows' products (unsigned levels, minus the input's 32·Σx or 4·Σx, made once for the four) are
-   * folded into one vector (lane i: row i) and scaled by the rows' int8 scales, transposed per super-block like
-   * dotRows' scale bytes; Q2_K's minimums, transposed too, times the input's dx·Σx.
+   * sub-block of 16 the rows' products (unsigned levels, minus the input's 32·Σx or 4·Σx, made once for the four: that
+   * keeps the 16-bit fold from overflowing) are folded into one vector (lane i: row i) and multiplied by the rows'
+   * int8 scales, transposed per super-block like dotRows' scale bytes. Q2_K's minimums against the input's sixteen
+   * half-block sums are two 16-bit dot products per row and super-block.
    */
-  // Q2_K's minimum bytes, transposed like the scales.
-  const minBytes = [f.local(V128), f.local(V128), f.local(V128), f.local(V128)];
   const dotRows6 = (rows: number[], t: number, results: number[]): Code => {
-    const { pointers, xp, dp, cp, bytes, scales: temps, x, products, acc, blockAcc, minSum, blockMin } = fourRows;
-    /** Bytes 4s .. 4s + 3 of `of[s >> 2]` (sub-block s of the four rows: signed scales) as floats. */
-    const scalesOf = (s: number, of = bytes): Code => {
-      const wide = (s & 2 ? i16x8ExtendHighS : i16x8ExtendLowS)(get(of[s >> 2]));
-      return f32x4FromI32((s & 1 ? i32x4ExtendHighS : i32x4ExtendLowS)(wide));
+    const { pointers, xp, bytes, scales: temps, x, products, acc, blockAcc, minSum, blockMin } = fourRows;
+    /** Bytes 4s .. 4s + 3 of `bytes[s >> 2]` (sub-block s of the four rows: signed scales) as int32. */
+    const scalesOf = (s: number): Code => {
+      const wide = (s & 2 ? i16x8ExtendHighS : i16x8ExtendLowS)(get(bytes[s >> 2]));
+      return (s & 1 ? i32x4ExtendHighS : i32x4ExtendLowS)(wide);
     };
     const q3 = type === "q3_k", q2 = type === "q2_k", offset = q3 ? fours : thirtyTwo;
-    const superBlock: Code[] = [
-      set(blockAcc, zero()),
-      ...(q2 ? [set(blockMin, zero())] : []),
+    const superBlock: Code[] = [set(blockAcc, zero())];
+    if (q2) {
+      // The input's sixteen half sums (lanes 1 and 2 of each xc entry) as int16, in x[0] (0-7) and x[1] (8-15); each
+      // row's minimums (the high nibbles of bytes 0..15) against them, folded into one vector (lane i: row i).
+      const halfSums = (j: number) => shuffle32(inputSums(j), inputSums(j + 1), [1, 2, 5, 6]);
+      superBlock.push(
+        set(x[0], i16x8Narrow(halfSums(0), halfSums(2))),
+        set(x[1], i16x8Narrow(halfSums(4), halfSums(6))),
+        ...pointers.flatMap((pointer, i) => [
+          set(products[i], byteBits(vload(get(pointer)), 4, get(low4))),
+          set(
+            products[i],
+            i32x4Add(
+              i32x4Dot(i16x8ExtendLowU(get(products[i])), get(x[0])),
+              i32x4Dot(i16x8ExtendHighU(get(products[i])), get(x[1])),
+            ),
+          ),
+        ]),
+        ...foldFour(products),
+        set(blockMin, get(products[0])),
+      );
+    }
+    superBlock.push(
       // Each row's sixteen scales, transposed: bytes 4s .. 4s + 3 of bytes[s >> 2] are the rows' scales of sub-block s.
-      // Q2_K: the low nibbles of bytes 0..15, and its minimums (the high ones) transposed the same way.
+      // Q2_K: the low nibbles of bytes 0..15.
       ...pointers.flatMap((pointer, i): Code[] =>
         q2
           ? [set(products[i], vand(vload(get(pointer)), get(low4)))]
@@ -1692,13 +1730,7 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
           : [set(products[i], vload(get(pointer), 192))]
       ),
       ...transposeBytes(products, [...temps, ...fourRows.mins], bytes),
-      ...(q2
-        ? [
-          ...pointers.map((pointer, i) => set(products[i], byteBits(vload(get(pointer)), 4, get(low4)))),
-          ...transposeBytes(products, [...temps, ...fourRows.mins], minBytes),
-        ]
-        : []),
-    ];
+    );
     for (let h = 0; h < 2; h++) {
       for (let plane = 0; plane < 4; plane++) {
         const block = 4 * h + plane;
@@ -1733,25 +1765,17 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
             superBlock.push(set(products[i], i16x8Sub(relaxedDot(get(x[half]), levels), get(offsets))));
           }
           superBlock.push(...fold16(products));
+          // Times the rows' scales of the sub-block (at most 128 in magnitude: the sums stay below 2^28).
           const sub = 2 * block + half;
-          const dx = fload(get(dp), 4 * block);
-          const scale = f32x4Mul(scalesOf(sub), f32x4Splat(dx));
-          superBlock.push(set(blockAcc, madd(f32x4FromI32(get(products[0])), scale, get(blockAcc))));
-          if (q2) {
-            // The rows' minimums times the input's dx·Σqx of this half block (lane 1 + half of its xc).
-            const sumX = fmul(dx, convertS(iload(get(cp), 16 * block + 4 * (1 + half))));
-            superBlock.push(set(blockMin, madd(scalesOf(sub, minBytes), f32x4Splat(sumX), get(blockMin))));
-          }
+          superBlock.push(set(blockAcc, i32x4Add(get(blockAcc), i32x4Mul(get(products[0]), scalesOf(sub)))));
         }
       }
     }
-    // The rows' d (and Q2_K's dmin), side by side.
-    const sideBySide = (at: number): Code =>
-      f32x4Of(pointers.map((pointer) => fload(shl(load16u(get(pointer), at), i32(2)), HALF_TABLE)));
-    superBlock.push(set(acc, madd(get(blockAcc), sideBySide(q2 ? 80 : q3 ? 108 : 208), get(acc))));
-    if (q2) superBlock.push(set(minSum, madd(get(blockMin), sideBySide(82), get(minSum))));
+    // The rows' d (and Q2_K's dmin), side by side, and the input's scale.
+    superBlock.push(scaledInto(acc, blockAcc, q2 ? 80 : q3 ? 108 : 208));
+    if (q2) superBlock.push(scaledInto(minSum, blockMin, 82));
     return [
-      ...fourRowLoop(rows, t, superBlock, q2),
+      ...fourRowLoop(rows, t, superBlock),
       ...results.flatMap((result, i) =>
         set(result, q2 ? fsub(f32x4Lane(get(acc), i), f32x4Lane(get(minSum), i)) : f32x4Lane(get(acc), i))
       ),
