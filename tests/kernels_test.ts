@@ -77,16 +77,18 @@ function floatBits(value: number): number {
   return new Uint32Array(new Float32Array([value]).buffer)[0];
 }
 
-/** Values per input scale: the K-quants' inputs are quantized per 256 (llama.cpp's Q8_K), the others' per 32. */
-function inputSpan(type: TensorType): number {
-  return type.endsWith("_K") ? 256 : 32;
+/**
+ * Values per input scale in a product of these encodings: when a K-quant reads the input, it is quantized per 256
+ * (llama.cpp's Q8_K) for every job of the product, else per 32.
+ */
+function inputSpan(types: TensorType[]): number {
+  return types.some((type) => type.endsWith("_K")) ? 256 : 32;
 }
 
 /** A bound on |fast - plain| for output (t, r), and why. */
-function tolerance(w: Matrix, x: Float32Array, t: number, r: number): number {
+function tolerance(w: Matrix, x: Float32Array, t: number, r: number, span: number): number {
   const row = new Float32Array(w.cols);
   dequantizeRow(w, r, row);
-  const span = inputSpan(w.type);
   let magnitude = 0, quantization = 0;
   for (let b = 0; b < w.cols; b += 32) {
     const first = b - (b % span);
@@ -139,26 +141,35 @@ const CASES: { type: TensorType; cols: number }[] = [
 /** Prompt-sized batches: enough input blocks (40 x 1024 / 32) that a pool quantizes them in parallel. */
 const BATCH_CASES: { type: TensorType; cols: number }[] = [{ type: "Q8_0", cols: 1024 }, { type: "Q4_0", cols: 1024 }];
 
+/** Products of several encodings sharing one input (as Q4_K_M's q, k and v), quantized once for all of them. */
+const MIXED_CASES: { types: TensorType[]; cols: number }[] = [
+  { types: ["Q4_K", "Q8_0", "Q6_K"], cols: 512 },
+  { types: ["Q4_0", "Q5_K", "Q5_1"], cols: 256 },
+];
+
 function checkAgainstPlain(kernels: Kernels): void {
   const plain = new PlainKernels();
   const random = new Random(7);
   const runs = [
-    ...CASES.flatMap(({ type, cols }) => [1, 3, 7, 9].map((n) => ({ type, cols, n }))),
-    ...BATCH_CASES.map(({ type, cols }) => ({ type, cols, n: 40 })),
+    ...CASES.flatMap(({ type, cols }) => [1, 3, 7, 9].map((n) => ({ types: [type, type, type], cols, n }))),
+    ...BATCH_CASES.map(({ type, cols }) => ({ types: [type, type, type], cols, n: 40 })),
+    ...MIXED_CASES.flatMap(({ types, cols }) => [1, 9].map((n) => ({ types, cols, n }))),
   ];
-  for (const { type, cols, n } of runs) {
+  for (const { types, cols, n } of runs) {
     // Three jobs sharing one input, with row counts that do not divide among 2 or 3 threads.
-    const matrices = [37, 50, 5].map((rows) => randomMatrix(type, rows, cols, random));
+    const matrices = [37, 50, 5].map((rows, i) => randomMatrix(types[i], rows, cols, random));
+    const span = inputSpan(types);
     const x = Float32Array.from({ length: n * cols }, () => random.next());
     const expected = matrices.map((w) => new Float32Array(n * w.rows));
     const actual = matrices.map((w) => new Float32Array(n * w.rows));
     plain.matmul(x, n, matrices.map((w, i) => ({ w, out: expected[i] })));
     kernels.matmul(x, n, matrices.map((w, i) => ({ w, out: actual[i] })));
     matrices.forEach((w, i) => {
+      const type = w.type;
       for (let t = 0; t < n; t++) {
         for (let r = 0; r < w.rows; r++) {
           const e = expected[i][t * w.rows + r], a = actual[i][t * w.rows + r];
-          const bound = tolerance(w, x, t, r);
+          const bound = tolerance(w, x, t, r, span);
           assert.ok(
             Math.abs(a - e) <= bound,
             `${kernels.name} ${type} ${w.rows}x${cols} n=${n} [${t},${r}]: ${a} vs ${e}`,
@@ -169,7 +180,7 @@ function checkAgainstPlain(kernels: Kernels): void {
       // Against the inputs quantized as they should be, only the float rounding of scales and sums is left.
       const row = new Float32Array(cols);
       for (let t = 0; t < n; t++) {
-        const xq = quantizedInput(x, cols, t, inputSpan(type));
+        const xq = quantizedInput(x, cols, t, span);
         for (let r = 0; r < w.rows; r++) {
           dequantizeRow(w, r, row);
           let reference = 0, magnitude = 0;
@@ -335,7 +346,7 @@ Deno.test("the largest weights against the largest inputs: no 16-bit sum overflo
           new PlainKernels().matmul(x, n, [{ w, out: expected }]);
           kernels.matmul(x, n, [{ w, out: actual }]);
           for (let i = 0; i < n * rows; i++) {
-            const bound = tolerance(w, x, Math.floor(i / rows), i % rows);
+            const bound = tolerance(w, x, Math.floor(i / rows), i % rows, inputSpan([type]));
             assert.ok(
               Math.abs(actual[i] - expected[i]) <= bound,
               `${type} relaxed ${options.relaxed} n=${n} [${i}]: ${actual[i]} vs ${expected[i]}`,
@@ -360,7 +371,9 @@ Deno.test("weights read into allocateBytes memory are used in place", async () =
     const expected = new Float32Array(9), actual = new Float32Array(9);
     new PlainKernels().matmul(x, 1, [{ w, out: expected }]);
     kernels.matmul(x, 1, [{ w, out: actual }]);
-    for (let r = 0; r < 9; r++) assert.ok(Math.abs(actual[r] - expected[r]) <= tolerance(w, x, 0, r));
+    for (let r = 0; r < 9; r++) {
+      assert.ok(Math.abs(actual[r] - expected[r]) <= tolerance(w, x, 0, r, inputSpan([w.type])));
+    }
     // Changing the bytes in place changes the result: no hidden copy was taken.
     data.fill(0);
     kernels.matmul(x, 1, [{ w, out: actual }]);
