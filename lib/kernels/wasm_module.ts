@@ -241,8 +241,8 @@ export const INT8_INPUT_KERNELS: readonly WasmKernelName[] = WASM_KERNELS.filter
 );
 
 /**
- * The kernels whose inputs are quantized with one scale per 256 values (llama.cpp's Q8_K), their super-block: their
- * eight-input path sums a super-block in integers and scales it once.
+ * The kernels whose inputs are quantized with one scale per 256 values, their super-block (llama.cpp's Q8_K): a
+ * super-block's products then stay integers until its end, where they are scaled once.
  */
 export const SUPER_BLOCK_INPUT_KERNELS: readonly WasmKernelName[] = ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"];
 
@@ -1877,7 +1877,7 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
   /**
    * The eight-input paths' loop: pointers into the two groups' interleaved inputs, scales (XD4) and half sums (XP4)
    * and into the two rows, results cleared, then per super-block `superBlock`, `half` twice (pointers moved on by
-   * `half`) and `after`.
+   * `half`), and its int32 sums (`octet.acc`) scaled into the results.
    */
   const octetLoop = (rows: number[], t: number, outs: number[], superBlock: Code[], half: Code[]): Code[] => [
     ...twoGroups(octet.xt, add(get(XT), mul(get(t), get(COLS))), shl(get(COLS), i32(2))),
