@@ -409,6 +409,14 @@ const twoGroups = (into: number[], first: Code, stride: Code): Code[] => [
   set(into[1], add(get(into[0]), stride)),
 ];
 
+/** Lane 0 of each of four vectors, side by side (e.g. four blocks' `-8·Σq` from their `xc` entries). */
+const firstLanes = (vectors: Code[]): Code =>
+  shuffle32(
+    shuffle32(vectors[0], vectors[1], [0, 4, 0, 4]),
+    shuffle32(vectors[2], vectors[3], [0, 4, 0, 4]),
+    [0, 1, 4, 5],
+  );
+
 /** Lane `lane` of an i32x4 or f32x4 in all four lanes. */
 const splatLane = (v: number, lane: number): Code => shuffle32(get(v), get(v), [lane, lane, lane, lane]);
 
@@ -1405,9 +1413,7 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
             ),
           );
           // The four blocks' -8·Σqx, lane 0 of each xc entry, side by side.
-          const xc = (i: number) => vload(get(input.cp), 16 * (4 * h + i));
-          const pairs = [0, 4, 0, 4];
-          const sumX = shuffle32(shuffle32(xc(0), xc(1), pairs), shuffle32(xc(2), xc(3), pairs), [0, 1, 4, 5]);
+          const sumX = firstLanes([0, 1, 2, 3].map((i) => vload(get(input.cp), 16 * (4 * h + i))));
           code.push(
             set(input.minSum, f32x4Add(get(input.minSum), f32x4Mul(f32x4Mul(dx, get(mins[h])), f32x4FromI32(sumX)))),
           );
@@ -1577,9 +1583,8 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
     cp: f.local(I32),
     // Per row: its 16 scale and minimum bytes (then reused for the transposition).
     bytes: [f.local(V128), f.local(V128), f.local(V128), f.local(V128)],
-    // Scale bytes of sub-blocks 0-3 and 4-7, minimum bytes of the same, transposed.
-    scales: [f.local(V128), f.local(V128)],
-    mins: [f.local(V128), f.local(V128)],
+    // Scratch for the transposition (temps[0] also for dotRows6's offsets).
+    temps: [f.local(V128), f.local(V128), f.local(V128), f.local(V128)],
     x: [f.local(V128), f.local(V128)],
     products: [f.local(V128), f.local(V128), f.local(V128), f.local(V128)],
     acc: f.local(V128),
@@ -1622,7 +1627,7 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
   const scaledInto = (into: number, sums: number, at: number): Code =>
     set(into, madd(f32x4FromI32(get(sums)), f32x4Mul(sideBySide(at), f32x4Splat(fload(get(fourRows.dp)))), get(into)));
   const dotRows = (rows: number[], t: number, results: number[]): Code => {
-    const { pointers, xp, bytes, scales: scaleT, mins: minT, x, products, acc, minSum } = fourRows;
+    const { pointers, xp, bytes, temps, x, products, acc, minSum } = fourRows;
     const { blockAcc, blockMin } = fourRows;
     const qs = type === "q4_k" ? 16 : 48;
     /** Bytes 4j .. 4j + 3 of `vectors[j >> 2]` (sub-block j of the four rows) as int32. */
@@ -1631,27 +1636,16 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
       return (j & 1 ? i32x4ExtendHighU : i32x4ExtendLowU)(wide);
     };
     // The input's eight -8·Σq (lane 0 of each xc entry) as int16: at most 8·32·127, so they fit.
-    const pairs = [0, 4, 0, 4];
-    const fourSums = (j: number) =>
-      shuffle32(
-        shuffle32(inputSums(j), inputSums(j + 1), pairs),
-        shuffle32(inputSums(j + 2), inputSums(j + 3), pairs),
-        [
-          0,
-          1,
-          4,
-          5,
-        ],
-      );
+    const fourSums = (j: number) => firstLanes([0, 1, 2, 3].map((i) => inputSums(j + i)));
     const superBlock: Code[] = [
       set(blockAcc, zero()),
-      ...pointers.flatMap((pointer, i) => scaleBytes(pointer, bytes[i], scaleT[0])),
+      ...pointers.flatMap((pointer, i) => scaleBytes(pointer, bytes[i], temps[0])),
       set(x[0], i16x8Narrow(fourSums(0), fourSums(4))),
       // Each row's minimums (bytes 8-15) against them, folded into one vector (lane i: row i).
       ...bytes.map((v, i) => set(products[i], i32x4Dot(i16x8ExtendHighU(get(v)), get(x[0])))),
       ...foldFour(products),
       set(blockMin, get(products[0])),
-      ...transposeBytes(bytes, [...scaleT, ...minT], bytes),
+      ...transposeBytes(bytes, temps, bytes),
     ];
     const sT = [bytes[0], bytes[1]];
     for (let j = 0; j < 8; j++) {
@@ -1690,7 +1684,7 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
    * half-block sums are two 16-bit dot products per row and super-block.
    */
   const dotRows6 = (rows: number[], t: number, results: number[]): Code => {
-    const { pointers, xp, bytes, scales: temps, x, products, acc, blockAcc, minSum, blockMin } = fourRows;
+    const { pointers, xp, bytes, temps, x, products, acc, blockAcc, minSum, blockMin } = fourRows;
     /** Bytes 4s .. 4s + 3 of `bytes[s >> 2]` (sub-block s of the four rows: signed scales) as int32. */
     const scalesOf = (s: number): Code => {
       const wide = (s & 2 ? i16x8ExtendHighS : i16x8ExtendLowS)(get(bytes[s >> 2]));
@@ -1729,7 +1723,7 @@ function kQuantKernel(type: "q2_k" | "q3_k" | "q4_k" | "q5_k" | "q6_k", relaxed:
           ? decodeScales3(pointer, products[i])
           : [set(products[i], vload(get(pointer), 192))]
       ),
-      ...transposeBytes(products, [...temps, ...fourRows.mins], bytes),
+      ...transposeBytes(products, temps, bytes),
     );
     for (let h = 0; h < 2; h++) {
       for (let plane = 0; plane < 4; plane++) {
