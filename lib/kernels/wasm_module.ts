@@ -646,25 +646,31 @@ function floatKernel(encoding: "f32" | "f16" | "bf16", relaxed: boolean): Code {
     const x = xrow[0], xv = [lo, f.local(V128)];
     const rowAt = (j: number, at: number): Code => vload(add(get(rows[j]), shl(get(c), i32(half ? 1 : 2))), at);
     const xAt = (at: number): Code => vload(add(get(x), shl(get(c), i32(2))), at);
-    const body: Code[] = [];
-    if (half) {
-      // 8 halves per row: the low four widened into accumulator 0, the high four into accumulator 1.
-      body.push(set(xv[0], xAt(0)), set(xv[1], xAt(16)));
-      for (let j = 0; j < 4; j++) {
-        body.push(set(wv, rowAt(j, 0)));
-        body.push(set(acc[2 * j], madd(widen(get(wv), 0), get(xv[0]), get(acc[2 * j]))));
-        body.push(set(acc[2 * j + 1], madd(widen(get(wv), 8), get(xv[1]), get(acc[2 * j + 1]))));
-      }
-      body.push(set(c, add(get(c), i32(8))));
-    } else {
-      for (let u = 0; u < 2; u++) {
-        body.push(set(xv[u], xAt(16 * u)));
+    /** Elements c + e .. c + e + 7 of the four rows. */
+    const eight = (e: number): Code[] => {
+      const body: Code[] = [];
+      if (half) {
+        // The low four halves widened into accumulator 0, the high four into accumulator 1.
+        body.push(set(xv[0], xAt(4 * e)), set(xv[1], xAt(4 * e + 16)));
         for (let j = 0; j < 4; j++) {
-          body.push(set(acc[2 * j + u], madd(rowAt(j, 16 * u), get(xv[u]), get(acc[2 * j + u]))));
+          body.push(set(wv, rowAt(j, 2 * e)));
+          body.push(set(acc[2 * j], madd(widen(get(wv), 0), get(xv[0]), get(acc[2 * j]))));
+          body.push(set(acc[2 * j + 1], madd(widen(get(wv), 8), get(xv[1]), get(acc[2 * j + 1]))));
+        }
+      } else {
+        for (let u = 0; u < 2; u++) {
+          body.push(set(xv[u], xAt(4 * e + 16 * u)));
+          for (let j = 0; j < 4; j++) {
+            body.push(set(acc[2 * j + u], madd(rowAt(j, 4 * e + 16 * u), get(xv[u]), get(acc[2 * j + u]))));
+          }
         }
       }
-      body.push(set(c, add(get(c), i32(8))));
-    }
+      return body;
+    };
+    // Sixteen elements a turn where they fit (half the loop's own instructions per byte: +8% on one thread for a
+    // 32000 x 288 F32 matrix), then eight.
+    const sixteen = [...eight(0), ...eight(8), set(c, add(get(c), i32(16)))];
+    const body = [...eight(0), set(c, add(get(c), i32(8)))];
     const weight = (j: number): Code => scalarWeight(add(get(rows[j]), shl(get(c), i32(half ? 1 : 2))));
     const scalar: Code[] = [set(wLocal, fload(add(get(x), shl(get(c), i32(2)))))];
     for (let j = 0; j < 4; j++) scalar.push(set(tail[j], fadd(get(tail[j]), fmul(weight(j), get(wLocal)))));
@@ -678,6 +684,7 @@ function floatKernel(encoding: "f32" | "f16" | "bf16", relaxed: boolean): Code {
       ...acc.flatMap((a) => set(a, zero())),
       ...tail.flatMap((v) => set(v, f32(0))),
       ...set(c, i32(0)),
+      ...whileLoop(leU(add(get(c), i32(16)), get(vecEnd)), ...sixteen),
       ...whileLoop(leU(add(get(c), i32(8)), get(vecEnd)), ...body),
       ...(half ? [] : whileLoop(ltU(get(c), get(vecEnd)), ...single)),
       ...whileLoop(ltU(get(c), get(COLS)), ...scalar),
