@@ -439,7 +439,9 @@ const splatLane = (v: number, lane: number): Code => shuffle32(get(v), get(v), [
  * (`dotOctet(rows, t, outs)` leaves row r + i's results for inputs
  * t + 4g .. t + 4g + 3 in the f32x4 `outs[2i + g]`), then against each group of
  * four (`dotPair`: results 0..3 for the first row, 4..7 for the second; without
- * it, `dot(4, ...)` row by row), then the rest one by one.
+ * it, `dot(4, ...)` row by row). The last n % 4 inputs then go through
+ * `dotRows` as generation's do, over the paired rows again (one row and one
+ * input at a time for kernels without it).
  */
 function rowsByInputs(
   f: Fn,
@@ -450,7 +452,7 @@ function rowsByInputs(
   dotOctet?: (rows: number[], t: number, outs: number[]) => Code,
 ): Code {
   const r = f.local(I32), t = f.local(I32), row = f.local(I32), stride = f.local(I32);
-  const quarter = f.local(I32), quarterEnd = f.local(I32);
+  const quarter = f.local(I32), quarterEnd = f.local(I32), rowEnd = f.local(I32), from = f.local(I32);
   const rows = [f.local(I32), f.local(I32), f.local(I32), f.local(I32)];
   const results = [f.local(F32), f.local(F32), f.local(F32), f.local(F32)];
   const store = (k: number): Code =>
@@ -466,15 +468,17 @@ function rowsByInputs(
       add(get(OUT), shl(add(mul(get(t), get(ROWS)), add(get(r), mul(get(quarter), i32(j)))), i32(2))),
       get(results[j]),
     );
-  const spread = !dotRows ? [] : block(
-    brIf(0, leU(i32(4), get(N))),
-    set(quarter, shrU(sub(get(R1), get(R0)), i32(2))),
-    set(quarterEnd, add(get(R0), get(quarter))),
-    whileLoop(
+  // Inputs from .. n - 1 of rows r0 .. rowEnd - 1: four rows a quarter apart against each input in turn (the rows stay
+  // in cache across the inputs), then the last (rowEnd - r0) % 4 rows one at a time.
+  const spread = !dotRows ? [] : [
+    ...set(r, get(R0)),
+    ...set(quarter, shrU(sub(get(rowEnd), get(R0)), i32(2))),
+    ...set(quarterEnd, add(get(R0), get(quarter))),
+    ...whileLoop(
       ltU(get(r), get(quarterEnd)),
       set(rows[0], add(get(W), mul(get(r), get(stride)))),
       ...[1, 2, 3].map((j) => set(rows[j], add(get(rows[j - 1]), mul(get(quarter), get(stride))))),
-      set(t, i32(0)),
+      set(t, get(from)),
       whileLoop(
         ltU(get(t), get(N)),
         dotRows(rows, t, results),
@@ -483,9 +487,15 @@ function rowsByInputs(
       ),
       set(r, add(get(r), i32(1))),
     ),
-    // The last (r1 - r0) % 4 rows go through the loop below, one at a time.
-    set(r, add(get(R0), shl(get(quarter), i32(2)))),
-  );
+    ...set(r, add(get(R0), shl(get(quarter), i32(2)))),
+    ...whileLoop(
+      ltU(get(r), get(rowEnd)),
+      set(row, add(get(W), mul(get(r), get(stride)))),
+      set(t, get(from)),
+      whileLoop(ltU(get(t), get(N)), ...group(1)),
+      set(r, add(get(r), i32(1))),
+    ),
+  ];
   // Two rows against four inputs at once, where the kernel has it: each weight load serves four inputs and each input
   // load two rows, so the products stop waiting on loads. Results 0..3 are row r's, 4..7 row r + 1's.
   const pairResults = dotPair ? [...results, f.local(F32), f.local(F32), f.local(F32), f.local(F32)] : [];
@@ -515,33 +525,46 @@ function rowsByInputs(
       fstore(add(get(OUT), shl(add(mul(add(get(t), i32(k)), get(ROWS)), add(get(r), i32(j))), i32(2))), get(results[k]))
     ),
   ]);
-  const pairs = !dotPair && !dotOctet ? [] : whileLoop(
-    leU(add(get(r), i32(2)), get(R1)),
-    set(rows[0], add(get(W), mul(get(r), get(stride)))),
-    set(rows[1], add(get(rows[0]), get(stride))),
-    set(t, i32(0)),
-    octets,
-    whileLoop(
-      leU(add(get(t), i32(4)), get(N)),
-      ...(dotPair ? [dotPair(rows, t, pairResults), ...pairResults.map((_, j) => storePair(j))] : rowByRowFours),
-      set(t, add(get(t), i32(4))),
+  const pairs = !dotPair && !dotOctet ? [] : [
+    ...whileLoop(
+      leU(add(get(r), i32(2)), get(R1)),
+      set(rows[0], add(get(W), mul(get(r), get(stride)))),
+      set(rows[1], add(get(rows[0]), get(stride))),
+      set(t, i32(0)),
+      octets,
+      whileLoop(
+        leU(add(get(t), i32(4)), get(N)),
+        ...(dotPair ? [dotPair(rows, t, pairResults), ...pairResults.map((_, j) => storePair(j))] : rowByRowFours),
+        set(t, add(get(t), i32(4))),
+      ),
+      // The last n % 4 inputs: without dotRows, one row and one input at a time.
+      dotRows ? [] : whileLoop(
+        ltU(get(t), get(N)),
+        ...[0, 1].map((j) => [
+          ...set(row, get(rows[j])),
+          ...dot(1, row, t, results),
+          ...fstore(add(get(OUT), shl(add(mul(get(t), get(ROWS)), add(get(r), i32(j))), i32(2))), get(results[0])),
+        ]),
+        set(t, add(get(t), i32(1))),
+      ),
+      set(r, add(get(r), i32(2))),
     ),
-    // The last n % 4 inputs, one row and one input at a time.
-    whileLoop(
-      ltU(get(t), get(N)),
-      ...[0, 1].map((j) => [
-        ...set(row, get(rows[j])),
-        ...dot(1, row, t, results),
-        ...fstore(add(get(OUT), shl(add(mul(get(t), get(ROWS)), add(get(r), i32(j))), i32(2))), get(results[0])),
-      ]),
-      set(t, add(get(t), i32(1))),
-    ),
-    set(r, add(get(r), i32(2))),
-  );
+    // With dotRows, the paired rows' last n % 4 inputs go through it afterwards: four rows against one input beat one
+    // against one, even with the rows read again (one thread, 5632 x 2048, 7 inputs: Q4_0 +28%, Q4_K +30%).
+    ...(!dotRows ? [] : [
+      ...set(rowEnd, get(r)),
+      ...set(from, and(get(N), i32(-4))),
+      ...block(brIf(0, leU(get(N), get(from))), spread),
+    ]),
+  ];
+  // Fewer than four inputs (generation): all rows and inputs through dotRows.
+  const generation = !dotRows
+    ? []
+    : block(brIf(0, leU(i32(4), get(N))), set(rowEnd, get(R1)), set(from, i32(0)), spread);
   return [
     ...set(stride, rowBytes),
     ...set(r, get(R0)),
-    ...spread,
+    ...generation,
     // With four inputs or more, rows two at a time (the kernels that can), then the rest one at a time.
     ...(dotPair || dotOctet ? block(brIf(0, ltU(get(N), i32(4))), pairs) : []),
     ...whileLoop(
