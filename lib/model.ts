@@ -132,7 +132,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const kernels = given ?? await createKernels(options.kernels as KernelKind | undefined ?? "plain", options.threads);
   try {
     // Read the weights straight into memory the kernels use, when they have such memory.
-    const file = await readModelFile(path, kernels.allocateBytes?.bind(kernels));
+    const file = await readModelFile(path, kernels.allocateBytes?.bind(kernels), kernels.threads);
     const tokenizer = await findTokenizer(file, options.tokenizer);
     return new Model(file, tokenizer, kernels, options.cache);
   } catch (error) {
@@ -143,11 +143,13 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
 
 /**
  * Parses a model file or directory, recognising the format by its content.
- * `allocate` supplies the memory to read files into (see `Kernels.allocateBytes`).
+ * `allocate` supplies the memory to read files into (see `Kernels.allocateBytes`), `readers` the threads that read
+ * a large file into it at once (see `readFileBytes`).
  */
 export async function readModelFile(
   path: string,
   allocate?: (byteLength: number) => Uint8Array,
+  readers = 1,
 ): Promise<ModelFile> {
   let info: Deno.FileInfo;
   try {
@@ -155,12 +157,12 @@ export async function readModelFile(
   } catch (error) {
     throw new FileFormatError(path, describeOpenError(error));
   }
-  if (info.isDirectory) return await loadSafetensorsDirectory(path, allocate);
+  if (info.isDirectory) return await loadSafetensorsDirectory(path, allocate, readers);
   const head = await readFileHead(path, 8);
   if (isGguf(head)) {
-    return ggufToModelFile(parseGguf(await readFileBytes(path, 0, allocate), path));
+    return ggufToModelFile(parseGguf(await readFileBytes(path, 0, allocate, readers), path));
   }
-  return parseLlama2c(await readFileBytes(path, 0, allocate), path);
+  return parseLlama2c(await readFileBytes(path, 0, allocate, readers), path);
 }
 
 /** The tokenizer named by the user, carried by the file, or lying beside it. */

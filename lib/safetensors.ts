@@ -132,10 +132,12 @@ export function parseSafetensors(bytes: Uint8Array, path: string): Map<string, S
  * @param dir the directory
  * @param allocate where to read the files (e.g. `Kernels.allocateBytes`, so kernels read weights in place);
  *   default: an ArrayBuffer
+ * @param readers threads that read a large file at once (see `readFileBytes`)
  */
 export async function loadSafetensorsDirectory(
   dir: string,
   allocate?: (byteLength: number) => Uint8Array,
+  readers = 1,
 ): Promise<ModelFile> {
   dir = dir.replace(/(.)\/+$/, "$1");
   const configPath = `${dir}/config.json`;
@@ -144,7 +146,7 @@ export async function loadSafetensorsDirectory(
   }
   const json = await readJsonFile(configPath);
   const { config, numerics, tied } = parseConfig(json, configPath);
-  const tensors = await readWeights(dir, allocate);
+  const tensors = await readWeights(dir, allocate, readers);
   const chatTemplate = await readChatTemplate(dir);
 
   const { dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize } = config;
@@ -270,9 +272,10 @@ function parseConfig(
 async function readWeights(
   dir: string,
   allocate?: (byteLength: number) => Uint8Array,
+  readers = 1,
 ): Promise<Map<string, SafetensorsTensor>> {
   const single = `${dir}/model.safetensors`;
-  if (await isFile(single)) return await readSafetensorsFile(single, allocate);
+  if (await isFile(single)) return await readSafetensorsFile(single, allocate, readers);
   const indexPath = `${dir}/model.safetensors.index.json`;
   if (!await isFile(indexPath)) {
     throw new FileFormatError(dir, "has no model.safetensors or model.safetensors.index.json");
@@ -291,7 +294,7 @@ async function readWeights(
   const tensors = new Map<string, SafetensorsTensor>();
   for (const shard of new Set(shardOf.values())) {
     const path = `${dir}/${shard}`;
-    const shardTensors = await readSafetensorsFile(path, allocate);
+    const shardTensors = await readSafetensorsFile(path, allocate, readers);
     for (const [name, tensor] of shardTensors) {
       if (shardOf.get(name) === shard) tensors.set(name, tensor);
     }
@@ -308,6 +311,7 @@ async function readWeights(
 async function readSafetensorsFile(
   path: string,
   allocate?: (byteLength: number) => Uint8Array,
+  readers = 1,
 ): Promise<Map<string, SafetensorsTensor>> {
   let size: number;
   try {
@@ -318,7 +322,7 @@ async function readSafetensorsFile(
   const head = new ByteReader(await readFileHead(path, 8), path);
   const headerLength = head.u64("header length");
   checkHeaderLength(headerLength, size, path);
-  return parseSafetensors(await readFileBytes(path, 8 + headerLength, allocate), path);
+  return parseSafetensors(await readFileBytes(path, 8 + headerLength, allocate, readers), path);
 }
 
 function checkHeaderLength(headerLength: number, fileSize: number, path: string): void {

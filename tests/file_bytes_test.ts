@@ -1,6 +1,6 @@
 // Reading whole files: more than one read call's worth, at the asked alignment, into the memory given.
 import assert from "node:assert/strict";
-import { readFileBytes } from "../lib/file_bytes.ts";
+import { PARALLEL_READ_BYTES, readFileBytes } from "../lib/file_bytes.ts";
 
 Deno.test("readFileBytes reads a file of several read calls whole, aligned, into plain or given memory", async () => {
   const dir = await Deno.makeTempDir({ prefix: "tensorless-test-" });
@@ -28,6 +28,30 @@ Deno.test("readFileBytes reads a file of several read calls whole, aligned, into
     }
     assert.equal(given.length, 1);
     assert.equal(given[0].buffer instanceof SharedArrayBuffer, true);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("readFileBytes splits a large file among readers, each range where it belongs", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tensorless-test-" });
+  try {
+    // Large enough to be split, with a size that is no multiple of a page, so the ranges and the last one's tail differ.
+    const size = PARALLEL_READ_BYTES + 3 * 4096 + 4099;
+    const expected = new Uint8Array(size);
+    for (let i = 0; i < size; i++) expected[i] = Math.imul(i + (i >>> 12), 0x9e3779b1) >>> 24;
+    const path = `${dir}/large.bin`;
+    await Deno.writeFile(path, expected);
+    const shared = (byteLength: number) => new Uint8Array(new SharedArrayBuffer(byteLength + 8), 8, byteLength);
+    const unshared = (byteLength: number) => new Uint8Array(new ArrayBuffer(byteLength));
+    for (const [allocate, readers] of [[shared, 2], [shared, 3], [unshared, 2]] as const) {
+      const bytes = await readFileBytes(path, 5, allocate, readers);
+      assert.equal(bytes.length, size);
+      assert.equal((bytes.byteOffset + 5) % 8, 0);
+      let first = -1;
+      for (let i = 0; i < size && first < 0; i++) if (bytes[i] !== expected[i]) first = i;
+      assert.equal(first, -1, `${readers} readers: the bytes read are the file's`);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -248,7 +248,7 @@ async function runChild(request: ChildRequest): Promise<BenchResult> {
 
 /** Loads a model with its file read straight into the kernels' memory when they offer it. */
 async function loadForBench(path: string, kernels: Awaited<ReturnType<typeof createKernels>>): Promise<Model> {
-  const file = await readModelFile(path, kernels.allocateBytes?.bind(kernels));
+  const file = await readModelFile(path, kernels.allocateBytes?.bind(kernels), kernels.threads);
   let tokenizer: Tokenizer;
   try {
     tokenizer = await findTokenizer(file);

@@ -114,9 +114,11 @@ export interface Kernels {
   /**
    * Optional: `byteLength` bytes (8-byte aligned) in memory these kernels
    * read directly, to load a model file into (`readFileBytes(path, align,
-   * kernels.allocateBytes)`). Kernels without it read weights wherever they are.
+   * kernels.allocateBytes, kernels.threads)`). Kernels without it read weights wherever they are.
    */
   allocateBytes?(byteLength: number): Uint8Array;
+  /** Optional: the threads these kernels run on (1 when absent); a model file is read with as many. */
+  readonly threads?: number;
   /**
    * Optional: SwiGLU's elementwise step, `gate[i] = silu(gate[i]) · up[i]`
    * for `i < length`, with `silu(g) = g / (1 + e^-g)`. Returns false, having
