@@ -7,28 +7,51 @@
 
 import { FileFormatError } from "./errors.ts";
 
-/** Reads little-endian numbers and strings from a byte array, never past its end. */
+/**
+ * Thrown by a {@link ByteReader} over the start of a file when a read needs bytes past that start: read more of the
+ * file (up to `end` at least) and parse again.
+ */
+export class BeyondHead extends FileFormatError {
+  /**
+   * @param file the path
+   * @param end the offset the read needed bytes up to
+   */
+  constructor(file: string, readonly end: number) {
+    super(file, `needs its bytes up to offset ${end}, past those read`);
+  }
+}
+
+/**
+ * Reads little-endian numbers and strings from a byte array, never past its end. The array may hold just the start
+ * of a file of `size` bytes (its header, when a model is only described): sizes are checked against the whole file,
+ * reads past the start throw {@link BeyondHead}, and {@link ByteReader.at} stands zeros in for data not read.
+ */
 export class ByteReader {
   readonly bytes: Uint8Array;
   readonly file: string;
+  /** The whole file's length; `bytes` holds its first `bytes.byteLength`. */
+  readonly size: number;
   offset: number;
   #view: DataView;
+  #zeros = new Uint8Array(0);
 
   /**
    * @param bytes the untrusted data
    * @param file the path used in error messages
    * @param offset where to start reading
+   * @param size the whole file's length, when `bytes` holds only its start
    */
-  constructor(bytes: Uint8Array, file: string, offset = 0) {
+  constructor(bytes: Uint8Array, file: string, offset = 0, size: number = bytes.byteLength) {
     this.bytes = bytes;
     this.file = file;
     this.offset = offset;
+    this.size = Math.max(size, bytes.byteLength);
     this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
-  /** Bytes left after the cursor. */
+  /** Bytes of the file left after the cursor. */
   get remaining(): number {
-    return this.bytes.byteLength - this.offset;
+    return this.size - this.offset;
   }
 
   /** Throws a {@link FileFormatError} naming the file. */
@@ -43,6 +66,20 @@ export class ByteReader {
         `file ends early: ${what} needs ${count} bytes at offset ${this.offset}, ${this.remaining} left`,
       );
     }
+    if (this.offset + count > this.bytes.byteLength) throw new BeyondHead(this.file, this.offset + count);
+  }
+
+  /**
+   * The file's `length` bytes at `offset` (which the caller has checked lie inside it), as a view when they were read
+   * and as zeros (shared by all such ranges, not to be written) when they lie past the bytes read.
+   */
+  at(offset: number, length: number): Uint8Array {
+    if (!Number.isSafeInteger(offset + length) || offset < 0 || length < 0 || offset + length > this.size) {
+      this.fail(`${length} bytes at offset ${offset} lie outside the file's ${this.size}`);
+    }
+    if (offset + length <= this.bytes.byteLength) return this.bytes.subarray(offset, offset + length);
+    if (length > this.#zeros.length) this.#zeros = new Uint8Array(Math.max(length, 2 * this.#zeros.length));
+    return this.#zeros.subarray(0, length);
   }
 
   u8(what = "byte"): number {

@@ -169,6 +169,8 @@ export interface PullOptions {
   progress?: boolean;
   /** Catalog to use instead of loading it. */
   catalog?: CatalogEntry[];
+  /** {@link resolveModel}: download a catalog model's missing files (default true), or refuse to. */
+  download?: boolean;
 }
 
 /** Downloads the files of `entry` that are missing from the models folder; returns its local paths. */
@@ -201,7 +203,8 @@ export async function pullModel(entry: CatalogEntry, options: PullOptions = {}):
 
 /**
  * Turns a `--model` value into local files: an existing file or folder is
- * itself; a catalog name is downloaded on first use (into `dir`).
+ * itself; a catalog name is downloaded on first use (into `dir`), unless
+ * `download` is false.
  *
  * @example
  * ```ts ignore
@@ -226,6 +229,13 @@ export async function resolveModel(nameOrPath: string, options: PullOptions = {}
         ? `${nameOrPath}: no such file or directory`
         : `"${nameOrPath}" is neither a file nor a catalog model (known: ${catalog.map((e) => e.name).join(", ")})`,
     );
+  }
+  if (options.download === false) {
+    const dir = options.dir ?? defaultModelDir();
+    const present = await presentFiles(entry, dir);
+    if ([...present.values()].includes(false)) {
+      throw new TensorlessError(`${entry.name} is not downloaded to ${dir} (tensorless pull ${entry.name})`);
+    }
   }
   return await pullModel(entry, options);
 }

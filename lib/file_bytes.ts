@@ -21,23 +21,34 @@ const READ_CHUNK = 64 << 20;
  */
 export const PARALLEL_READ_BYTES = 256 << 20;
 
+/** Where a file is read to, and by how many threads. */
+export interface ReadOptions {
+  /**
+   * Supplies the memory instead of a new ArrayBuffer (e.g. `Kernels.allocateBytes`, so WebAssembly kernels read the
+   * weights in place); it must return `byteLength` bytes on an 8-byte boundary.
+   */
+  allocate?: (byteLength: number) => Uint8Array;
+  /** Threads that read a large file into shared memory at once (this one and workers); default 1. */
+  readers?: number;
+}
+
+/** {@link readFileBytes}'s options. */
+export interface FileReadOptions extends ReadOptions {
+  /**
+   * A byte offset inside the file that should land on an 8-byte boundary in memory (for formats whose tensor data
+   * starts at an odd place, such as safetensors), so typed-array views on the tensors need no copy. Default 0.
+   */
+  alignOffset?: number;
+  /** Read only the file's first `headBytes` (all of it when shorter). */
+  headBytes?: number;
+}
+
 /**
- * Reads a file into an ArrayBuffer (plain JavaScript reads an unshared buffer
- * faster than a SharedArrayBuffer). `alignOffset` is a byte offset inside
- * the file that should land on an 8-byte boundary in memory (for formats whose
- * tensor data starts at an odd place, such as safetensors), so typed-array
- * views on the tensors need no copy. `allocate`, when given, supplies the
- * memory instead (e.g. `Kernels.allocateBytes`, so WebAssembly kernels read
- * the weights in place); it must return `byteLength` bytes on an 8-byte boundary.
- * With `readers` above 1, a large file read into shared memory is split among
- * that many threads (this one and workers).
+ * Reads a file, or its start, into an ArrayBuffer (plain JavaScript reads an unshared buffer faster than a
+ * SharedArrayBuffer) or the memory `allocate` gives.
  */
-export async function readFileBytes(
-  path: string,
-  alignOffset = 0,
-  allocate?: (byteLength: number) => Uint8Array,
-  readers = 1,
-): Promise<Uint8Array> {
+export async function readFileBytes(path: string, options: FileReadOptions = {}): Promise<Uint8Array> {
+  const { alignOffset = 0, allocate, readers = 1, headBytes = Infinity } = options;
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path, { read: true });
@@ -47,11 +58,17 @@ export async function readFileBytes(
   try {
     const info = await file.stat();
     if (info.isDirectory) throw new FileFormatError(path, "is a directory, not a file");
-    const size = info.size;
+    const size = Math.min(info.size, headBytes);
     const pad = (8 - (alignOffset % 8)) % 8;
-    const bytes = allocate
-      ? allocate(size + pad).subarray(pad, pad + size)
-      : new Uint8Array(new ArrayBuffer(size + pad), pad, size);
+    let bytes: Uint8Array;
+    try {
+      bytes = allocate
+        ? allocate(size + pad).subarray(pad, pad + size)
+        : new Uint8Array(new ArrayBuffer(size + pad), pad, size);
+    } catch (error) {
+      if (!(error instanceof RangeError)) throw error;
+      throw new FileFormatError(path, `its ${size} bytes do not fit in memory (${error.message})`);
+    }
     const parallel = readers > 1 && size >= PARALLEL_READ_BYTES && bytes.buffer instanceof SharedArrayBuffer;
     if (parallel) await readInParallel(path, file, bytes, Math.floor(readers));
     else if (!await readFully(file, bytes)) throw new FileFormatError(path, SHRANK);
@@ -112,30 +129,6 @@ async function readInParallel(path: string, file: Deno.FsFile, bytes: Uint8Array
     if (failed) throw failed.reason;
   } finally {
     for (const worker of workers) worker.terminate();
-  }
-}
-
-/** Reads the first `count` bytes of a file (fewer if it is shorter). */
-export async function readFileHead(path: string, count: number): Promise<Uint8Array> {
-  let file: Deno.FsFile;
-  try {
-    file = await Deno.open(path, { read: true });
-  } catch (error) {
-    throw new FileFormatError(path, describeOpenError(error));
-  }
-  try {
-    const head = new Uint8Array(count);
-    let done = 0;
-    while (done < count) {
-      const n = await file.read(head.subarray(done));
-      if (n === null) break;
-      done += n;
-    }
-    return head.subarray(0, done);
-  } catch (error) {
-    throw new FileFormatError(path, `cannot read: ${error instanceof Error ? error.message : error}`);
-  } finally {
-    file.close();
   }
 }
 

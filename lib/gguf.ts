@@ -151,9 +151,14 @@ export function isGguf(bytes: Uint8Array): boolean {
 /**
  * Parses a GGUF file held in `bytes` (as read by `readFileBytes`: its start
  * 8-byte aligned in memory). Tensor data become views on `bytes`.
+ *
+ * @param bytes the file, or only its start when `size` is given (throws `BeyondHead` if that is too short for
+ *   the header and tensor directory; tensor data past it read as zeros)
+ * @param path the file's path, for error messages
+ * @param size the file's length
  */
-export function parseGguf(bytes: Uint8Array, path: string): GgufFile {
-  const r: ByteReader = new ByteReader(bytes, path);
+export function parseGguf(bytes: Uint8Array, path: string, size: number = bytes.byteLength): GgufFile {
+  const r: ByteReader = new ByteReader(bytes, path, 0, size);
   if (!isGguf(bytes)) r.fail('not a GGUF file (no "GGUF" magic)');
   r.offset = 4;
   const version = r.u32("version");
@@ -206,10 +211,10 @@ export function parseGguf(bytes: Uint8Array, path: string): GgufFile {
   }
 
   const dataOffset = Math.ceil(r.offset / alignment) * alignment;
-  if (infos.length > 0 && dataOffset > bytes.byteLength) {
+  if (infos.length > 0 && dataOffset > r.size) {
     r.fail(`file ends before its tensor data section (at offset ${dataOffset})`);
   }
-  const dataBytes = Math.max(0, bytes.byteLength - dataOffset);
+  const dataBytes = Math.max(0, r.size - dataOffset);
 
   const tensors: GgufTensor[] = [];
   for (const { name, shape, typeId, relative } of infos) {
@@ -247,7 +252,7 @@ export function parseGguf(bytes: Uint8Array, path: string): GgufFile {
       shape,
       offset,
       byteLength,
-      data: bytes.subarray(offset, offset + byteLength),
+      data: r.at(offset, byteLength),
     });
   }
 
@@ -312,6 +317,8 @@ function readArray(r: ByteReader, view: DataView, label: string, depth: number):
   if (count > r.remaining / minBytes) {
     r.fail(`${label} claims ${count} elements, more than the ${r.remaining} bytes left can hold`);
   }
+  // Elements of a fixed size are read straight from the view below, so all their bytes must be there.
+  if (type !== GgufValueType.STRING && type !== GgufValueType.ARRAY) r.need(count * minBytes, label);
   const p = r.offset;
   switch (type) {
     case GgufValueType.UINT8:

@@ -18,9 +18,15 @@ export function isVersionedLlama2c(head: Uint8Array): boolean {
   return head.length >= 4 && new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true) === LLAMA2C_MAGIC;
 }
 
-/** Parses a llama2.c checkpoint held in `bytes` (4-byte aligned). */
-export function parseLlama2c(bytes: Uint8Array, path: string): ModelFile {
-  const reader = new ByteReader(bytes, path);
+/**
+ * Parses a llama2.c checkpoint held in `bytes` (4-byte aligned).
+ *
+ * @param bytes the file, or only its start when `size` is given (weights past it read as zeros)
+ * @param path the file's path, for error messages
+ * @param size the file's length
+ */
+export function parseLlama2c(bytes: Uint8Array, path: string, size: number = bytes.byteLength): ModelFile {
+  const reader = new ByteReader(bytes, path, 0, size);
   let format: ModelFile["format"] = "llama2c-v0";
   let headerBytes = 28;
   if (isVersionedLlama2c(bytes)) {
@@ -56,20 +62,20 @@ export function parseLlama2c(bytes: Uint8Array, path: string): ModelFile {
   const floats = sizes.embedding + 2 * sizes.norms + dim + sizes.wq + 2 * sizes.wkv + sizes.wo + 3 * sizes.ffn +
     ropeTables + (sharedClassifier ? 0 : sizes.embedding);
   const expected = headerBytes + 4 * floats;
-  if (bytes.byteLength < expected) {
-    reader.fail(`file is shorter than its header implies: ${expected} bytes needed, ${bytes.byteLength} present`);
+  if (reader.size < expected) {
+    reader.fail(`file is shorter than its header implies: ${expected} bytes needed, ${reader.size} present`);
   }
-  if (bytes.byteLength > expected) {
+  if (reader.size > expected) {
     reader.fail(
-      `file is ${bytes.byteLength - expected} bytes longer than its header implies: not a llama2.c checkpoint?`,
+      `file is ${reader.size - expected} bytes longer than its header implies: not a llama2.c checkpoint?`,
     );
   }
 
-  let offset = bytes.byteOffset + headerBytes;
+  let offset = headerBytes;
   const take = (count: number) => {
-    const view = new Float32Array(bytes.buffer, offset, count);
+    const bytes = reader.at(offset, count * 4);
     offset += count * 4;
-    return view;
+    return new Float32Array(bytes.buffer, bytes.byteOffset, count);
   };
   const perLayer = (count: number) => Array.from({ length: nLayers }, () => take(count));
   const matrices = (rows: number, cols: number) => perLayer(rows * cols).map((v) => f32Matrix(v, rows, cols));

@@ -7,13 +7,14 @@
  */
 
 import { FileFormatError, TensorlessError } from "./errors.ts";
-import { describeOpenError, readFileBytes, readFileHead } from "./file_bytes.ts";
+import { BeyondHead } from "./byte_reader.ts";
+import { describeOpenError, readFileBytes, SHRANK } from "./file_bytes.ts";
 import type { Kernels } from "./kernels/kernels.ts";
 import { createKernels, type KernelKind } from "./kernels/select.ts";
 import { ggufToModelFile, isGguf, parseGguf } from "./gguf.ts";
 import { parseLlama2c } from "./llama2c.ts";
 import { loadSafetensorsDirectory } from "./safetensors.ts";
-import type { LlamaConfig, ModelFile } from "./model_file.ts";
+import type { LlamaConfig, ModelFile, ModelReadOptions } from "./model_file.ts";
 import { loadTokenizer, Tokenizer } from "./tokenizer.ts";
 import { CACHE_ENCODINGS, type CacheEncoding, Session } from "./transformer.ts";
 
@@ -132,7 +133,10 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const kernels = given ?? await createKernels(options.kernels as KernelKind | undefined ?? "plain", options.threads);
   try {
     // Read the weights straight into memory the kernels use, when they have such memory.
-    const file = await readModelFile(path, kernels.allocateBytes?.bind(kernels), kernels.threads);
+    const file = await readModelFile(path, {
+      allocate: kernels.allocateBytes?.bind(kernels),
+      readers: kernels.threads,
+    });
     const tokenizer = await findTokenizer(file, options.tokenizer);
     return new Model(file, tokenizer, kernels, options.cache);
   } catch (error) {
@@ -142,27 +146,34 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
 }
 
 /**
- * Parses a model file or directory, recognising the format by its content.
- * `allocate` supplies the memory to read files into (see `Kernels.allocateBytes`), `readers` the threads that read
- * a large file into it at once (see `readFileBytes`).
+ * The first read of a file's header when only the header is wanted: most GGUF headers (vocabulary included) fit,
+ * and a longer one is read again, whole.
  */
-export async function readModelFile(
-  path: string,
-  allocate?: (byteLength: number) => Uint8Array,
-  readers = 1,
-): Promise<ModelFile> {
+const HEADER_GUESS = 4 << 20;
+
+/** Parses a model file or directory, recognising the format by its content. */
+export async function readModelFile(path: string, options: ModelReadOptions = {}): Promise<ModelFile> {
   let info: Deno.FileInfo;
   try {
     info = await Deno.stat(path);
   } catch (error) {
     throw new FileFormatError(path, describeOpenError(error));
   }
-  if (info.isDirectory) return await loadSafetensorsDirectory(path, allocate, readers);
-  const head = await readFileHead(path, 8);
-  if (isGguf(head)) {
-    return ggufToModelFile(parseGguf(await readFileBytes(path, 0, allocate, readers), path));
+  if (info.isDirectory) return await loadSafetensorsDirectory(path, options);
+  const parse = (bytes: Uint8Array, size = bytes.length) =>
+    isGguf(bytes) ? ggufToModelFile(parseGguf(bytes, path, size)) : parseLlama2c(bytes, path, size);
+  if (!options.headerOnly) return parse(await readFileBytes(path, options));
+  for (let headBytes = HEADER_GUESS;;) {
+    const head = await readFileBytes(path, { headBytes });
+    try {
+      return parse(head, info.size);
+    } catch (error) {
+      if (!(error instanceof BeyondHead)) throw error;
+      // Read more, unless that was all the file now holds.
+      if (head.length < headBytes) throw new FileFormatError(path, SHRANK);
+      headBytes = Math.max(error.end, 4 * headBytes);
+    }
   }
-  return parseLlama2c(await readFileBytes(path, 0, allocate, readers), path);
 }
 
 /** The tokenizer named by the user, carried by the file, or lying beside it. */

@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { ReadOptions } from "./file_bytes.ts";
 import type { Matrix, TensorType } from "./tensor.ts";
 import type { Vocabulary } from "./vocabulary.ts";
 
@@ -81,7 +82,7 @@ export interface ModelFile {
   config: LlamaConfig;
   /** Norm epsilon and RoPE base. */
   numerics: LlamaNumerics;
-  /** Every weight, as views on the file's bytes. */
+  /** Every weight, as views on the file's bytes (zeros when read with `headerOnly`). */
   weights: LlamaWeights;
   /** The vocabulary, when the file carries one (GGUF). */
   vocabulary?: Vocabulary;
@@ -93,4 +94,13 @@ export interface ModelFile {
   tensorTypes: Partial<Record<TensorType, number>>;
   /** Bytes of weight data held in memory. */
   weightBytes: number;
+}
+
+/** How a model's file or files are read. */
+export interface ModelReadOptions extends ReadOptions {
+  /**
+   * Read only the headers and tensor directories, to describe the model (`tensorless info`): the weights are zeros
+   * that take no memory until touched, and the model must not be run.
+   */
+  headerOnly?: boolean;
 }

@@ -14,8 +14,8 @@
 
 import { ByteReader } from "./byte_reader.ts";
 import { FileFormatError } from "./errors.ts";
-import { describeOpenError, readFileBytes, readFileHead } from "./file_bytes.ts";
-import type { LayerWeights, LlamaConfig, LlamaNumerics, ModelFile } from "./model_file.ts";
+import { describeOpenError, readFileBytes } from "./file_bytes.ts";
+import type { LayerWeights, LlamaConfig, LlamaNumerics, ModelFile, ModelReadOptions } from "./model_file.ts";
 import { dequantizeRow } from "./quant.ts";
 import type { Matrix, TensorType } from "./tensor.ts";
 
@@ -61,18 +61,23 @@ export interface SafetensorsTensor {
  * Parses the header of a safetensors file held in `bytes` and returns its
  * tensors by name. Every offset, shape and dtype is checked against the file.
  *
- * @param bytes the whole file
+ * @param bytes the whole file, or only its start when `size` is given (tensor data past it read as zeros)
  * @param path the file's path, for error messages
+ * @param size the file's length
  */
-export function parseSafetensors(bytes: Uint8Array, path: string): Map<string, SafetensorsTensor> {
-  const reader = new ByteReader(bytes, path);
+export function parseSafetensors(
+  bytes: Uint8Array,
+  path: string,
+  size: number = bytes.byteLength,
+): Map<string, SafetensorsTensor> {
+  const reader = new ByteReader(bytes, path, 0, size);
   const headerLength = reader.u64("header length");
-  checkHeaderLength(headerLength, bytes.byteLength, path);
+  checkHeaderLength(headerLength, reader.size, path);
   const header = parseJson(reader.utf8(headerLength, "header"), path, "header");
   if (!isObject(header)) throw new FileFormatError(path, "header is not a JSON object");
 
   const dataStart = 8 + headerLength;
-  const dataLength = bytes.byteLength - dataStart;
+  const dataLength = reader.size - dataStart;
   const tensors = new Map<string, SafetensorsTensor>();
   const spans: { name: string; begin: number; end: number }[] = [];
   for (const [name, entry] of Object.entries(header)) {
@@ -112,7 +117,7 @@ export function parseSafetensors(bytes: Uint8Array, path: string): Map<string, S
       name,
       dtype: dtype as string,
       shape: shape as number[],
-      data: bytes.subarray(dataStart + begin, dataStart + end),
+      data: reader.at(dataStart + begin, end - begin),
     });
   }
   spans.sort((a, b) => a.begin - b.begin || a.end - b.end);
@@ -130,15 +135,9 @@ export function parseSafetensors(bytes: Uint8Array, path: string): Map<string, S
  * not read here: `loadModel` looks for `tokenizer.model` in the directory.
  *
  * @param dir the directory
- * @param allocate where to read the files (e.g. `Kernels.allocateBytes`, so kernels read weights in place);
- *   default: an ArrayBuffer
- * @param readers threads that read a large file at once (see `readFileBytes`)
+ * @param options where the files are read to and by how many threads, or that only their headers are
  */
-export async function loadSafetensorsDirectory(
-  dir: string,
-  allocate?: (byteLength: number) => Uint8Array,
-  readers = 1,
-): Promise<ModelFile> {
+export async function loadSafetensorsDirectory(dir: string, options: ModelReadOptions = {}): Promise<ModelFile> {
   dir = dir.replace(/(.)\/+$/, "$1");
   const configPath = `${dir}/config.json`;
   if (!await isFile(configPath)) {
@@ -146,7 +145,7 @@ export async function loadSafetensorsDirectory(
   }
   const json = await readJsonFile(configPath);
   const { config, numerics, tied } = parseConfig(json, configPath);
-  const tensors = await readWeights(dir, allocate, readers);
+  const tensors = await readWeights(dir, options);
   const chatTemplate = await readChatTemplate(dir);
 
   const { dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize } = config;
@@ -154,7 +153,7 @@ export async function loadSafetensorsDirectory(
   const tensorTypes: Partial<Record<TensorType, number>> = {};
   let weightBytes = 0;
   const take = (name: string, rows: number, cols: number): Matrix => {
-    const matrix = toMatrix(tensors, name, [rows, cols], dir, allocate);
+    const matrix = toMatrix(tensors, name, [rows, cols], dir, options.allocate);
     tensorTypes[matrix.type] = (tensorTypes[matrix.type] ?? 0) + 1;
     weightBytes += matrix.data.byteLength;
     return matrix;
@@ -172,8 +171,11 @@ export async function loadSafetensorsDirectory(
     const p = `model.layers.${l}.`;
     const wq = take(p + "self_attn.q_proj.weight", dim, dim);
     const wk = take(p + "self_attn.k_proj.weight", kvDim, dim);
-    unpermuteRotateHalf(wq, nHeads);
-    unpermuteRotateHalf(wk, nKvHeads);
+    // Without the weights read there is nothing to move (and zeros need no moving).
+    if (!options.headerOnly) {
+      unpermuteRotateHalf(wq, nHeads);
+      unpermuteRotateHalf(wk, nKvHeads);
+    }
     layers.push({
       attentionNorm: vector(p + "input_layernorm.weight"),
       wq,
@@ -269,13 +271,9 @@ function parseConfig(
 }
 
 /** All tensors of the directory's safetensors file(s), by name. */
-async function readWeights(
-  dir: string,
-  allocate?: (byteLength: number) => Uint8Array,
-  readers = 1,
-): Promise<Map<string, SafetensorsTensor>> {
+async function readWeights(dir: string, options: ModelReadOptions): Promise<Map<string, SafetensorsTensor>> {
   const single = `${dir}/model.safetensors`;
-  if (await isFile(single)) return await readSafetensorsFile(single, allocate, readers);
+  if (await isFile(single)) return await readSafetensorsFile(single, options);
   const indexPath = `${dir}/model.safetensors.index.json`;
   if (!await isFile(indexPath)) {
     throw new FileFormatError(dir, "has no model.safetensors or model.safetensors.index.json");
@@ -294,7 +292,7 @@ async function readWeights(
   const tensors = new Map<string, SafetensorsTensor>();
   for (const shard of new Set(shardOf.values())) {
     const path = `${dir}/${shard}`;
-    const shardTensors = await readSafetensorsFile(path, allocate, readers);
+    const shardTensors = await readSafetensorsFile(path, options);
     for (const [name, tensor] of shardTensors) {
       if (shardOf.get(name) === shard) tensors.set(name, tensor);
     }
@@ -307,22 +305,22 @@ async function readWeights(
   return tensors;
 }
 
-/** Reads one safetensors file so that its data section starts 8-byte aligned in memory. */
-async function readSafetensorsFile(
-  path: string,
-  allocate?: (byteLength: number) => Uint8Array,
-  readers = 1,
-): Promise<Map<string, SafetensorsTensor>> {
+/** Reads one safetensors file (or its header) so that its data section starts 8-byte aligned in memory. */
+async function readSafetensorsFile(path: string, options: ModelReadOptions): Promise<Map<string, SafetensorsTensor>> {
   let size: number;
   try {
     size = (await Deno.stat(path)).size;
   } catch (error) {
     throw new FileFormatError(path, describeOpenError(error));
   }
-  const head = new ByteReader(await readFileHead(path, 8), path);
+  const head = new ByteReader(await readFileBytes(path, { headBytes: 8 }), path);
   const headerLength = head.u64("header length");
   checkHeaderLength(headerLength, size, path);
-  return parseSafetensors(await readFileBytes(path, 8 + headerLength, allocate, readers), path);
+  const alignOffset = 8 + headerLength;
+  if (options.headerOnly) {
+    return parseSafetensors(await readFileBytes(path, { alignOffset, headBytes: alignOffset }), path, size);
+  }
+  return parseSafetensors(await readFileBytes(path, { ...options, alignOffset }), path);
 }
 
 function checkHeaderLength(headerLength: number, fileSize: number, path: string): void {

@@ -18,7 +18,7 @@ Deno.test("readFileBytes reads a file of several read calls whole, aligned, into
       return bytes;
     };
     for (const into of [undefined, allocate]) {
-      const bytes = await readFileBytes(path, 3, into);
+      const bytes = await readFileBytes(path, { alignOffset: 3, allocate: into });
       assert.equal(bytes.length, size);
       // Byte 3 of the file on an 8-byte boundary.
       assert.equal((bytes.byteOffset + 3) % 8, 0);
@@ -45,7 +45,7 @@ Deno.test("readFileBytes splits a large file among readers, each range where it 
     const shared = (byteLength: number) => new Uint8Array(new SharedArrayBuffer(byteLength + 8), 8, byteLength);
     const unshared = (byteLength: number) => new Uint8Array(new ArrayBuffer(byteLength));
     for (const [allocate, readers] of [[shared, 2], [shared, 3], [unshared, 2]] as const) {
-      const bytes = await readFileBytes(path, 5, allocate, readers);
+      const bytes = await readFileBytes(path, { alignOffset: 5, allocate, readers });
       assert.equal(bytes.length, size);
       assert.equal((bytes.byteOffset + 5) % 8, 0);
       let first = -1;

@@ -41,7 +41,11 @@ export interface TensorSpec {
   type: TensorType | number;
   /** GGUF order: `shape[0]` is the row length. */
   shape: number[];
-  data: Uint8Array;
+  /**
+   * The tensor's bytes, or just their count: a file with any such tensor ends where its data section starts, for a
+   * test to extend it (sparsely) to its full size.
+   */
+  data: Uint8Array | number;
   /** Overrides the offset written for this tensor (relative to the data section). */
   offset?: number | bigint;
 }
@@ -174,7 +178,7 @@ export function writeGguf(
   const offsets: number[] = [];
   for (const t of tensors) {
     offsets.push(next);
-    next = Math.ceil((next + t.data.length) / alignment) * alignment;
+    next = Math.ceil((next + (typeof t.data === "number" ? t.data : t.data.length)) / alignment) * alignment;
   }
   tensors.forEach((t, i) => {
     out.string(t.name);
@@ -184,10 +188,11 @@ export function writeGguf(
     out.u64(t.offset ?? offsets[i]);
   });
   if (tensors.length > 0) out.pad(alignment);
+  if (tensors.some((t) => typeof t.data === "number")) return out.done();
   const dataStart = out.length;
   tensors.forEach((t, i) => {
     while (out.length < dataStart + offsets[i]) out.u8(0);
-    out.raw(t.data);
+    out.raw(t.data as Uint8Array);
   });
   return out.done();
 }

@@ -1,7 +1,9 @@
 // `tensorless info`, spawned: the facts of every format, as text and JSON, and one-line errors.
 import assert from "node:assert/strict";
 import type { ModelInfo } from "../lib/commands/info.ts";
+import type { LlamaConfig } from "../lib/model_file.ts";
 import { TINY_CONFIG, writeTinyModel } from "./fixtures.ts";
+import { f32, floats, str, u32, writeGguf } from "./gguf_writer.ts";
 import { sharedPath, sharedTest } from "./shared_data.ts";
 import { runCli, type RunResult } from "./spawn.ts";
 
@@ -84,6 +86,44 @@ Deno.test("info: a llama2.c checkpoint, with and without a tokenizer", async () 
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("info: a downloaded catalog model by name, with its tokenizer; a missing one is not downloaded", async () => {
+  const { dir, model, tokenizer } = await writeTinyModel();
+  try {
+    const catalog = `${dir}/catalog.json`;
+    // Port 9 (discard) on this machine: a download attempt would fail loudly, not fetch anything.
+    const file = (name: string) => ({ name, url: `http://127.0.0.1:9/${name}`, size: null, sha256: null });
+    await Deno.writeTextFile(
+      catalog,
+      JSON.stringify({
+        models: {
+          tiny: {
+            description: "test",
+            template: "raw",
+            model: "model.bin",
+            tokenizer: "tok.bin",
+            files: [file("model.bin"), file("tok.bin")],
+          },
+        },
+      }),
+    );
+    const env = { TENSORLESS_CATALOG: catalog };
+    const named = await runCli(["info", "--model", "tiny", "--dir", dir, "--json"], { env });
+    assert.equal(named.code, 0, named.stderr);
+    const described: ModelInfo = JSON.parse(named.stdout);
+    assert.equal(described.path, model);
+    assert.deepEqual(described.tokenizer, { vocabSize: TINY_CONFIG.vocabSize, bosId: 1, eosId: 2, unkId: 0 });
+
+    await Deno.remove(tokenizer);
+    assertOneLineError(
+      await runCli(["info", "--model", "tiny", "--dir", dir], { env }),
+      1,
+      /^tensorless: tiny is not downloaded to .* \(tensorless pull tiny\)$/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 const HF_MODELS: [string, string, Record<string, number>][] = [
   ["stories260K-hf-f32", "models/stories260K/tok512.bin", { F32: 47 }],
   ["stories260K-hf-bf16", "models/stories260K/tok512.bin", { BF16: 47 }],
@@ -141,4 +181,140 @@ sharedTest("info: GGUF files, F32 and quantized, with their own vocabulary", asy
   assert.match(text.stdout, /^rms norm eps +0\.00001$/m);
   // Quantized weights: a bfloat16 cache, two bytes a value (4 KV heads of 32 values, 4 layers, 128 positions).
   assert.match(text.stdout, /KV cache 256\.0 KiB \(128 positions, bf16\)/m);
+});
+
+/** Llama 2 70B's shape, with a separate classifier: 69B parameters, 276 GB as float32, more than any test machine's memory. */
+const HUGE: LlamaConfig = {
+  dim: 8192,
+  hiddenDim: 28672,
+  nLayers: 80,
+  nHeads: 64,
+  nKvHeads: 8,
+  vocabSize: 32000,
+  seqLen: 4096,
+};
+
+/** HUGE's tensors in file order: GGUF name, Hugging Face name, rows, columns (1 row: a norm vector). */
+function hugeTensors(): [string, string, number, number][] {
+  const { dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize } = HUGE;
+  const kvDim = (dim / nHeads) * nKvHeads;
+  const tensors: [string, string, number, number][] = [["token_embd", "model.embed_tokens", vocabSize, dim]];
+  for (let l = 0; l < nLayers; l++) {
+    const [g, h] = [`blk.${l}.`, `model.layers.${l}.`];
+    tensors.push(
+      [g + "attn_norm", h + "input_layernorm", 1, dim],
+      [g + "attn_q", h + "self_attn.q_proj", dim, dim],
+      [g + "attn_k", h + "self_attn.k_proj", kvDim, dim],
+      [g + "attn_v", h + "self_attn.v_proj", kvDim, dim],
+      [g + "attn_output", h + "self_attn.o_proj", dim, dim],
+      [g + "ffn_norm", h + "post_attention_layernorm", 1, dim],
+      [g + "ffn_gate", h + "mlp.gate_proj", hiddenDim, dim],
+      [g + "ffn_down", h + "mlp.down_proj", dim, hiddenDim],
+      [g + "ffn_up", h + "mlp.up_proj", hiddenDim, dim],
+    );
+  }
+  tensors.push(["output_norm", "model.norm", 1, dim], ["output", "lm_head", vocabSize, dim]);
+  return tensors;
+}
+
+/** Writes `head` to `path` and extends the file with a hole to `size` bytes (no disk space taken). */
+async function writeSparse(path: string, head: Uint8Array, size: number): Promise<void> {
+  await Deno.writeFile(path, head);
+  await Deno.truncate(path, size);
+}
+
+Deno.test("info: reads only headers, so models larger than memory are described (sparse files)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tensorless-info-" });
+  try {
+    const tensors = hugeTensors();
+    const parameters = tensors.reduce((sum, [, , rows, cols]) => sum + rows * cols, 0);
+    const { dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize, seqLen } = HUGE;
+    const expectConfig = (described: ModelInfo) => {
+      assert.equal(described.config.dim, dim);
+      assert.equal(described.config.nLayers, nLayers);
+      assert.equal(described.config.nKvHeads, nKvHeads);
+      assert.equal(described.config.sharedClassifier, false);
+      assert.equal(described.parameters, parameters);
+    };
+
+    // llama2.c version 1: the 256-byte header, then the floats.
+    const header = new DataView(new ArrayBuffer(256));
+    [0x616b3432, 1, dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize, seqLen]
+      .forEach((value, i) => header.setInt32(4 * i, value, true));
+    await writeSparse(`${dir}/huge.bin`, new Uint8Array(header.buffer), 256 + 4 * parameters);
+    const llama2c = await infoJson("--model", `${dir}/huge.bin`);
+    expectConfig(llama2c);
+    assert.equal(llama2c.memory.weights, 4 * parameters);
+
+    // GGUF, float32, with a header longer than the first read of it (4 MiB), which ends inside an array of numbers.
+    const gguf = writeGguf(
+      [
+        ["general.architecture", str("llama")],
+        ["general.name", str("huge")],
+        ["general.description", str("x".repeat((4 << 20) - 1000))],
+        ["general.numbers", floats(new Float32Array(100_000))],
+        ["llama.embedding_length", u32(dim)],
+        ["llama.feed_forward_length", u32(hiddenDim)],
+        ["llama.block_count", u32(nLayers)],
+        ["llama.attention.head_count", u32(nHeads)],
+        ["llama.attention.head_count_kv", u32(nKvHeads)],
+        ["llama.context_length", u32(seqLen)],
+        ["llama.attention.layer_norm_rms_epsilon", f32(1e-5)],
+      ],
+      tensors.map(([name, , rows, cols]) => ({
+        name: name + ".weight",
+        type: "F32",
+        shape: rows === 1 ? [cols] : [cols, rows],
+        data: 4 * rows * cols,
+      })),
+    );
+    await writeSparse(`${dir}/huge.gguf`, gguf, gguf.length + 4 * parameters);
+    const described = await infoJson("--model", `${dir}/huge.gguf`);
+    expectConfig(described);
+    assert.equal(described.name, "huge");
+    assert.deepEqual(described.tensorTypes, { F32: tensors.length });
+    assert.equal(described.memory.weights, 4 * parameters);
+
+    // A Hugging Face directory, bfloat16.
+    const entries: Record<string, unknown> = {};
+    let offset = 0;
+    for (const [, name, rows, cols] of tensors) {
+      const shape = rows === 1 ? [cols] : [rows, cols];
+      entries[name + ".weight"] = { dtype: "BF16", shape, data_offsets: [offset, offset + 2 * rows * cols] };
+      offset += 2 * rows * cols;
+    }
+    const json = new TextEncoder().encode(JSON.stringify(entries));
+    const safetensors = new Uint8Array(8 + json.length);
+    new DataView(safetensors.buffer).setBigUint64(0, BigInt(json.length), true);
+    safetensors.set(json, 8);
+    await Deno.mkdir(`${dir}/huge-hf`);
+    await Deno.writeTextFile(
+      `${dir}/huge-hf/config.json`,
+      JSON.stringify({
+        model_type: "llama",
+        hidden_size: dim,
+        intermediate_size: hiddenDim,
+        num_hidden_layers: nLayers,
+        num_attention_heads: nHeads,
+        num_key_value_heads: nKvHeads,
+        vocab_size: vocabSize,
+        max_position_embeddings: seqLen,
+        rms_norm_eps: 1e-5,
+      }),
+    );
+    await writeSparse(`${dir}/huge-hf/model.safetensors`, safetensors, safetensors.length + 2 * parameters);
+    const hf = await infoJson("--model", `${dir}/huge-hf`);
+    expectConfig(hf);
+    assert.deepEqual(hf.tensorTypes, { BF16: tensors.length });
+    assert.equal(hf.memory.weights, 2 * parameters);
+
+    // Running one is another matter: one line saying so.
+    assertOneLineError(
+      await runCli(["generate", "--model", `${dir}/huge.gguf`, "--kernels", "plain"]),
+      1,
+      /huge\.gguf: .*do not fit in memory/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -504,7 +504,7 @@ Deno.test("random models load, and fast kernels follow the plain path's greedy i
       const runs: number[][] = [];
       for (const kind of ["plain", "fast"] as const) {
         const kernels = await createKernels(kind, 2);
-        const bytes = await readFileBytes(path, 0, kernels.allocateBytes?.bind(kernels));
+        const bytes = await readFileBytes(path, { allocate: kernels.allocateBytes?.bind(kernels) });
         const file = isGguf(bytes) ? ggufToModelFile(parseGguf(bytes, path)) : parseLlama2c(bytes, path);
         assert.deepEqual(file.config, config);
         if (type === "Q4_K_M") {
@@ -563,7 +563,7 @@ for (const type of ["Q8_0", "Q4_0", "Q4_K_M", "Q5_K_M"]) {
           try {
             const path = sharedPath(c.model);
             const file = ggufToModelFile(
-              parseGguf(await readFileBytes(path, 0, kernels.allocateBytes?.bind(kernels)), path),
+              parseGguf(await readFileBytes(path, { allocate: kernels.allocateBytes?.bind(kernels) }), path),
             );
             assert.equal(defaultCacheEncoding(file), "bf16");
             const prompt = new Tokenizer(file.vocabulary!).encode(g.prompt, { bos: true });

@@ -229,10 +229,12 @@ Deno.test("safetensors: files and misaligned copies go into memory from the give
     "model.safetensors": safetensorsFile(hfTensors(reference), { pad: 2 }),
   });
   const buffers: ArrayBuffer[] = [];
-  const model = await loadSafetensorsDirectory(dir, (byteLength) => {
-    const bytes = new Uint8Array(byteLength + 8);
-    buffers.push(bytes.buffer);
-    return bytes.subarray(8);
+  const model = await loadSafetensorsDirectory(dir, {
+    allocate: (byteLength) => {
+      const bytes = new Uint8Array(byteLength + 8);
+      buffers.push(bytes.buffer);
+      return bytes.subarray(8);
+    },
   });
   await Deno.remove(dir, { recursive: true });
   assert.ok(buffers.length > 1, "the file and the misaligned F32 tensors");

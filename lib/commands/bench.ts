@@ -248,7 +248,7 @@ async function runChild(request: ChildRequest): Promise<BenchResult> {
 
 /** Loads a model with its file read straight into the kernels' memory when they offer it. */
 async function loadForBench(path: string, kernels: Awaited<ReturnType<typeof createKernels>>): Promise<Model> {
-  const file = await readModelFile(path, kernels.allocateBytes?.bind(kernels), kernels.threads);
+  const file = await readModelFile(path, { allocate: kernels.allocateBytes?.bind(kernels), readers: kernels.threads });
   let tokenizer: Tokenizer;
   try {
     tokenizer = await findTokenizer(file);

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { resolveModel } from "../catalog.ts";
 import { TensorlessError } from "../errors.ts";
 import { defaultCacheEncoding, findTokenizer, readModelFile } from "../model.ts";
 import type { ModelFile, ModelFormat } from "../model_file.ts";
@@ -19,9 +20,13 @@ Describes a model: format, architecture and sizes, tensor types, vocabulary
 and special token ids, chat template, and the memory it will take (weights,
 key/value cache at full context, activations).
 
+Reads only the headers, so it answers at once for a file of any size.
+
 Options:
-  -m, --model PATH       model: llama2.c .bin, GGUF file or Hugging Face directory
+  -m, --model M          a llama2.c .bin, GGUF file or Hugging Face directory, or
+                         a downloaded catalog model (see "tensorless models")
   -t, --tokenizer PATH   tokenizer.bin or tokenizer.model (when the model has none)
+      --dir DIR          models folder for catalog names
       --json             print the facts as one JSON object
   -h, --help             show this help
 `;
@@ -184,6 +189,7 @@ export const command: Command = {
     const { values } = parseFlags(args, {
       model: { type: "string", short: "m" },
       tokenizer: { type: "string", short: "t" },
+      dir: { type: "string" },
       json: { type: "boolean" },
     });
     if (values.help) {
@@ -191,13 +197,15 @@ export const command: Command = {
       return 0;
     }
     if (!values.model) throw new UsageError("--model is required");
-    const file = await readModelFile(values.model);
+    const resolved = await resolveModel(values.model, { dir: values.dir, download: false });
+    const file = await readModelFile(resolved.model, { headerOnly: true });
+    const tokenizerPath = values.tokenizer ?? resolved.tokenizer;
     let tokenizer: Tokenizer | string;
     try {
-      tokenizer = await findTokenizer(file, values.tokenizer);
+      tokenizer = await findTokenizer(file, tokenizerPath);
     } catch (error) {
       // A tokenizer the user named must load; otherwise say why there is none and describe the rest.
-      if (values.tokenizer !== undefined || !(error instanceof TensorlessError)) throw error;
+      if (tokenizerPath !== undefined || !(error instanceof TensorlessError)) throw error;
       tokenizer = error.message;
     }
     const info = describeModel(file, tokenizer);

@@ -113,8 +113,8 @@ export interface Kernels {
   rotateAndCache?(job: RotateJob): boolean;
   /**
    * Optional: `byteLength` bytes (8-byte aligned) in memory these kernels
-   * read directly, to load a model file into (`readFileBytes(path, align,
-   * kernels.allocateBytes, kernels.threads)`). Kernels without it read weights wherever they are.
+   * read directly, to load a model file into (`readFileBytes(path, { allocate:
+   * kernels.allocateBytes, readers: kernels.threads })`). Kernels without it read weights wherever they are.
    */
   allocateBytes?(byteLength: number): Uint8Array;
   /** Optional: the threads these kernels run on (1 when absent); a model file is read with as many. */
