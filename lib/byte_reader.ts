@@ -22,9 +22,16 @@ export class BeyondHead extends FileFormatError {
 }
 
 /**
+ * Where a tensor's bytes go when a file is read tensor by tensor: memory of `length` bytes that will be filled from
+ * `offset` of the file (by the caller, once the header is parsed).
+ */
+export type Placement = (offset: number, length: number) => Uint8Array;
+
+/**
  * Reads little-endian numbers and strings from a byte array, never past its end. The array may hold just the start
- * of a file of `size` bytes (its header, when a model is only described): sizes are checked against the whole file,
- * reads past the start throw {@link BeyondHead}, and {@link ByteReader.at} stands zeros in for data not read.
+ * of a file of `size` bytes (its header, when a model is only described, or read tensor by tensor): sizes are checked
+ * against the whole file, reads past the start throw {@link BeyondHead}, and {@link ByteReader.at} gives data not
+ * read as zeros, and all tensor data as the {@link Placement}'s memory when there is one.
  */
 export class ByteReader {
   readonly bytes: Uint8Array;
@@ -34,18 +41,21 @@ export class ByteReader {
   offset: number;
   #view: DataView;
   #zeros = new Uint8Array(0);
+  readonly #place?: Placement;
 
   /**
    * @param bytes the untrusted data
    * @param file the path used in error messages
    * @param offset where to start reading
    * @param size the whole file's length, when `bytes` holds only its start
+   * @param place where data past `bytes` goes (default: zeros that are not to be written)
    */
-  constructor(bytes: Uint8Array, file: string, offset = 0, size: number = bytes.byteLength) {
+  constructor(bytes: Uint8Array, file: string, offset = 0, size: number = bytes.byteLength, place?: Placement) {
     this.bytes = bytes;
     this.file = file;
     this.offset = offset;
     this.size = Math.max(size, bytes.byteLength);
+    this.#place = place;
     this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
@@ -70,13 +80,15 @@ export class ByteReader {
   }
 
   /**
-   * The file's `length` bytes at `offset` (which the caller has checked lie inside it), as a view when they were read
-   * and as zeros (shared by all such ranges, not to be written) when they lie past the bytes read.
+   * The file's `length` bytes at `offset` (which the caller has checked lie inside it): the placement's memory for
+   * them when there is one; else a view when they were read, and past that zeros (shared by all such ranges, not to
+   * be written).
    */
   at(offset: number, length: number): Uint8Array {
     if (!Number.isSafeInteger(offset + length) || offset < 0 || length < 0 || offset + length > this.size) {
       this.fail(`${length} bytes at offset ${offset} lie outside the file's ${this.size}`);
     }
+    if (this.#place) return this.#place(offset, length);
     if (offset + length <= this.bytes.byteLength) return this.bytes.subarray(offset, offset + length);
     if (length > this.#zeros.length) this.#zeros = new Uint8Array(Math.max(length, 2 * this.#zeros.length));
     return this.#zeros.subarray(0, length);

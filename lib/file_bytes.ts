@@ -5,8 +5,9 @@
  * @module
  */
 
+import type { Placement } from "./byte_reader.ts";
 import { FileFormatError } from "./errors.ts";
-import type { ReadRange } from "./file_read_worker.ts";
+import type { ReadRanges } from "./file_read_worker.ts";
 
 /**
  * Bytes per read call. One read of a whole 3.6 GB file took twice as long (5.3 s against 2.5-2.8 s here) as reads of
@@ -102,11 +103,75 @@ export async function readFully(file: Deno.FsFile, into: Uint8Array): Promise<bo
 async function readInParallel(path: string, file: Deno.FsFile, bytes: Uint8Array, readers: number): Promise<void> {
   // Ranges of whole pages, the last one taking the rest.
   const share = Math.ceil(bytes.length / readers / 4096) * 4096;
-  const ranges = Array.from({ length: readers }, (_, i) => [i * share, Math.min(bytes.length, (i + 1) * share)])
-    .filter(([start, end]) => start < end);
+  const shares = Array.from({ length: readers }, (_, i) => [i * share, Math.min(bytes.length, (i + 1) * share)])
+    .filter(([start, end]) => start < end)
+    .map(([start, end]) => [{ position: start, into: bytes.subarray(start, end) }]);
+  await readShares(path, file, shares);
+}
+
+/** Bytes of a file to read into memory: `into.length` of them from `position`. */
+export interface FileRange {
+  position: number;
+  into: Uint8Array;
+}
+
+/**
+ * Reading a file tensor by tensor: `place` (for a parser, see `ByteReader`) gives each tensor `allocate`'s memory and
+ * notes where in the file its bytes are; `read` then fills them all, shared among `readers` threads.
+ */
+export function tensorReads(
+  path: string,
+  allocate: (byteLength: number) => Uint8Array,
+  readers = 1,
+): { place: Placement; read(): Promise<void> } {
+  const ranges: FileRange[] = [];
+  return {
+    place: (position, length) => {
+      const into = allocate(length);
+      ranges.push({ position, into });
+      return into;
+    },
+    read: () => readRanges(path, ranges, readers),
+  };
+}
+
+/**
+ * Fills every range from its place in the file: a model's tensors, read one by one into memory of their own (views
+ * on shared memory, when `readers` above 1 share the reading: runs of consecutive ranges of about equal bytes).
+ */
+export async function readRanges(path: string, ranges: FileRange[], readers = 1): Promise<void> {
+  if (ranges.length === 0) return;
+  const sorted = [...ranges].sort((a, b) => a.position - b.position);
+  const total = sorted.reduce((sum, range) => sum + range.into.length, 0);
+  const shared = sorted.every((range) => range.into.buffer instanceof SharedArrayBuffer);
+  const count = shared && total >= PARALLEL_READ_BYTES ? Math.max(1, Math.floor(readers)) : 1;
+  const shares: FileRange[][] = Array.from({ length: count }, () => []);
+  let done = 0;
+  for (const range of sorted) {
+    shares[Math.min(count - 1, Math.floor((done * count) / total))].push(range);
+    done += range.into.length;
+  }
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (error) {
+    throw new FileFormatError(path, describeOpenError(error));
+  }
+  try {
+    await readShares(path, file, shares.filter((share) => share.length > 0));
+  } catch (error) {
+    if (error instanceof FileFormatError) throw error;
+    throw new FileFormatError(path, `cannot read: ${error instanceof Error ? error.message : error}`);
+  } finally {
+    file.close();
+  }
+}
+
+/** Reads the first share through `file` on this thread and each other in a worker of its own, all at once. */
+async function readShares(path: string, file: Deno.FsFile, shares: FileRange[][]): Promise<void> {
   const workers: Worker[] = [];
   try {
-    const others = ranges.slice(1).map(([start, end]) => {
+    const others = shares.slice(1).map((ranges) => {
       const worker = new Worker(new URL("./file_read_worker.ts", import.meta.url), { type: "module" });
       workers.push(worker);
       return new Promise<void>((resolve, reject) => {
@@ -116,14 +181,16 @@ async function readInParallel(path: string, file: Deno.FsFile, bytes: Uint8Array
           event.preventDefault();
           reject(new FileFormatError(path, `cannot read: ${event.message}`));
         };
-        const range: ReadRange = { path, position: start, into: bytes.subarray(start, end) };
-        worker.postMessage(range);
+        worker.postMessage({ path, ranges } satisfies ReadRanges);
       });
     });
     // Settle them all before leaving, so no worker still writes into the memory once this returns or throws.
-    const own = readFully(file, bytes.subarray(0, ranges[0][1])).then((whole) => {
-      if (!whole) throw new FileFormatError(path, SHRANK);
-    });
+    const own = (async () => {
+      for (const range of shares[0] ?? []) {
+        await file.seek(range.position, Deno.SeekMode.Start);
+        if (!await readFully(file, range.into)) throw new FileFormatError(path, SHRANK);
+      }
+    })();
     const results = await Promise.allSettled([own, ...others]);
     const failed = results.find((result) => result.status === "rejected");
     if (failed) throw failed.reason;

@@ -1,30 +1,31 @@
 /**
- * A worker of `readFileBytes` (`file_bytes.ts`): reads one range of a file
- * into shared memory, then reports `{ error }`: null when done, else a
- * one-line reason (without the path, which the caller adds).
+ * A worker of `readFileBytes` and `readRanges` (`file_bytes.ts`): reads ranges of a file into shared memory, then
+ * reports `{ error }`: null when done, else a one-line reason (without the path, which the caller adds).
  *
  * @module
  */
 
-import { readFully, SHRANK } from "./file_bytes.ts";
+import { type FileRange, readFully, SHRANK } from "./file_bytes.ts";
 
-/** What `readFileBytes` sends: fill `into` (a view on shared memory) from byte `position` of `path`. */
-export interface ReadRange {
+/** What a worker is sent: fill each range's `into` (a view on shared memory) from its `position` in `path`. */
+export interface ReadRanges {
   path: string;
-  position: number;
-  into: Uint8Array;
+  ranges: FileRange[];
 }
 
 const scope = globalThis as unknown as {
-  onmessage: ((event: MessageEvent<ReadRange>) => void) | null;
+  onmessage: ((event: MessageEvent<ReadRanges>) => void) | null;
   postMessage(message: { error: string | null }): void;
 };
 
-scope.onmessage = async ({ data: { path, position, into } }) => {
+scope.onmessage = async ({ data: { path, ranges } }) => {
   try {
     using file = await Deno.open(path, { read: true });
-    await file.seek(position, Deno.SeekMode.Start);
-    scope.postMessage({ error: await readFully(file, into) ? null : SHRANK });
+    for (const { position, into } of ranges) {
+      await file.seek(position, Deno.SeekMode.Start);
+      if (!await readFully(file, into)) return scope.postMessage({ error: SHRANK });
+    }
+    scope.postMessage({ error: null });
   } catch (error) {
     scope.postMessage({ error: `cannot read: ${error instanceof Error ? error.message : error}` });
   }

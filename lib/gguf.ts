@@ -8,7 +8,7 @@
  * @module
  */
 
-import { ByteReader } from "./byte_reader.ts";
+import { ByteReader, type Placement } from "./byte_reader.ts";
 import { FileFormatError } from "./errors.ts";
 import { checkConfig } from "./llama2c.ts";
 import type { LayerWeights, LlamaConfig, LlamaNumerics, ModelFile } from "./model_file.ts";
@@ -156,9 +156,15 @@ export function isGguf(bytes: Uint8Array): boolean {
  *   the header and tensor directory; tensor data past it read as zeros)
  * @param path the file's path, for error messages
  * @param size the file's length
+ * @param place where each tensor's data goes, for the caller to read (default: views on `bytes`, zeros past it)
  */
-export function parseGguf(bytes: Uint8Array, path: string, size: number = bytes.byteLength): GgufFile {
-  const r: ByteReader = new ByteReader(bytes, path, 0, size);
+export function parseGguf(
+  bytes: Uint8Array,
+  path: string,
+  size: number = bytes.byteLength,
+  place?: Placement,
+): GgufFile {
+  const r: ByteReader = new ByteReader(bytes, path, 0, size, place);
   if (!isGguf(bytes)) r.fail('not a GGUF file (no "GGUF" magic)');
   r.offset = 4;
   const version = r.u32("version");

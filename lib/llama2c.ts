@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ByteReader } from "./byte_reader.ts";
+import { ByteReader, type Placement } from "./byte_reader.ts";
 import type { LayerWeights, LlamaConfig, ModelFile } from "./model_file.ts";
 import { f32Matrix } from "./tensor.ts";
 
@@ -24,9 +24,15 @@ export function isVersionedLlama2c(head: Uint8Array): boolean {
  * @param bytes the file, or only its start when `size` is given (weights past it read as zeros)
  * @param path the file's path, for error messages
  * @param size the file's length
+ * @param place where each tensor's data goes, for the caller to read (default: views on `bytes`, zeros past it)
  */
-export function parseLlama2c(bytes: Uint8Array, path: string, size: number = bytes.byteLength): ModelFile {
-  const reader = new ByteReader(bytes, path, 0, size);
+export function parseLlama2c(
+  bytes: Uint8Array,
+  path: string,
+  size: number = bytes.byteLength,
+  place?: Placement,
+): ModelFile {
+  const reader = new ByteReader(bytes, path, 0, size, place);
   let format: ModelFile["format"] = "llama2c-v0";
   let headerBytes = 28;
   if (isVersionedLlama2c(bytes)) {

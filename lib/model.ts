@@ -8,7 +8,7 @@
 
 import { FileFormatError, TensorlessError } from "./errors.ts";
 import { BeyondHead } from "./byte_reader.ts";
-import { describeOpenError, readFileBytes, SHRANK } from "./file_bytes.ts";
+import { describeOpenError, readFileBytes, SHRANK, tensorReads } from "./file_bytes.ts";
 import type { Kernels } from "./kernels/kernels.ts";
 import { createKernels, type KernelKind } from "./kernels/select.ts";
 import { ggufToModelFile, isGguf, parseGguf } from "./gguf.ts";
@@ -130,13 +130,11 @@ export class Model {
  */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
   const given = typeof options.kernels === "object" ? options.kernels : undefined;
-  const kernels = given ?? await createKernels(options.kernels as KernelKind | undefined ?? "plain", options.threads);
+  const kind = options.kernels as KernelKind | undefined ?? "plain";
+  const kernels = given ?? await createKernels(kind, options.threads, await modelBytes(path));
   try {
     // Read the weights straight into memory the kernels use, when they have such memory.
-    const file = await readModelFile(path, {
-      allocate: kernels.allocateBytes?.bind(kernels),
-      readers: kernels.threads,
-    });
+    const file = await readModelFile(path, kernelMemory(kernels));
     const tokenizer = await findTokenizer(file, options.tokenizer);
     return new Model(file, tokenizer, kernels, options.cache);
   } catch (error) {
@@ -160,19 +158,58 @@ export async function readModelFile(path: string, options: ModelReadOptions = {}
     throw new FileFormatError(path, describeOpenError(error));
   }
   if (info.isDirectory) return await loadSafetensorsDirectory(path, options);
-  const parse = (bytes: Uint8Array, size = bytes.length) =>
-    isGguf(bytes) ? ggufToModelFile(parseGguf(bytes, path, size)) : parseLlama2c(bytes, path, size);
-  if (!options.headerOnly) return parse(await readFileBytes(path, options));
+  const size = info.size;
+  const byTensor = !options.headerOnly && options.allocateTensor !== undefined &&
+    size > (options.maxAllocate ?? Infinity);
+  if (!options.headerOnly && !byTensor) {
+    const bytes = await readFileBytes(path, options);
+    return isGguf(bytes) ? ggufToModelFile(parseGguf(bytes, path)) : parseLlama2c(bytes, path);
+  }
+  // The header alone (grown until it holds the whole tensor directory), then each tensor into its own memory.
   for (let headBytes = HEADER_GUESS;;) {
     const head = await readFileBytes(path, { headBytes });
+    const tensors = byTensor ? tensorReads(path, options.allocateTensor!, options.readers) : undefined;
     try {
-      return parse(head, info.size);
+      // Parsers place tensors only once their header is read: a BeyondHead comes before any placement.
+      const parsed = isGguf(head)
+        ? parseGguf(head, path, size, tensors?.place)
+        : parseLlama2c(head, path, size, tensors?.place);
+      await tensors?.read();
+      return "tensors" in parsed ? ggufToModelFile(parsed) : parsed;
     } catch (error) {
       if (!(error instanceof BeyondHead)) throw error;
       // Read more, unless that was all the file now holds.
       if (head.length < headBytes) throw new FileFormatError(path, SHRANK);
       headBytes = Math.max(error.end, 4 * headBytes);
     }
+  }
+}
+
+/**
+ * How to read a model into `kernels`' own memory, when they have some: whole, or tensor by tensor when larger than
+ * one piece of it holds.
+ */
+export function kernelMemory(kernels: Kernels): ModelReadOptions {
+  return {
+    allocate: kernels.allocateBytes?.bind(kernels),
+    readers: kernels.threads,
+    allocateTensor: kernels.allocateTensor?.bind(kernels),
+    maxAllocate: kernels.maxAllocateBytes,
+  };
+}
+
+/** Bytes of the model at `path`: the file's size, or a directory's safetensors files' (0 if it cannot be read). */
+export async function modelBytes(path: string): Promise<number> {
+  try {
+    const info = await Deno.stat(path);
+    if (!info.isDirectory) return info.size;
+    let total = 0;
+    for await (const entry of Deno.readDir(path)) {
+      if (entry.name.endsWith(".safetensors")) total += (await Deno.stat(`${path}/${entry.name}`)).size;
+    }
+    return total;
+  } catch {
+    return 0;
   }
 }
 

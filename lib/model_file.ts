@@ -103,4 +103,11 @@ export interface ModelReadOptions extends ReadOptions {
    * that take no memory until touched, and the model must not be run.
    */
   headerOnly?: boolean;
+  /**
+   * Supplies memory for one tensor, for files of more than `maxAllocate` bytes (which `allocate` cannot hold in one
+   * piece): those are read tensor by tensor, each into memory of its own (see `Kernels.allocateTensor`).
+   */
+  allocateTensor?: (byteLength: number) => Uint8Array;
+  /** The largest file `allocate` is given whole, when `allocateTensor` can take larger ones. Default: any. */
+  maxAllocate?: number;
 }

@@ -12,9 +12,9 @@
  * @module
  */
 
-import { ByteReader } from "./byte_reader.ts";
+import { ByteReader, type Placement } from "./byte_reader.ts";
 import { FileFormatError } from "./errors.ts";
-import { describeOpenError, readFileBytes } from "./file_bytes.ts";
+import { describeOpenError, readFileBytes, tensorReads } from "./file_bytes.ts";
 import type { LayerWeights, LlamaConfig, LlamaNumerics, ModelFile, ModelReadOptions } from "./model_file.ts";
 import { dequantizeRow } from "./quant.ts";
 import type { Matrix, TensorType } from "./tensor.ts";
@@ -64,13 +64,15 @@ export interface SafetensorsTensor {
  * @param bytes the whole file, or only its start when `size` is given (tensor data past it read as zeros)
  * @param path the file's path, for error messages
  * @param size the file's length
+ * @param place where each tensor's data goes, for the caller to read (default: views on `bytes`, zeros past it)
  */
 export function parseSafetensors(
   bytes: Uint8Array,
   path: string,
   size: number = bytes.byteLength,
+  place?: Placement,
 ): Map<string, SafetensorsTensor> {
-  const reader = new ByteReader(bytes, path, 0, size);
+  const reader = new ByteReader(bytes, path, 0, size, place);
   const headerLength = reader.u64("header length");
   checkHeaderLength(headerLength, reader.size, path);
   const header = parseJson(reader.utf8(headerLength, "header"), path, "header");
@@ -313,14 +315,21 @@ async function readSafetensorsFile(path: string, options: ModelReadOptions): Pro
   } catch (error) {
     throw new FileFormatError(path, describeOpenError(error));
   }
-  const head = new ByteReader(await readFileBytes(path, { headBytes: 8 }), path);
-  const headerLength = head.u64("header length");
+  const headerLength = new ByteReader(await readFileBytes(path, { headBytes: 8 }), path).u64("header length");
   checkHeaderLength(headerLength, size, path);
   const alignOffset = 8 + headerLength;
-  if (options.headerOnly) {
-    return parseSafetensors(await readFileBytes(path, { alignOffset, headBytes: alignOffset }), path, size);
+  const byTensor = options.allocateTensor !== undefined && size > (options.maxAllocate ?? Infinity);
+  if (!options.headerOnly && !byTensor) {
+    return parseSafetensors(await readFileBytes(path, { ...options, alignOffset }), path);
   }
-  return parseSafetensors(await readFileBytes(path, { ...options, alignOffset }), path);
+  // The header alone, and for a file too large for one piece of memory, each tensor into its own.
+  const head = await readFileBytes(path, { alignOffset, headBytes: alignOffset });
+  const reads = byTensor && !options.headerOnly
+    ? tensorReads(path, options.allocateTensor!, options.readers)
+    : undefined;
+  const tensors = parseSafetensors(head, path, size, reads?.place);
+  await reads?.read();
+  return tensors;
 }
 
 function checkHeaderLength(headerLength: number, fileSize: number, path: string): void {

@@ -1,6 +1,6 @@
 // Reading whole files: more than one read call's worth, at the asked alignment, into the memory given.
 import assert from "node:assert/strict";
-import { PARALLEL_READ_BYTES, readFileBytes } from "../lib/file_bytes.ts";
+import { type FileRange, PARALLEL_READ_BYTES, readFileBytes, readRanges } from "../lib/file_bytes.ts";
 
 Deno.test("readFileBytes reads a file of several read calls whole, aligned, into plain or given memory", async () => {
   const dir = await Deno.makeTempDir({ prefix: "tensorless-test-" });
@@ -33,7 +33,7 @@ Deno.test("readFileBytes reads a file of several read calls whole, aligned, into
   }
 });
 
-Deno.test("readFileBytes splits a large file among readers, each range where it belongs", async () => {
+Deno.test("readFileBytes and readRanges split a large file among readers, each range where it belongs", async () => {
   const dir = await Deno.makeTempDir({ prefix: "tensorless-test-" });
   try {
     // Large enough to be split, with a size that is no multiple of a page, so the ranges and the last one's tail differ.
@@ -51,6 +51,24 @@ Deno.test("readFileBytes splits a large file among readers, each range where it 
       let first = -1;
       for (let i = 0; i < size && first < 0; i++) if (bytes[i] !== expected[i]) first = i;
       assert.equal(first, -1, `${readers} readers: the bytes read are the file's`);
+    }
+
+    // As tensors: ranges of odd sizes with gaps between them, out of order, each into memory of its own.
+    const ranges: FileRange[] = [];
+    for (let position = 17, i = 0; position < size; i++) {
+      const length = Math.min(size - position, (i % 7 + 1) * 3_000_001);
+      ranges.push({ position, into: shared(length) });
+      position += length + (i % 3) * 4097;
+    }
+    ranges.reverse();
+    for (const readers of [1, 2, 3]) {
+      for (const range of ranges) range.into.fill(0);
+      await readRanges(path, ranges, readers);
+      const wrong = ranges.find(({ position, into }) => {
+        for (let i = 0; i < into.length; i++) if (into[i] !== expected[position + i]) return true;
+        return false;
+      });
+      assert.equal(wrong, undefined, `${readers} readers: a range of ${wrong?.into.length} at ${wrong?.position}`);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });

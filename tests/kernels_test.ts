@@ -36,6 +36,7 @@ import { Session } from "../lib/transformer.ts";
 import { Tokenizer } from "../lib/tokenizer.ts";
 import { type Matrix, rowBytes, TENSOR_TYPES, type TensorType } from "../lib/tensor.ts";
 import { defaultCacheEncoding, loadModel, Sampler } from "../mod.ts";
+import { kernelMemory, readModelFile } from "../lib/model.ts";
 import { parityCases, sharedPath, sharedTest } from "./shared_data.ts";
 import { argmax } from "../lib/sampler.ts";
 
@@ -533,6 +534,36 @@ Deno.test("random models load, and fast kernels follow the plain path's greedy i
       // Quantized inputs may flip a near-tie on random weights; float weights (float inputs) must agree exactly.
       if (type === "F32" || type === "F16" || type === "BF16") assert.deepEqual(runs[1], runs[0]);
       else assert.ok(runs[1].filter((id, i) => id === runs[0][i]).length >= 9, `${type}: ${runs[0]} vs ${runs[1]}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a model past the main memory: tensors in further memories give the very logits of the main one", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const small = { dim: 64, hiddenDim: 96, nLayers: 2, nHeads: 4, nKvHeads: 4, vocabSize: 300, seqLen: 32 };
+    const wide = { dim: 256, hiddenDim: 512, nLayers: 3, nHeads: 4, nKvHeads: 2, vocabSize: 300, seqLen: 32 };
+    for (const type of RANDOM_MODEL_TYPES) {
+      const path = `${dir}/tiny-${type}.${type === "F32" ? "bin" : "gguf"}`;
+      await writeRandomModel(path, type === "Q4_K_M" ? wide : small, type);
+      const { size } = await Deno.stat(path);
+      // All tensors in the main memory (read whole), none there, and about half there (products of both kinds).
+      const logits: Float32Array[][] = [];
+      for (const mainTensorBytes of [undefined, 0, size / 2]) {
+        const kernels = await WasmKernels.create({ threads: 2, weightBytes: size, mainTensorBytes });
+        try {
+          const file = await readModelFile(path, kernelMemory(kernels));
+          const session = new Session({ ...file, kernels, cacheEncoding: defaultCacheEncoding(file) });
+          const run = [session.feed([1, 17, 42, 99, 150, 7, 230, 64, 5]).slice()];
+          for (const id of [3, 8, 13]) run.push(session.feed([id]).slice());
+          logits.push(run);
+        } finally {
+          kernels.close();
+        }
+      }
+      for (const run of logits.slice(1)) assert.deepEqual(run, logits[0], type);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });

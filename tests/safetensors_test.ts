@@ -222,6 +222,37 @@ Deno.test("safetensors: shards, tied embeddings, misaligned tensors and tokenize
   });
 });
 
+Deno.test("safetensors: shards too large for one piece of memory are read tensor by tensor, to the same weights", async () => {
+  const reference = tinyReference();
+  const tensors = hfTensors(reference);
+  const names = Object.keys(tensors);
+  const shard = (from: number, to: number) => Object.fromEntries(names.slice(from, to).map((n) => [n, tensors[n]]));
+  const dir = await writeDir({
+    "config.json": HF_CONFIG,
+    "a.safetensors": safetensorsFile(shard(0, 10), { pad: 1 }),
+    "b.safetensors": safetensorsFile(shard(10, names.length), { pad: 2 }),
+    "model.safetensors.index.json": {
+      weight_map: Object.fromEntries(names.map((n, i) => [n, i < 10 ? "a.safetensors" : "b.safetensors"])),
+    },
+  });
+  const pieces: ArrayBuffer[] = [];
+  const model = await loadSafetensorsDirectory(dir, {
+    allocate: () => assert.fail("a file read whole"),
+    maxAllocate: 100,
+    allocateTensor: (byteLength) => {
+      const bytes = new Uint8Array(byteLength);
+      pieces.push(bytes.buffer);
+      return bytes;
+    },
+  });
+  await Deno.remove(dir, { recursive: true });
+  assertSameWeights(model, reference);
+  assert.equal(pieces.length, names.length);
+  for (const w of [model.weights.tokenEmbedding, model.weights.layers[1].wq, model.weights.layers[1].w2]) {
+    assert.ok(pieces.includes(w.data.buffer as ArrayBuffer));
+  }
+});
+
 Deno.test("safetensors: files and misaligned copies go into memory from the given allocator", async () => {
   const reference = tinyReference();
   const dir = await writeDir({

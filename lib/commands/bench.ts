@@ -10,7 +10,7 @@
 import { FileFormatError, TensorlessError } from "../errors.ts";
 import { describeOpenError } from "../file_bytes.ts";
 import { createKernels, KERNEL_KINDS, type KernelKind } from "../kernels/select.ts";
-import { findTokenizer, Model, readModelFile } from "../model.ts";
+import { findTokenizer, kernelMemory, Model, modelBytes, readModelFile } from "../model.ts";
 import {
   fillerVocabulary,
   Random,
@@ -248,7 +248,7 @@ async function runChild(request: ChildRequest): Promise<BenchResult> {
 
 /** Loads a model with its file read straight into the kernels' memory when they offer it. */
 async function loadForBench(path: string, kernels: Awaited<ReturnType<typeof createKernels>>): Promise<Model> {
-  const file = await readModelFile(path, { allocate: kernels.allocateBytes?.bind(kernels), readers: kernels.threads });
+  const file = await readModelFile(path, kernelMemory(kernels));
   let tokenizer: Tokenizer;
   try {
     tokenizer = await findTokenizer(file);
@@ -283,7 +283,7 @@ function peakRss(): number {
 /** Measures one configuration in this process. */
 export async function measure(request: ChildRequest): Promise<BenchResult> {
   const started = performance.now();
-  const kernels = await createKernels(request.kernels, request.threads);
+  const kernels = await createKernels(request.kernels, request.threads, await modelBytes(request.model));
   const model = await loadForBench(request.model, kernels);
   const loadSeconds = (performance.now() - started) / 1000;
   try {

@@ -54,10 +54,12 @@ export const SLOT = {
   XT16: 20,
   /** Per group and block, the four inputs' half sums `Σq₀, Σq₁` as int16 pairs (for the K-quants' eight-input path). */
   XP4: 21,
+  /** Which weight memory the batch's products read (0: the main one), and so which instance's kernels run. */
+  MEMORY: 22,
 } as const;
 
 /** Where the job table starts (after the slots), and the ints per job. */
-export const JOB_BASE = 22, JOB_INTS = 8;
+export const JOB_BASE = 23, JOB_INTS = 8;
 
 /**
  * Kinds of batch: products (the job table), attention ({@link ATTENTION}), SwiGLU's elementwise step
@@ -272,6 +274,8 @@ export interface Participant {
   /** 0 for the calling thread, 1.. for the workers. */
   index: number;
   kernels: KernelFunction[];
+  /** The same kernels of the instances on the further weight memories (their products read weights there). */
+  kernelsOn: KernelFunction[][];
   attend: AttendFunction;
   attendFour: AttendFourFunction;
   /** The same for a bfloat16 cache. */
@@ -284,12 +288,22 @@ export interface Participant {
   rotateAndCacheBf16: RotateFunction;
 }
 
-/** A participant's view of an instance of the kernel module. */
-export function participantOf(index: number, instance: WebAssembly.Instance): Participant {
+/**
+ * A participant's view of an instance of the kernel module on the main memory, and of `further` instances on the
+ * further weight memories (the same module, whose products then read weights, inputs and outputs there).
+ */
+export function participantOf(
+  index: number,
+  instance: WebAssembly.Instance,
+  further: WebAssembly.Instance[] = [],
+): Participant {
   const exports = instance.exports;
+  const kernelsOf = (instance: WebAssembly.Instance) =>
+    WASM_KERNELS.map((kernel) => instance.exports[kernel] as KernelFunction);
   return {
     index,
-    kernels: WASM_KERNELS.map((kernel) => exports[kernel] as KernelFunction),
+    kernels: kernelsOf(instance),
+    kernelsOn: further.map(kernelsOf),
     attend: exports.attend as AttendFunction,
     attendFour: exports.attendFour as AttendFourFunction,
     attendBf16: exports.attendBf16 as AttendFunction,
@@ -317,8 +331,10 @@ export function runShare(control: Int32Array, participant: Participant): void {
       return runQuantize(control, participant);
     case WORK.ROTATE:
       return runRotate(control, participant);
-    default:
-      return runMatmul(control, participant.kernels);
+    default: {
+      const memory = control[SLOT.MEMORY];
+      return runMatmul(control, memory === 0 ? participant.kernels : participant.kernelsOn[memory - 1]);
+    }
   }
 }
 

@@ -117,6 +117,13 @@ export interface Kernels {
    * kernels.allocateBytes, readers: kernels.threads })`). Kernels without it read weights wherever they are.
    */
   allocateBytes?(byteLength: number): Uint8Array;
+  /** Optional: the most bytes one {@link Kernels.allocateBytes} call can still give. */
+  readonly maxAllocateBytes?: number;
+  /**
+   * Optional: `byteLength` bytes (64-byte aligned) for one tensor, in memory these kernels read directly, for a
+   * model file larger than {@link Kernels.maxAllocateBytes}: such a file is read tensor by tensor into these.
+   */
+  allocateTensor?(byteLength: number): Uint8Array;
   /** Optional: the threads these kernels run on (1 when absent); a model file is read with as many. */
   readonly threads?: number;
   /**

@@ -19,16 +19,21 @@ export const KERNEL_KINDS: readonly KernelKind[] = ["plain", "wasm", "fast"];
 /**
  * Creates kernels of the given kind. `threads` (default
  * `navigator.hardwareConcurrency`) only matters for `"fast"`: the calling
- * thread plus `threads - 1` workers share each product. Call `close()` when
- * done so the workers end.
+ * thread plus `threads - 1` workers share each product. `weightBytes`, the
+ * size of the model they will run, lets the WebAssembly kernels make room for
+ * one larger than 4 GiB. Call `close()` when done so the workers end.
  */
-export async function createKernels(kind: KernelKind = "fast", threads?: number): Promise<Kernels> {
+export async function createKernels(kind: KernelKind = "fast", threads?: number, weightBytes = 0): Promise<Kernels> {
   switch (kind) {
     case "plain":
       return new PlainKernels();
     case "wasm":
-      return await WasmKernels.create({ threads: 1 });
+      return await WasmKernels.create({ threads: 1, weightBytes });
     case "fast":
-      return await WasmKernels.create({ threads: threads ?? navigator.hardwareConcurrency ?? 1, name: "fast" });
+      return await WasmKernels.create({
+        threads: threads ?? navigator.hardwareConcurrency ?? 1,
+        name: "fast",
+        weightBytes,
+      });
   }
 }

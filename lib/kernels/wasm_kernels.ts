@@ -14,6 +14,14 @@
  * (WebAssembly multi-memory), so a model whose weights fill most of the 4 GiB
  * of the first (Llama 2 7B) still attends in SIMD over thousands of positions.
  *
+ * A model larger than the main memory holds (`weightBytes`) is read tensor by
+ * tensor ({@link WasmKernels.allocateTensor}): the main memory first, then
+ * further memories of 4 GiB each, made for it. Each further memory has an
+ * instance of the same module on it, in every thread; a product whose weights
+ * are there runs on those instances, with its inputs (floats and quantized,
+ * as prepared in the main memory) copied in and its outputs copied back out,
+ * which costs O(n·(rows + cols)) like any other copy.
+ *
  * @module
  */
 
@@ -65,6 +73,13 @@ import type { WorkerSetup } from "./worker.ts";
  */
 const ALLOCATE_HEADROOM = 64 * 2 ** 20;
 
+/**
+ * Room a model read tensor by tensor leaves in the main memory for activations, scratch and copies (a 128-token prompt
+ * of a 13B model takes about 60 MiB), and the part of each further memory its weights are counted to fill: the rest is
+ * slack for tensors that do not fit at a memory's end, and the further memory's own scratch.
+ */
+const TENSOR_HEADROOM = 256 * 2 ** 20, FURTHER_FILL = 0.875;
+
 /** Blocks of 32 inputs below which a product's inputs are quantized by the calling thread alone (as generating). */
 const QUANTIZE_SHARED_BLOCKS = 1024;
 
@@ -76,6 +91,17 @@ export interface WasmKernelsOptions {
   relaxed?: boolean;
   /** Name reported by `kernels.name` (default "wasm" for one thread, "fast" otherwise). */
   name?: string;
+  /**
+   * Bytes of the model these kernels will run (default 0): past what the main memory holds, further memories of
+   * weights are made for them (see {@link WasmKernels.allocateTensor}).
+   */
+  weightBytes?: number;
+  /**
+   * At most this many bytes of a model go to the main memory (default: all but 256 MiB of it, when read tensor by
+   * tensor; all but 64 MiB when read whole); the rest to further memories. Tests set it low, to run small models from
+   * those.
+   */
+  mainTensorBytes?: number;
 }
 
 /** WebAssembly SIMD kernels, optionally multi-threaded. */
@@ -87,6 +113,16 @@ export class WasmKernels implements Kernels {
   readonly relaxed: boolean;
   /** Weights, activations and scratch. */
   readonly #main: MemoryBlocks;
+  /**
+   * Memories for the weights of a model larger than the main memory holds (wasm32: 4 GiB each), read by instances of
+   * the same module; a product of weights there gets its inputs and outputs there too (copied in and out).
+   */
+  readonly #further: MemoryBlocks[];
+  /** Each further memory's scratch for those inputs and outputs. */
+  readonly #furtherScratch: { start: number; bytes: number }[];
+  /** Bytes of tensors the main memory takes at most (see {@link WasmKernelsOptions.mainTensorBytes}; else Infinity). */
+  readonly #mainTensorBytes: number;
+  #mainTensorsTaken = 0;
   /** The key/value cache: a second memory when the engine has multi-memory, else {@link WasmKernels.#main}. */
   readonly #cache: MemoryBlocks;
   readonly #participant: Participant;
@@ -111,14 +147,19 @@ export class WasmKernels implements Kernels {
     memory: WebAssembly.Memory,
     cache: WebAssembly.Memory | undefined,
     instance: WebAssembly.Instance,
+    further: { memory: WebAssembly.Memory; instance: WebAssembly.Instance }[],
+    mainTensorBytes: number,
     control: Int32Array,
     workers: Worker[],
   ) {
     this.name = name;
     this.relaxed = relaxed;
     this.#main = new MemoryBlocks(memory, RESERVED_BYTES);
+    this.#further = further.map(({ memory }) => new MemoryBlocks(memory, RESERVED_BYTES));
+    this.#furtherScratch = further.map(() => ({ start: 0, bytes: 0 }));
+    this.#mainTensorBytes = mainTensorBytes;
     this.#cache = cache ? new MemoryBlocks(cache, 64) : this.#main;
-    this.#participant = participantOf(0, instance);
+    this.#participant = participantOf(0, instance, further.map((each) => each.instance));
     this.#add = instance.exports.add as (x: number, y: number, length: number) => void;
     this.#rmsNorm = instance.exports.rmsnorm as (
       out: number,
@@ -169,16 +210,34 @@ export class WasmKernels implements Kernels {
         cache = undefined;
       }
       const module = kernelModule(relaxed, cache !== undefined);
-      fillHalfTable(memory, halfToFloat);
-      const instance = new WebAssembly.Instance(module, { env: cache ? { memory, cache } : { memory } });
+      const instanceOn = (memory: WebAssembly.Memory) => {
+        fillHalfTable(memory, halfToFloat);
+        return new WebAssembly.Instance(module, { env: cache ? { memory, cache } : { memory } });
+      };
+      const instance = instanceOn(memory);
+      // Further memories for the weights past the main one's room, each counted to be filled only in part.
+      // A model that fits whole (allocateBytes) needs none; a larger one is read tensor by tensor.
+      const weightBytes = options.weightBytes ?? 0, mainTensorBytes = options.mainTensorBytes ?? Infinity;
+      const whole = weightBytes <= Math.min(mainTensorBytes, MAX_BYTES - RESERVED_BYTES - ALLOCATE_HEADROOM);
+      const beyond = whole ? 0 : weightBytes - Math.min(mainTensorBytes, MAX_BYTES - RESERVED_BYTES - TENSOR_HEADROOM);
+      const further = Array.from({ length: Math.max(0, Math.ceil(beyond / (FURTHER_FILL * MAX_BYTES))) }, () => {
+        let memory: WebAssembly.Memory;
+        try {
+          memory = new WebAssembly.Memory({ initial: RESERVED_PAGES, maximum, shared: true });
+        } catch (error) {
+          throw new TensorlessError(`cannot set aside memory for the model's weights: ${(error as Error).message}`);
+        }
+        return { memory, instance: instanceOn(memory) };
+      });
       const control = new Int32Array(new SharedArrayBuffer(CONTROL_LENGTH * 4));
       control[SLOT.RELAXED] = relaxed ? 1 : 0;
       workers.forEach((worker, i) => {
-        worker.postMessage({ module, memory, cache, control, index: i + 1 } satisfies WorkerSetup);
+        const setup = { module, memory, cache, further: further.map((each) => each.memory), control, index: i + 1 };
+        worker.postMessage(setup satisfies WorkerSetup);
       });
       await ready;
       const name = options.name ?? (threads > 1 ? "fast" : "wasm");
-      return new WasmKernels(name, relaxed, memory, cache, instance, control, workers);
+      return new WasmKernels(name, relaxed, memory, cache, instance, further, mainTensorBytes, control, workers);
     } catch (error) {
       for (const worker of workers) worker.terminate();
       throw error;
@@ -193,6 +252,33 @@ export class WasmKernels implements Kernels {
   allocateBytes(size: number): Uint8Array {
     const start = this.#reserve(size);
     return new Uint8Array(this.#main.buffer(), start, size);
+  }
+
+  /** The most bytes {@link WasmKernels.allocateBytes} can still give: the main memory's room, less its headroom. */
+  get maxAllocateBytes(): number {
+    return Math.max(0, Math.min(this.#mainTensorBytes, MAX_BYTES - align64(this.#main.top) - ALLOCATE_HEADROOM));
+  }
+
+  /**
+   * `size` bytes for one tensor of a model file too large for {@link WasmKernels.allocateBytes}: in the main memory
+   * while it has room to spare, then in the first further memory with room (as many as `weightBytes` asked for).
+   */
+  allocateTensor(size: number): Uint8Array {
+    if (this.#mainTensorsTaken + size <= this.#mainTensorBytes) {
+      const start = this.#main.reserve(size, TENSOR_HEADROOM, false);
+      if (start !== undefined) {
+        this.#mainTensorsTaken += size;
+        return new Uint8Array(this.#main.buffer(), start, size);
+      }
+    }
+    for (const blocks of this.#further) {
+      const start = blocks.reserve(size, 0, false);
+      if (start !== undefined) return new Uint8Array(blocks.buffer(), start, size);
+    }
+    const needed = this.#further.length + 1;
+    throw new TensorlessError(
+      `the model's weights do not fit in the fast kernels' ${needed} memories of 4 GiB (use --kernels plain)`,
+    );
   }
 
   /**
@@ -405,7 +491,8 @@ export class WasmKernels implements Kernels {
       if (out.length < n * w.rows) throw new RangeError(`output too short: ${out.length} < ${n * w.rows}`);
     }
     if (x.length < n * cols) throw new RangeError(`input too short: ${x.length} < ${n * cols}`);
-    const weights = jobs.map(({ w }) => this.#weightsOf(w));
+    const placed = jobs.map(({ w }) => this.#weightsOf(w));
+    const weights = placed.map(([, address]) => address);
     const kinds = jobs.map(({ w }) => kindOf(w.type));
 
     // Inputs and outputs in the memory are used in place (an output overlapping the input goes through scratch).
@@ -427,7 +514,8 @@ export class WasmKernels implements Kernels {
     const interleave16 = n >= 8 && kinds.some((k) => WASM_KERNELS[k] === "q8_0");
     const interleavedBytes = align64(4 * groups * cols);
     const xt8Bytes = interleave8 ? interleavedBytes : 0, xt16Bytes = interleave16 ? 2 * interleavedBytes : 0;
-    let total = xfBytes + xq16Bytes + xq8Bytes + xdBytes + xcBytes + 6 * groupedBytes + xt8Bytes + xt16Bytes;
+    const inputBytes = xfBytes + xq16Bytes + xq8Bytes + xdBytes + xcBytes + 6 * groupedBytes + xt8Bytes + xt16Bytes;
+    let total = inputBytes;
     const outOffsets = jobs.map(({ w }, j) => {
       if (outInPlace[j]) return -1;
       const at = total;
@@ -463,33 +551,50 @@ export class WasmKernels implements Kernels {
 
     const control = this.#control;
     control[SLOT.WORK] = WORK.MATMUL;
-    control[SLOT.JOB_COUNT] = jobs.length;
     control[SLOT.N] = n;
-    control[SLOT.XF] = xf;
-    control[SLOT.XQ16] = xq16;
-    control[SLOT.XQ8] = xq8;
-    control[SLOT.XD] = xd;
-    control[SLOT.XC] = xc;
-    control[SLOT.XD4] = xd4;
-    control[SLOT.XC4] = xc4;
-    control[SLOT.XS4] = xs4;
-    control[SLOT.XH4] = xh4;
-    control[SLOT.XP4] = xp4;
-    control[SLOT.XT8] = xt8;
-    control[SLOT.XT16] = xt16;
-    jobs.forEach(({ w, out }, j) => {
-      const at = JOB_BASE + j * JOB_INTS;
-      control[at + JOB.KIND] = kinds[j];
-      control[at + JOB.W] = weights[j];
-      control[at + JOB.ROWS] = w.rows;
-      control[at + JOB.COLS] = w.cols;
-      control[at + JOB.OUT] = outInPlace[j] ? out.byteOffset : base + outOffsets[j];
+    const inputs = [xq16, xq8, xd, xc, xd4, xc4, xs4, xh4, xp4, xt8, xt16];
+    /** Runs jobs `which` (of one memory) on inputs at `xf` and `inputs` moved by `shift`, outputs at `outAt(j)`. */
+    const run = (memory: number, which: number[], xf: number, shift: number, outAt: (j: number) => number) => {
+      control[SLOT.MEMORY] = memory;
+      control[SLOT.JOB_COUNT] = which.length;
+      control[SLOT.XF] = xf;
+      inputs.forEach((address, i) => control[INPUT_SLOTS[i]] = address + shift);
+      which.forEach((j, slot) => {
+        const at = JOB_BASE + slot * JOB_INTS;
+        control[at + JOB.KIND] = kinds[j];
+        control[at + JOB.W] = weights[j];
+        control[at + JOB.ROWS] = jobs[j].w.rows;
+        control[at + JOB.COLS] = cols;
+        control[at + JOB.OUT] = outAt(j);
+      });
+      this.#runBatch();
+    };
+    const all = jobs.map((_, j) => j);
+    const onMain = this.#further.length === 0 ? all : all.filter((j) => placed[j][0] === 0);
+    if (onMain.length > 0) run(0, onMain, xf, 0, (j) => outInPlace[j] ? jobs[j].out.byteOffset : base + outOffsets[j]);
+    // Weights in a further memory: the prepared inputs are copied there (the floats, then the rest as laid out above),
+    // the jobs run on its instances, and their outputs are copied back.
+    this.#further.forEach((blocks, f) => {
+      const there = all.filter((j) => placed[j][0] === f + 1);
+      if (there.length === 0) return;
+      const floatBytes = align64(n * cols * 4), restBytes = inputBytes - xfBytes;
+      const outStarts: number[] = [];
+      let size = floatBytes + restBytes;
+      for (const j of there) {
+        outStarts[j] = size;
+        size += align64(n * jobs[j].w.rows * 4);
+      }
+      const at = this.#regionIn(blocks, this.#furtherScratch[f], size);
+      const buffer = blocks.buffer(), mainBuffer = this.#main.buffer();
+      new Float32Array(buffer, at, n * cols).set(new Float32Array(mainBuffer, xf, n * cols));
+      new Uint8Array(buffer, at + floatBytes, restBytes).set(new Uint8Array(mainBuffer, base + xfBytes, restBytes));
+      run(f + 1, there, at, at + floatBytes - (base + xfBytes), (j) => at + outStarts[j]);
+      for (const j of there) jobs[j].out.set(new Float32Array(buffer, at + outStarts[j], n * jobs[j].w.rows));
     });
-    this.#runBatch();
     const buffer = this.#main.buffer();
-    jobs.forEach(({ w, out }, j) => {
-      if (!outInPlace[j]) out.set(new Float32Array(buffer, base + outOffsets[j], n * w.rows));
-    });
+    for (const j of onMain) {
+      if (!outInPlace[j]) jobs[j].out.set(new Float32Array(buffer, base + outOffsets[j], n * jobs[j].w.rows));
+    }
   }
 
   /**
@@ -548,9 +653,28 @@ export class WasmKernels implements Kernels {
     return region.start;
   }
 
-  /** The address of `w`'s data in the memory, copying it in on first use if it lives elsewhere. */
-  #weightsOf(w: Matrix): number {
-    return this.#copyOf(w.data, w.rows * rowBytes(w.type, w.cols), true);
+  /** The same in a further memory of weights. */
+  #regionIn(blocks: MemoryBlocks, region: { start: number; bytes: number }, bytes: number): number {
+    if (bytes > region.bytes) {
+      if (region.bytes > 0) blocks.release(region.start);
+      const start = blocks.reserve(Math.max(bytes, 2 * region.bytes), 0, true);
+      if (start === undefined) {
+        throw new TensorlessError("a further memory of the fast kernels has no room for scratch");
+      }
+      region.bytes = Math.max(bytes, 2 * region.bytes);
+      region.start = start;
+    }
+    return region.start;
+  }
+
+  /**
+   * Which memory `w`'s data is in (0: the main one, 1..: the further ones) and its address there; data elsewhere is
+   * copied into the main memory on first use.
+   */
+  #weightsOf(w: Matrix): [number, number] {
+    const further = this.#further.findIndex((blocks) => blocks.owns(w.data));
+    if (further >= 0) return [further + 1, w.data.byteOffset];
+    return [0, this.#copyOf(w.data, w.rows * rowBytes(w.type, w.cols), true)];
   }
 
   /**
@@ -571,6 +695,21 @@ export class WasmKernels implements Kernels {
     return at;
   }
 }
+
+/** The control slots of a product's prepared inputs besides the floats, in the order `matmul` lists them. */
+const INPUT_SLOTS = [
+  SLOT.XQ16,
+  SLOT.XQ8,
+  SLOT.XD,
+  SLOT.XC,
+  SLOT.XD4,
+  SLOT.XC4,
+  SLOT.XS4,
+  SLOT.XH4,
+  SLOT.XP4,
+  SLOT.XT8,
+  SLOT.XT16,
+];
 
 /** The kernel module compiled for each variant this process has asked for: building it takes 100-250 ms. */
 const compiledModules = new Map<string, WebAssembly.Module>();

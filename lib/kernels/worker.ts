@@ -15,6 +15,8 @@ export interface WorkerSetup {
   memory: WebAssembly.Memory;
   /** The key/value cache's memory, when the module imports one. */
   cache?: WebAssembly.Memory;
+  /** Further memories of weights, beyond the main one's 4 GiB. */
+  further: WebAssembly.Memory[];
   control: Int32Array;
   /** This worker's participant index, from 1 (the calling thread is 0). */
   index: number;
@@ -28,9 +30,10 @@ const scope = globalThis as unknown as {
 
 scope.onmessage = (event) => {
   scope.onmessage = null;
-  const { module, memory, cache, control, index } = event.data;
-  const instance = new WebAssembly.Instance(module, { env: cache ? { memory, cache } : { memory } });
-  const participant = participantOf(index, instance);
+  const { module, memory, cache, further, control, index } = event.data;
+  const instanceOn = (memory: WebAssembly.Memory) =>
+    new WebAssembly.Instance(module, { env: cache ? { memory, cache } : { memory } });
+  const participant = participantOf(index, instanceOn(memory), further.map(instanceOn));
   let seen = Atomics.load(control, SLOT.GENERATION);
   scope.postMessage("ready");
   while (true) {
