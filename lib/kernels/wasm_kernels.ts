@@ -573,7 +573,8 @@ export class WasmKernels implements Kernels {
     const onMain = this.#further.length === 0 ? all : all.filter((j) => placed[j][0] === 0);
     if (onMain.length > 0) run(0, onMain, xf, 0, (j) => outInPlace[j] ? jobs[j].out.byteOffset : base + outOffsets[j]);
     // Weights in a further memory: the prepared inputs are copied there (the floats, then the rest as laid out above),
-    // the jobs run on its instances, and their outputs are copied back.
+    // the jobs run on its instances, and their outputs are copied back once all have run (an output may be the input).
+    const results: (() => void)[] = [];
     this.#further.forEach((blocks, f) => {
       const there = all.filter((j) => placed[j][0] === f + 1);
       if (there.length === 0) return;
@@ -589,8 +590,11 @@ export class WasmKernels implements Kernels {
       new Float32Array(buffer, at, n * cols).set(new Float32Array(mainBuffer, xf, n * cols));
       new Uint8Array(buffer, at + floatBytes, restBytes).set(new Uint8Array(mainBuffer, base + xfBytes, restBytes));
       run(f + 1, there, at, at + floatBytes - (base + xfBytes), (j) => at + outStarts[j]);
-      for (const j of there) jobs[j].out.set(new Float32Array(buffer, at + outStarts[j], n * jobs[j].w.rows));
+      for (const j of there) {
+        results.push(() => jobs[j].out.set(new Float32Array(buffer, at + outStarts[j], n * jobs[j].w.rows)));
+      }
     });
+    for (const result of results) result();
     const buffer = this.#main.buffer();
     for (const j of onMain) {
       if (!outInPlace[j]) jobs[j].out.set(new Float32Array(buffer, base + outOffsets[j], n * jobs[j].w.rows));
