@@ -50,13 +50,7 @@ export interface FileReadOptions extends ReadOptions {
  */
 export async function readFileBytes(path: string, options: FileReadOptions = {}): Promise<Uint8Array> {
   const { alignOffset = 0, allocate, readers = 1, headBytes = Infinity } = options;
-  let file: Deno.FsFile;
-  try {
-    file = await Deno.open(path, { read: true });
-  } catch (error) {
-    throw new FileFormatError(path, describeOpenError(error));
-  }
-  try {
+  return await withFile(path, async (file) => {
     const info = await file.stat();
     if (info.isDirectory) throw new FileFormatError(path, "is a directory, not a file");
     const size = Math.min(info.size, headBytes);
@@ -74,6 +68,19 @@ export async function readFileBytes(path: string, options: FileReadOptions = {})
     if (parallel) await readInParallel(path, file, bytes, Math.floor(readers));
     else if (!await readFully(file, bytes)) throw new FileFormatError(path, SHRANK);
     return bytes;
+  });
+}
+
+/** Runs `read` on the file at `path`, open for reading; any failure is one line naming the file. */
+async function withFile<T>(path: string, read: (file: Deno.FsFile) => Promise<T>): Promise<T> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (error) {
+    throw new FileFormatError(path, describeOpenError(error));
+  }
+  try {
+    return await read(file);
   } catch (error) {
     if (error instanceof FileFormatError) throw error;
     throw new FileFormatError(path, `cannot read: ${error instanceof Error ? error.message : error}`);
@@ -151,20 +158,7 @@ export async function readRanges(path: string, ranges: FileRange[], readers = 1)
     shares[Math.min(count - 1, Math.floor((done * count) / total))].push(range);
     done += range.into.length;
   }
-  let file: Deno.FsFile;
-  try {
-    file = await Deno.open(path, { read: true });
-  } catch (error) {
-    throw new FileFormatError(path, describeOpenError(error));
-  }
-  try {
-    await readShares(path, file, shares.filter((share) => share.length > 0));
-  } catch (error) {
-    if (error instanceof FileFormatError) throw error;
-    throw new FileFormatError(path, `cannot read: ${error instanceof Error ? error.message : error}`);
-  } finally {
-    file.close();
-  }
+  await withFile(path, (file) => readShares(path, file, shares.filter((share) => share.length > 0)));
 }
 
 /** Reads the first share through `file` on this thread and each other in a worker of its own, all at once. */

@@ -492,16 +492,25 @@ Deno.test("a random Q4_K_M model of sizes that are not multiples of 256 is refus
   }
 });
 
+/**
+ * A small random model of each encoding the bench writes, in `dir`: the K-quants' need sizes that are multiples of 256,
+ * and `kQuantLayers` layers (9 put Q6_K in some layers' attn_v and ffn_down).
+ */
+async function* randomModels(dir: string, kQuantLayers: number) {
+  const small = { dim: 64, hiddenDim: 96, nLayers: 2, nHeads: 4, nKvHeads: 4, vocabSize: 300, seqLen: 32 };
+  const wide = { dim: 256, hiddenDim: 512, nLayers: kQuantLayers, nHeads: 4, nKvHeads: 2, vocabSize: 300, seqLen: 32 };
+  for (const type of RANDOM_MODEL_TYPES) {
+    const config = type === "Q4_K_M" ? wide : small;
+    const path = `${dir}/tiny-${type}.${type === "F32" ? "bin" : "gguf"}`;
+    await writeRandomModel(path, config, type);
+    yield { type, config, path };
+  }
+}
+
 Deno.test("random models load, and fast kernels follow the plain path's greedy ids on them", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const small = { dim: 64, hiddenDim: 96, nLayers: 2, nHeads: 4, nKvHeads: 4, vocabSize: 300, seqLen: 32 };
-    // K-quants need sizes that are multiples of 256; 9 layers put Q6_K in some layers' attn_v and ffn_down.
-    const wide = { dim: 256, hiddenDim: 512, nLayers: 9, nHeads: 4, nKvHeads: 2, vocabSize: 300, seqLen: 32 };
-    for (const type of RANDOM_MODEL_TYPES) {
-      const config = type === "Q4_K_M" ? wide : small;
-      const path = `${dir}/tiny-${type}.${type === "F32" ? "bin" : "gguf"}`;
-      await writeRandomModel(path, config, type);
+    for await (const { type, config, path } of randomModels(dir, 9)) {
       const runs: number[][] = [];
       for (const kind of ["plain", "fast"] as const) {
         const kernels = await createKernels(kind, 2);
@@ -543,11 +552,7 @@ Deno.test("random models load, and fast kernels follow the plain path's greedy i
 Deno.test("a model past the main memory: tensors in further memories give the very logits of the main one", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const small = { dim: 64, hiddenDim: 96, nLayers: 2, nHeads: 4, nKvHeads: 4, vocabSize: 300, seqLen: 32 };
-    const wide = { dim: 256, hiddenDim: 512, nLayers: 3, nHeads: 4, nKvHeads: 2, vocabSize: 300, seqLen: 32 };
-    for (const type of RANDOM_MODEL_TYPES) {
-      const path = `${dir}/tiny-${type}.${type === "F32" ? "bin" : "gguf"}`;
-      await writeRandomModel(path, type === "Q4_K_M" ? wide : small, type);
+    for await (const { type, path } of randomModels(dir, 3)) {
       const { size } = await Deno.stat(path);
       // All tensors in the main memory (read whole), none there, and about half there (products of both kinds).
       const logits: Float32Array[][] = [];
