@@ -16,8 +16,8 @@ export interface GenerateOptions extends SamplerOptions {
   prompt?: string;
   /** Total positions, prompt included, as llama2.c's `-n`. Default 256, at most the context length. */
   steps?: number;
-  /** Called with every token id: the prompt's (BOS first) and then each sampled one. */
-  onToken?: (id: number) => void;
+  /** Called with every token id: the prompt's (BOS first, `sampled` false) and then each sampled one. */
+  onToken?: (id: number, sampled: boolean) => void;
 }
 
 /**
@@ -47,7 +47,7 @@ export async function* generate(model: Model, options: GenerateOptions = {}): As
   // Closed however the loop ends (a consumer's break included), so its cache goes back to the kernels at once.
   using session = model.newSession();
   for (const id of promptIds) {
-    options.onToken?.(id);
+    options.onToken?.(id, false);
     const text = decoder.push(id);
     if (text) yield text;
   }
@@ -55,7 +55,7 @@ export async function* generate(model: Model, options: GenerateOptions = {}): As
   let logits = session.feed(promptIds);
   for (let position = promptIds.length; position <= steps; position++) {
     const next = sampler.sample(logits);
-    options.onToken?.(next);
+    options.onToken?.(next, true);
     if (next === tokenizer.bosId) break;
     const text = decoder.push(next);
     if (text) yield text;

@@ -93,6 +93,10 @@ Deno.test("generate on a fresh random model streams text and reports tok/s", asy
   assert.equal(result.code, 0, result.stderr);
   assert.ok(result.stdout.startsWith("the"), result.stdout);
   assert.match(result.stderr, /achieved tok\/s: [\d.]+/);
+  // A prompt longer than the steps is only echoed, with no rate.
+  const echoed = await runCli(["generate", "-m", model, "-t", tokenizer, "-p", "the the the the", "-n", "2"]);
+  assert.equal(echoed.code, 0, echoed.stderr);
+  assert.doesNotMatch(echoed.stderr, /achieved/);
   // Greedy with a bfloat16 cache on a float32 model: another cache, the same command line otherwise.
   const greedy = ["generate", "-m", model, "-t", tokenizer, "-p", "the", "-n", "20", "--temperature", "0"];
   for (const cache of ["f32", "bf16"]) {

@@ -65,8 +65,7 @@ export const command: Command = {
     const model = await loadModel(resolved.model, { tokenizer: values.tokenizer ?? resolved.tokenizer, ...kernels });
     try {
       const encoder = new TextEncoder();
-      let tokens = 0;
-      let started = 0;
+      let tokens = 0, started = 0, sampled = false;
       for await (
         const piece of generate(model, {
           prompt: values.prompt ?? "",
@@ -74,16 +73,18 @@ export const command: Command = {
           temperature,
           topP,
           seed,
-          onToken: () => {
-            // llama2.c's timer starts after the first forward pass; so does ours.
+          onToken: (_, isSampled) => {
+            // llama2.c's timer starts after the first position (BOS); so does ours. It counts positions.
             if (tokens++ === 1) started = performance.now();
+            sampled ||= isSampled;
           },
         })
       ) {
         await Deno.stdout.write(encoder.encode(piece));
       }
       await Deno.stdout.write(encoder.encode("\n"));
-      if (tokens > 1) {
+      // A prompt that takes all the steps is only echoed: nothing was computed to report.
+      if (tokens > 1 && sampled) {
         const seconds = (performance.now() - started) / 1000;
         console.error(`achieved tok/s: ${((tokens - 1) / seconds).toFixed(2)}`);
       }
