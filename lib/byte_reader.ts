@@ -48,7 +48,7 @@ export class ByteReader {
    * @param file the path used in error messages
    * @param offset where to start reading
    * @param size the whole file's length, when `bytes` holds only its start
-   * @param place where data past `bytes` goes (default: zeros that are not to be written)
+   * @param place where all tensor data goes (see {@link ByteReader.at}); default: views, zeros past `bytes`
    */
   constructor(bytes: Uint8Array, file: string, offset = 0, size: number = bytes.byteLength, place?: Placement) {
     this.bytes = bytes;

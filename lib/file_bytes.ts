@@ -147,9 +147,9 @@ export function tensorReads(
  * on shared memory, when `readers` above 1 share the reading: runs of consecutive ranges of about equal bytes).
  */
 export async function readRanges(path: string, ranges: FileRange[], readers = 1): Promise<void> {
-  if (ranges.length === 0) return;
   const sorted = [...ranges].sort((a, b) => a.position - b.position);
   const total = sorted.reduce((sum, range) => sum + range.into.length, 0);
+  if (total === 0) return;
   const shared = sorted.every((range) => range.into.buffer instanceof SharedArrayBuffer);
   const count = shared && total >= PARALLEL_READ_BYTES ? Math.max(1, Math.floor(readers)) : 1;
   const shares: FileRange[][] = Array.from({ length: count }, () => []);

@@ -61,6 +61,8 @@ Deno.test("readFileBytes and readRanges split a large file among readers, each r
       position += length + (i % 3) * 4097;
     }
     ranges.reverse();
+    // Nothing to read (a file's tensors may all be empty) is no work and no error.
+    await readRanges(path, [{ position: 5, into: shared(0) }], 2);
     for (const readers of [1, 2, 3]) {
       for (const range of ranges) range.into.fill(0);
       await readRanges(path, ranges, readers);
