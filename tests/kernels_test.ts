@@ -554,10 +554,16 @@ Deno.test("a model past the main memory: tensors in further memories give the ve
   try {
     for await (const { type, path } of randomModels(dir, 3)) {
       const { size } = await Deno.stat(path);
-      // All tensors in the main memory (read whole), none there, and about half there (products of both kinds).
+      // All tensors in the main memory (read whole), none there, about half there (products of both kinds), and a
+      // quarter there with the rest over several further memories (weightBytes counted twice, for the packing).
       const logits: Float32Array[][] = [];
-      for (const mainTensorBytes of [undefined, 0, size / 2]) {
-        const kernels = await WasmKernels.create({ threads: 2, weightBytes: size, mainTensorBytes });
+      const placements = [{}, { mainTensorBytes: 0 }, { mainTensorBytes: size / 2 }, {
+        mainTensorBytes: size / 4,
+        furtherTensorBytes: size / 4,
+        weightBytes: 2 * size,
+      }];
+      for (const placement of placements) {
+        const kernels = await WasmKernels.create({ threads: 2, weightBytes: size, ...placement });
         try {
           const file = await readModelFile(path, kernelMemory(kernels));
           const session = new Session({ ...file, kernels, cacheEncoding: defaultCacheEncoding(file) });

@@ -102,6 +102,11 @@ export interface WasmKernelsOptions {
    * those.
    */
   mainTensorBytes?: number;
+  /**
+   * At most this many bytes of tensors go to each further memory (default 87.5% of its 4 GiB: the rest is room for
+   * its scratch). Tests set it low, to spread a small model over several.
+   */
+  furtherTensorBytes?: number;
 }
 
 /** WebAssembly SIMD kernels, optionally multi-threaded. */
@@ -123,6 +128,9 @@ export class WasmKernels implements Kernels {
   /** Bytes of tensors the main memory takes at most (see {@link WasmKernelsOptions.mainTensorBytes}; else Infinity). */
   readonly #mainTensorBytes: number;
   #mainTensorsTaken = 0;
+  /** Bytes of tensors each further memory takes at most, and has taken. */
+  readonly #furtherTensorBytes: number;
+  readonly #furtherTaken: number[];
   /** The key/value cache: a second memory when the engine has multi-memory, else {@link WasmKernels.#main}. */
   readonly #cache: MemoryBlocks;
   readonly #participant: Participant;
@@ -148,7 +156,7 @@ export class WasmKernels implements Kernels {
     cache: WebAssembly.Memory | undefined,
     instance: WebAssembly.Instance,
     further: { memory: WebAssembly.Memory; instance: WebAssembly.Instance }[],
-    mainTensorBytes: number,
+    [mainTensorBytes, furtherTensorBytes]: [number, number],
     control: Int32Array,
     workers: Worker[],
   ) {
@@ -158,6 +166,8 @@ export class WasmKernels implements Kernels {
     this.#further = further.map(({ memory }) => new MemoryBlocks(memory, RESERVED_BYTES));
     this.#furtherScratch = further.map(() => ({ start: 0, bytes: 0 }));
     this.#mainTensorBytes = mainTensorBytes;
+    this.#furtherTensorBytes = furtherTensorBytes;
+    this.#furtherTaken = further.map(() => 0);
     this.#cache = cache ? new MemoryBlocks(cache, 64) : this.#main;
     this.#participant = participantOf(0, instance, further.map((each) => each.instance));
     this.#add = instance.exports.add as (x: number, y: number, length: number) => void;
@@ -220,7 +230,8 @@ export class WasmKernels implements Kernels {
       const weightBytes = options.weightBytes ?? 0, mainTensorBytes = options.mainTensorBytes ?? Infinity;
       const whole = weightBytes <= Math.min(mainTensorBytes, MAX_BYTES - RESERVED_BYTES - ALLOCATE_HEADROOM);
       const beyond = whole ? 0 : weightBytes - Math.min(mainTensorBytes, MAX_BYTES - RESERVED_BYTES - TENSOR_HEADROOM);
-      const further = Array.from({ length: Math.max(0, Math.ceil(beyond / (FURTHER_FILL * MAX_BYTES))) }, () => {
+      const furtherTensorBytes = options.furtherTensorBytes ?? FURTHER_FILL * MAX_BYTES;
+      const further = Array.from({ length: Math.max(0, Math.ceil(beyond / furtherTensorBytes)) }, () => {
         let memory: WebAssembly.Memory;
         try {
           memory = new WebAssembly.Memory({ initial: RESERVED_PAGES, maximum, shared: true });
@@ -237,7 +248,8 @@ export class WasmKernels implements Kernels {
       });
       await ready;
       const name = options.name ?? (threads > 1 ? "fast" : "wasm");
-      return new WasmKernels(name, relaxed, memory, cache, instance, further, mainTensorBytes, control, workers);
+      const limits: [number, number] = [mainTensorBytes, furtherTensorBytes];
+      return new WasmKernels(name, relaxed, memory, cache, instance, further, limits, control, workers);
     } catch (error) {
       for (const worker of workers) worker.terminate();
       throw error;
@@ -271,9 +283,12 @@ export class WasmKernels implements Kernels {
         return new Uint8Array(this.#main.buffer(), start, size);
       }
     }
-    for (const blocks of this.#further) {
+    for (const [f, blocks] of this.#further.entries()) {
+      if (this.#furtherTaken[f] + size > this.#furtherTensorBytes) continue;
       const start = blocks.reserve(size, 0, false);
-      if (start !== undefined) return new Uint8Array(blocks.buffer(), start, size);
+      if (start === undefined) continue;
+      this.#furtherTaken[f] += size;
+      return new Uint8Array(blocks.buffer(), start, size);
     }
     const needed = this.#further.length + 1;
     throw new TensorlessError(
