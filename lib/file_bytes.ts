@@ -103,6 +103,15 @@ export async function readFully(file: Deno.FsFile, into: Uint8Array): Promise<bo
   return true;
 }
 
+/** Fills each range from its position in `file`, in turn; false if the file ends first. */
+export async function readRangesOf(file: Deno.FsFile, ranges: FileRange[]): Promise<boolean> {
+  for (const { position, into } of ranges) {
+    await file.seek(position, Deno.SeekMode.Start);
+    if (!await readFully(file, into)) return false;
+  }
+  return true;
+}
+
 /**
  * `bytes` (shared memory, the whole file) read in `readers` ranges at once: the first by this thread through `file`,
  * each other by a worker of its own (`file_read_worker.ts`) that opens the file itself.
@@ -179,12 +188,9 @@ async function readShares(path: string, file: Deno.FsFile, shares: FileRange[][]
       });
     });
     // Settle them all before leaving, so no worker still writes into the memory once this returns or throws.
-    const own = (async () => {
-      for (const range of shares[0] ?? []) {
-        await file.seek(range.position, Deno.SeekMode.Start);
-        if (!await readFully(file, range.into)) throw new FileFormatError(path, SHRANK);
-      }
-    })();
+    const own = readRangesOf(file, shares[0] ?? []).then((whole) => {
+      if (!whole) throw new FileFormatError(path, SHRANK);
+    });
     const results = await Promise.allSettled([own, ...others]);
     const failed = results.find((result) => result.status === "rejected");
     if (failed) throw failed.reason;

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type FileRange, readFully, SHRANK } from "./file_bytes.ts";
+import { type FileRange, readRangesOf, SHRANK } from "./file_bytes.ts";
 
 /** What a worker is sent: fill each range's `into` (a view on shared memory) from its `position` in `path`. */
 export interface ReadRanges {
@@ -21,11 +21,7 @@ const scope = globalThis as unknown as {
 scope.onmessage = async ({ data: { path, ranges } }) => {
   try {
     using file = await Deno.open(path, { read: true });
-    for (const { position, into } of ranges) {
-      await file.seek(position, Deno.SeekMode.Start);
-      if (!await readFully(file, into)) return scope.postMessage({ error: SHRANK });
-    }
-    scope.postMessage({ error: null });
+    scope.postMessage({ error: await readRangesOf(file, ranges) ? null : SHRANK });
   } catch (error) {
     scope.postMessage({ error: `cannot read: ${error instanceof Error ? error.message : error}` });
   }

@@ -14,7 +14,7 @@ import { createKernels, type KernelKind } from "./kernels/select.ts";
 import { ggufToModelFile, isGguf, parseGguf } from "./gguf.ts";
 import { parseLlama2c } from "./llama2c.ts";
 import { loadSafetensorsDirectory } from "./safetensors.ts";
-import type { LlamaConfig, ModelFile, ModelReadOptions } from "./model_file.ts";
+import { type LlamaConfig, type ModelFile, type ModelReadOptions, readingOf } from "./model_file.ts";
 import { loadTokenizer, Tokenizer } from "./tokenizer.ts";
 import { CACHE_ENCODINGS, type CacheEncoding, Session } from "./transformer.ts";
 
@@ -158,17 +158,15 @@ export async function readModelFile(path: string, options: ModelReadOptions = {}
     throw new FileFormatError(path, describeOpenError(error));
   }
   if (info.isDirectory) return await loadSafetensorsDirectory(path, options);
-  const size = info.size;
-  const byTensor = !options.headerOnly && options.allocateTensor !== undefined &&
-    size > (options.maxAllocate ?? Infinity);
-  if (!options.headerOnly && !byTensor) {
+  const size = info.size, reading = readingOf(options, size);
+  if (reading === "whole") {
     const bytes = await readFileBytes(path, options);
     return isGguf(bytes) ? ggufToModelFile(parseGguf(bytes, path)) : parseLlama2c(bytes, path);
   }
   // The header alone (grown until it holds the whole tensor directory), then each tensor into its own memory.
   for (let headBytes = HEADER_GUESS;;) {
     const head = await readFileBytes(path, { headBytes });
-    const tensors = byTensor ? tensorReads(path, options.allocateTensor!, options.readers) : undefined;
+    const tensors = reading === "tensors" ? tensorReads(path, options.allocateTensor!, options.readers) : undefined;
     try {
       // Parsers place tensors only once their header is read: a BeyondHead comes before any placement.
       const parsed = isGguf(head)

@@ -111,3 +111,12 @@ export interface ModelReadOptions extends ReadOptions {
   /** The largest file `allocate` is given whole, when `allocateTensor` can take larger ones. Default: any. */
   maxAllocate?: number;
 }
+
+/**
+ * How `options` read a file of `size` bytes: whole, only its header (`headerOnly`), or its header and then tensor by
+ * tensor (larger than `maxAllocate`, with `allocateTensor` to take it).
+ */
+export function readingOf(options: ModelReadOptions, size: number): "whole" | "header" | "tensors" {
+  if (options.headerOnly) return "header";
+  return options.allocateTensor !== undefined && size > (options.maxAllocate ?? Infinity) ? "tensors" : "whole";
+}

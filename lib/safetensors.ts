@@ -15,7 +15,14 @@
 import { ByteReader, type Placement } from "./byte_reader.ts";
 import { FileFormatError } from "./errors.ts";
 import { describeOpenError, readFileBytes, tensorReads } from "./file_bytes.ts";
-import type { LayerWeights, LlamaConfig, LlamaNumerics, ModelFile, ModelReadOptions } from "./model_file.ts";
+import {
+  type LayerWeights,
+  type LlamaConfig,
+  type LlamaNumerics,
+  type ModelFile,
+  type ModelReadOptions,
+  readingOf,
+} from "./model_file.ts";
 import { dequantizeRow } from "./quant.ts";
 import type { Matrix, TensorType } from "./tensor.ts";
 
@@ -318,15 +325,11 @@ async function readSafetensorsFile(path: string, options: ModelReadOptions): Pro
   const headerLength = new ByteReader(await readFileBytes(path, { headBytes: 8 }), path).u64("header length");
   checkHeaderLength(headerLength, size, path);
   const alignOffset = 8 + headerLength;
-  const byTensor = options.allocateTensor !== undefined && size > (options.maxAllocate ?? Infinity);
-  if (!options.headerOnly && !byTensor) {
-    return parseSafetensors(await readFileBytes(path, { ...options, alignOffset }), path);
-  }
+  const reading = readingOf(options, size);
+  if (reading === "whole") return parseSafetensors(await readFileBytes(path, { ...options, alignOffset }), path);
   // The header alone, and for a file too large for one piece of memory, each tensor into its own.
   const head = await readFileBytes(path, { alignOffset, headBytes: alignOffset });
-  const reads = byTensor && !options.headerOnly
-    ? tensorReads(path, options.allocateTensor!, options.readers)
-    : undefined;
+  const reads = reading === "tensors" ? tensorReads(path, options.allocateTensor!, options.readers) : undefined;
   const tensors = parseSafetensors(head, path, size, reads?.place);
   await reads?.read();
   return tensors;

@@ -600,7 +600,7 @@ export class WasmKernels implements Kernels {
         outStarts[j] = size;
         size += align64(n * jobs[j].w.rows * 4);
       }
-      const at = this.#regionIn(blocks, this.#furtherScratch[f], size);
+      const at = this.#regionOf(this.#furtherScratch[f], size, blocks);
       const buffer = blocks.buffer(), mainBuffer = this.#main.buffer();
       new Float32Array(buffer, at, n * cols).set(new Float32Array(mainBuffer, xf, n * cols));
       new Uint8Array(buffer, at + floatBytes, restBytes).set(new Uint8Array(mainBuffer, base + xfBytes, restBytes));
@@ -650,11 +650,11 @@ export class WasmKernels implements Kernels {
     for (const worker of this.#workers) worker.terminate();
   }
 
-  /** Reserves `size` bytes at a 64-byte boundary, or throws when the memory is full. */
-  #reserve(size: number, releasable = false): number {
-    const start = this.#main.reserve(size, 0, releasable);
+  /** Reserves `size` bytes at a 64-byte boundary in `blocks`' memory (the main one by default), or throws when full. */
+  #reserve(size: number, releasable = false, blocks = this.#main): number {
+    const start = blocks.reserve(size, 0, releasable);
     if (start === undefined) {
-      const needed = (align64(this.#main.top) + size) / 2 ** 30;
+      const needed = (align64(blocks.top) + size) / 2 ** 30;
       throw new TensorlessError(
         `the fast kernels hold at most 4 GiB; ${needed.toFixed(2)} GiB needed (use --kernels plain)`,
       );
@@ -662,26 +662,15 @@ export class WasmKernels implements Kernels {
     return start;
   }
 
-  /** The address of `region`, a scratch space of at least `bytes` reused across calls (regrown, never shrunk). */
-  #regionOf(region: { start: number; bytes: number }, bytes: number): number {
-    if (bytes > region.bytes) {
-      if (region.bytes > 0) this.#main.release(region.start);
-      region.bytes = Math.max(bytes, 2 * region.bytes);
-      region.start = this.#reserve(region.bytes, true);
-    }
-    return region.start;
-  }
-
-  /** The same in a further memory of weights. */
-  #regionIn(blocks: MemoryBlocks, region: { start: number; bytes: number }, bytes: number): number {
+  /**
+   * The address of `region`, a scratch space of at least `bytes` in `blocks`' memory (the main one by default), reused
+   * across calls (regrown, never shrunk).
+   */
+  #regionOf(region: { start: number; bytes: number }, bytes: number, blocks = this.#main): number {
     if (bytes > region.bytes) {
       if (region.bytes > 0) blocks.release(region.start);
-      const start = blocks.reserve(Math.max(bytes, 2 * region.bytes), 0, true);
-      if (start === undefined) {
-        throw new TensorlessError("a further memory of the fast kernels has no room for scratch");
-      }
       region.bytes = Math.max(bytes, 2 * region.bytes);
-      region.start = start;
+      region.start = this.#reserve(region.bytes, true, blocks);
     }
     return region.start;
   }
