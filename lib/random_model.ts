@@ -1,5 +1,5 @@
 /**
- * Random models of the stories shapes (and TinyLlama 1.1B's and Llama 2 7B's) for benchmarking:
+ * Random models of the stories shapes (and TinyLlama 1.1B's and Llama 2 7B's and 13B's) for benchmarking:
  * uniform weights in ±1/sqrt(cols), written as a llama2.c v0 checkpoint (F32)
  * or as GGUF (F16 and BF16, rounded to nearest even; Q8_0, Q4_0, Q4_1, Q5_0
  * and Q5_1, quantized like llama.cpp's reference quantizers; Q4_K_M, with Q4_K and Q6_K tensors
@@ -22,6 +22,7 @@ export const SHAPES: Record<string, LlamaConfig> = {
   "110M": { dim: 768, hiddenDim: 2048, nLayers: 12, nHeads: 12, nKvHeads: 12, vocabSize: 32000, seqLen: 1024 },
   "1.1B": { dim: 2048, hiddenDim: 5632, nLayers: 22, nHeads: 32, nKvHeads: 4, vocabSize: 32000, seqLen: 2048 },
   "7B": { dim: 4096, hiddenDim: 11008, nLayers: 32, nHeads: 32, nKvHeads: 32, vocabSize: 32000, seqLen: 4096 },
+  "13B": { dim: 5120, hiddenDim: 13824, nLayers: 40, nHeads: 40, nKvHeads: 40, vocabSize: 32000, seqLen: 4096 },
 };
 
 /** Encodings {@link writeRandomModel} can write (Q4_K_M: a mix of Q4_K and Q6_K tensors, as llama.cpp's). */

@@ -25,7 +25,7 @@ import type { Session } from "../transformer.ts";
 import { type Command, numberFlag, parseFlags, UsageError } from "./command.ts";
 import { argmax } from "../sampler.ts";
 
-const help = `Usage: tensorless bench [--model FILE | --shape 15M|42M|110M|1.1B|7B] [options]
+const help = `Usage: tensorless bench [--model FILE | --shape 15M|42M|110M|1.1B|7B|13B] [options]
 
 Measures generation and prefill tokens/s, time to first token, load time and
 peak resident memory, per kernel path and thread count. Token ids are fed
@@ -40,10 +40,10 @@ Options:
       --shape LIST       random models of these shapes, comma-separated (default 15M):
                          15M (288/768/6/6), 42M (512/1376/8/8), 110M (768/2048/12/12),
                          1.1B (2048/5632/22/32, 4 KV heads: TinyLlama), 7B (4096/11008/32/32),
-                         all with vocabulary 32000
+                         13B (5120/13824/40/40), all with vocabulary 32000
       --type LIST        encodings of the random models: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0,
                          Q5_1, Q4_K_M (default F32; Q4_K_M needs a shape whose sizes are
-                         multiples of 256: 110M, 1.1B, 7B)
+                         multiples of 256: 110M, 1.1B, 7B, 13B)
       --kernels LIST     kernel paths: plain, wasm, fast (default plain,fast)
       --threads LIST     thread counts for fast (default: 1 and navigator.hardwareConcurrency)
       --tokens N         tokens to generate (default 256)
