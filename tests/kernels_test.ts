@@ -581,6 +581,31 @@ Deno.test("a model past the main memory: tensors in further memories give the ve
   }
 });
 
+Deno.test("kernels made without the model's size say so when its tensors do not fit their one memory", async () => {
+  const dir = await Deno.makeTempDir();
+  // mainTensorBytes 0 stands in for a model past 4 GiB: every tensor is read on its own and none fits.
+  const kernels = await WasmKernels.create({ threads: 1, mainTensorBytes: 0 });
+  try {
+    const path = `${dir}/tiny.gguf`;
+    await writeRandomModel(path, {
+      dim: 64,
+      hiddenDim: 96,
+      nLayers: 1,
+      nHeads: 4,
+      nKvHeads: 4,
+      vocabSize: 300,
+      seqLen: 32,
+    }, "Q8_0");
+    await assert.rejects(
+      readModelFile(path, kernelMemory(kernels)),
+      /do not fit in the fast kernels' one memory of 4 GiB \(create them with the model's size: createKernels\(kind, threads, weightBytes\)\)/,
+    );
+  } finally {
+    kernels.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 // The quantized kernels quantize activations to 8 bits, as llama.cpp does: per block of 32, and per 256 for the
 // K-quants (Q4_0's classifier and the K-quant files' tensors are Q4_K, Q5_K and Q6_K). With float32 caches that costs
 // 1.7-4.1% of max|logit| against the plain path's float activations, measured on the shared files (1.7-2.6% when the

@@ -290,10 +290,11 @@ export class WasmKernels implements Kernels {
       this.#furtherTaken[f] += size;
       return new Uint8Array(blocks.buffer(), start, size);
     }
-    const needed = this.#further.length + 1;
-    throw new TensorlessError(
-      `the model's weights do not fit in the fast kernels' ${needed} memories of 4 GiB (use --kernels plain)`,
-    );
+    // Kernels made without the model's size have no further memories: say how to get them.
+    const held = this.#further.length === 0
+      ? "one memory of 4 GiB (create them with the model's size: createKernels(kind, threads, weightBytes))"
+      : `${this.#further.length + 1} memories of 4 GiB (use --kernels plain)`;
+    throw new TensorlessError(`the model's weights do not fit in the fast kernels' ${held}`);
   }
 
   /**
