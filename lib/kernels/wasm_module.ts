@@ -1078,8 +1078,6 @@ function quantKernel(type: "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q5_1", relaxed: 
       ...set(xp, add(get(X), mul(get(t), get(xStride)))),
       ...set(dp, add(get(XD), mul(get(t), get(dStride)))),
       ...set(cp, add(get(XC), mul(get(t), get(cStride)))),
-      // Set here, not once for the function: live across the prompt paths' loops, they made Q8_0's spill (-5-15%).
-      ...halves.setup,
       ...rows.flatMap((row, j) => set(rowPointers[j], get(row))),
       ...rowAcc.flatMap((a) => set(a, zero())),
       ...set(b, i32(0)),
@@ -1199,6 +1197,7 @@ function quantKernel(type: "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q5_1", relaxed: 
   };
   return f.encode([
     ...set(low4, i8x16Splat(0x0f)),
+    ...halves.setup,
     ...(offset && !int8x ? set(offsets, i8x16Splat(offset)) : []),
     ...(fiveBits
       ? [
