@@ -720,7 +720,7 @@ const INPUT_SLOTS = [
   SLOT.XT16,
 ];
 
-/** The kernel module compiled for each variant this process has asked for: building it takes 100-250 ms. */
+/** The kernel module compiled for each variant this process has asked for: building it takes 120-210 ms. */
 const compiledModules = new Map<string, WebAssembly.Module>();
 
 /** The kernel module with or without relaxed SIMD and the cache's own memory, compiled once per process. */

@@ -912,14 +912,10 @@ function quantKernel(type: "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q5_1", relaxed: 
   };
   /**
    * Decodes the block at `pointer + at·blockBytes` into `into.wv` (its 32 weights: int16 in wv[0..3], or on the
-   * int8 path the unsigned levels as bytes in wv[1] and wv[2]), `into.d` (its scale) and `into.m` (its minimum).
+   * int8 path the unsigned levels as bytes in wv[1] and wv[2]), `into.d` (its scale) and `into.m` (its minimum),
+   * each when given (the generating path gathers four rows' scales itself).
    */
-  const decode = (
-    at: number,
-    pointer = bp,
-    into: { wv: number[]; d: number; m?: number } = { wv, d, m },
-    scales = true,
-  ): Code[] => {
+  const decode = (at: number, pointer = bp, into: { wv: number[]; d?: number; m?: number } = { wv, d, m }): Code[] => {
     const { wv, d } = into;
     const body: Code[] = [];
     if (type === "q8_0") {
@@ -940,7 +936,7 @@ function quantKernel(type: "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q5_1", relaxed: 
         body.push(set(wv[3], hi(get(wv[2]))), set(wv[2], lo(get(wv[2]))));
       }
     }
-    if (!scales) return body;
+    if (d === undefined) return body;
     body.push(set(d, halfAt(pointer, at, 0)));
     if (hasMin && into.m !== undefined) body.push(set(into.m, halfAt(pointer, at, layout!.min!)));
     return body;
@@ -1075,7 +1071,7 @@ function quantKernel(type: "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q5_1", relaxed: 
       if (!int8x) {
         // int32 products; each row's scale splatted from its lane.
         for (let j = 0; j < 4; j++) {
-          code.push(...decode(at, rowPointers[j], { wv, d }, false));
+          code.push(...decode(at, rowPointers[j], { wv }));
           const product = f32x4FromI32(blockSum(get(xp), at * xBlockBytes));
           code.push(set(rowAcc[j], madd(product, splatLane(rowScales, j), get(rowAcc[j]))));
         }
@@ -1084,7 +1080,7 @@ function quantKernel(type: "q8_0" | "q4_0" | "q4_1" | "q5_0" | "q5_1", relaxed: 
       // The four rows' products folded into one vector (lane j: row j) as in the prompt path, scaled side by side.
       const products = stepRows[0].sums;
       for (let j = 0; j < 4; j++) {
-        code.push(...decode(at, rowPointers[j], { wv, d }, false));
+        code.push(...decode(at, rowPointers[j], { wv }));
         code.push(set(products[j], blockSum16(get(xp), at * xBlockBytes)));
       }
       // Each row's block sum gets the input block's correction, lane 0 of xc splatted.
