@@ -34,6 +34,7 @@ Deno.test("bench: JSON with medians over runs, a table, one-line errors", async 
       assert.equal(r.context, 20);
       const keys = [
         "generateTokensPerSecond",
+        "coldGenerateTokensPerSecond",
         "contextGenerateTokensPerSecond",
         "prefillTokensPerSecond",
         "coldTimeToFirstToken",

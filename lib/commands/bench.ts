@@ -29,8 +29,9 @@ const help = `Usage: tensorless bench [--model FILE | --shape 15M|42M|110M|1.1B|
 
 Measures generation and prefill tokens/s, time to first token, load time and
 peak resident memory, per kernel path and thread count. Token ids are fed
-directly (no text), so models without a tokenizer work too. The prompt is
-fed twice, a warm-up first (its time is --json's coldTimeToFirstToken).
+directly (no text), so models without a tokenizer work too. Generation and
+the prompt each run twice, a warm-up first, as llama-bench warms up (--json
+keeps the warm-ups' numbers: coldGenerateTokensPerSecond, coldTimeToFirstToken).
 Each configuration runs in fresh processes, --runs times, in rounds (each
 round runs every configuration of a model once); the table shows the median
 of each number (--json also lists every run).
@@ -64,8 +65,10 @@ export interface BenchResult {
   threads: number;
   /** Seconds from nothing to a ready model (kernels, file read, parse). */
   loadSeconds: number;
-  /** Generation speed: one token per step, timed after the first (as llama2.c). */
+  /** Generation speed: one token per step, timed after the first (as llama2.c), after a warm-up generation. */
   generateTokensPerSecond: number;
+  /** The same for the warm-up, the process's first generation: its code not yet warm. */
+  coldGenerateTokensPerSecond: number;
   /** Prompt tokens per second, the prompt fed as one batch (after a warm-up prompt of the same length). */
   prefillTokensPerSecond: number;
   /** Positions cached before {@link BenchResult.contextGenerateTokensPerSecond} was measured (0: not measured). */
@@ -195,6 +198,7 @@ function medianOf(runs: BenchResult[]): BenchResult {
     ...runs[0],
     loadSeconds: median((r) => r.loadSeconds),
     generateTokensPerSecond: median((r) => r.generateTokensPerSecond),
+    coldGenerateTokensPerSecond: median((r) => r.coldGenerateTokensPerSecond),
     prefillTokensPerSecond: median((r) => r.prefillTokensPerSecond),
     contextGenerateTokensPerSecond: median((r) => r.contextGenerateTokensPerSecond),
     timeToFirstToken: median((r) => r.timeToFirstToken),
@@ -299,6 +303,9 @@ export async function measure(request: ChildRequest): Promise<BenchResult> {
       for (let i = 1; i < request.tokens; i++) logits = generating.feed([argmax(logits)]);
       return (request.tokens - 1) / ((performance.now() - start) / 1000);
     };
+    // Twice, as the prompt below: the process's first generation is also the first to run the one-token code, which
+    // JavaScript and WebAssembly compile to faster tiers as it runs (its first hundred tokens, 5-15% slower at 15M).
+    const coldGenerateTokensPerSecond = generationRate(model.newSession());
     const generateTokensPerSecond = generationRate(model.newSession());
 
     // Prefill: a random prompt as one batch, twice. The first is a warm-up (as llama-bench runs one): it is the first
@@ -336,6 +343,7 @@ export async function measure(request: ChildRequest): Promise<BenchResult> {
       threads: request.kernels === "fast" ? request.threads : 1,
       loadSeconds,
       generateTokensPerSecond,
+      coldGenerateTokensPerSecond,
       prefillTokensPerSecond: request.promptTokens / timeToFirstToken,
       context: request.context,
       contextGenerateTokensPerSecond,
