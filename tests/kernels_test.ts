@@ -7,7 +7,7 @@ import type { AttentionJob, Kernels } from "../lib/kernels/kernels.ts";
 import { attendTo } from "../lib/attention.ts";
 import { PlainKernels } from "../lib/kernels/plain.ts";
 import { createKernels } from "../lib/kernels/select.ts";
-import { rowsPerTask } from "../lib/kernels/job_runner.ts";
+import { closeBatch, CONTROL_LENGTH, joinBatch, openBatch, rowsPerTask, SLOT } from "../lib/kernels/job_runner.ts";
 import { WasmKernels } from "../lib/kernels/wasm_kernels.ts";
 import {
   buildKernelModule,
@@ -398,6 +398,24 @@ Deno.test("generation tasks cover at least 256 KiB of weights unless a thread wo
   assert.equal(rowsPerTask(6, 2, 128, 64), 4);
 });
 
+Deno.test("a batch takes the workers that join it before the main thread closes it, and only of its generation", () => {
+  const control = new Int32Array(new SharedArrayBuffer(CONTROL_LENGTH * 4));
+  // Generations as the control array stores them: past 2^31 they wrap to negative int32 values.
+  for (const generation of [1, 2 ** 22 - 1, 2 ** 22, 2 ** 31 - 1, 2 ** 31]) {
+    const seen = (control[SLOT.GENERATION] = generation); // what a woken worker reads (an int32)
+    control[SLOT.JOIN] = openBatch(generation);
+    assert.equal(joinBatch(control, seen - 1), false, `a worker still on the batch before ${generation}`);
+    assert.equal(joinBatch(control, seen + 1), false, `a worker ahead of ${generation}`);
+    assert.ok(joinBatch(control, seen) && joinBatch(control, seen), `two workers join ${generation}`);
+    assert.equal(closeBatch(control), 2);
+    assert.equal(joinBatch(control, seen), false, "a worker that wakes after the close skips the batch");
+  }
+  // As many workers as a pool may have are counted without touching the generation.
+  control[SLOT.JOIN] = openBatch(7);
+  for (let i = 0; i < 1023; i++) assert.ok(joinBatch(control, 7));
+  assert.equal(closeBatch(control), 1023);
+});
+
 Deno.test("createKernels selects each kind", async () => {
   for (const kind of ["plain", "wasm", "fast"] as const) {
     const kernels = await createKernels(kind, 2);
@@ -543,6 +561,37 @@ Deno.test("random models load, and fast kernels follow the plain path's greedy i
       // Quantized inputs may flip a near-tie on random weights; float weights (float inputs) must agree exactly.
       if (type === "F32" || type === "F16" || type === "BF16") assert.deepEqual(runs[1], runs[0]);
       else assert.ok(runs[1].filter((id, i) => id === runs[0][i]).length >= 9, `${type}: ${runs[0]} vs ${runs[1]}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a pool of more threads than cores, where workers often wake too late for a batch, computes every task", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    for await (const { type, path } of randomModels(dir, 3)) {
+      const logits: Float32Array[][] = [];
+      for (const threads of [1, 6, 6]) {
+        const kernels = await WasmKernels.create({ threads });
+        try {
+          const file = await readModelFile(path, kernelMemory(kernels));
+          const session = new Session({ ...file, kernels, cacheEncoding: defaultCacheEncoding(file) });
+          const run = [session.feed([1, 17, 42, 99, 150, 7, 230, 64, 5]).slice()];
+          for (let i = 0; i < 20; i++) run.push(session.feed([argmax(run.at(-1)!)]).slice());
+          logits.push(run);
+        } finally {
+          kernels.close();
+        }
+      }
+      // Whichever thread takes a task computes it whole, so one pool size gives the same floats every time. Another
+      // cuts the rows elsewhere (rows at a task's end may take a narrower path): float rounding apart, the same.
+      assert.deepEqual(logits[2], logits[1], type);
+      logits[0].forEach((one, step) => {
+        const max = Math.max(...one.map(Math.abs));
+        const distance = Math.max(...one.map((v, i) => Math.abs(v - logits[1][step][i])));
+        assert.ok(distance <= 1e-5 * max, `${type}, step ${step}: ${distance} of ${max}`);
+      });
     }
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -32,12 +32,15 @@ import { rowBytes } from "../tensor.ts";
 import type { AttentionJob, CacheJob, Kernels, MatmulJob, RotateJob } from "./kernels.ts";
 import {
   ATTENTION,
+  closeBatch,
   CONTROL_LENGTH,
   JOB,
   JOB_BASE,
   JOB_INTS,
   kindOf,
   MAX_JOBS,
+  MAX_WORKERS,
+  openBatch,
   type Participant,
   participantOf,
   QUANTIZE,
@@ -85,7 +88,7 @@ const QUANTIZE_SHARED_BLOCKS = 1024;
 
 /** Options of {@link WasmKernels.create}. */
 export interface WasmKernelsOptions {
-  /** Threads sharing each product, the calling thread included (default 1: no workers). */
+  /** Threads sharing each product, the calling thread included (default 1: no workers; at most 1024). */
   threads?: number;
   /** Use relaxed SIMD when the engine has it (default true). */
   relaxed?: boolean;
@@ -186,7 +189,7 @@ export class WasmKernels implements Kernels {
 
   /** Builds the module, the memory and `threads - 1` workers (resolves once they are ready). */
   static async create(options: WasmKernelsOptions = {}): Promise<WasmKernels> {
-    const threads = Math.max(1, Math.floor(options.threads ?? 1));
+    const threads = Math.min(MAX_WORKERS + 1, Math.max(1, Math.floor(options.threads ?? 1)));
     // The workers start first: loading their code takes about as long as building the module, which they need only
     // once it is built.
     const workers: Worker[] = [];
@@ -627,15 +630,16 @@ export class WasmKernels implements Kernels {
     control[SLOT.NEXT_TASK] = 0;
     if (!shared) return runShare(control, this.#participant);
     if (this.#workers.length > 0) {
-      Atomics.store(control, SLOT.PENDING, this.#workers.length);
-      Atomics.add(control, SLOT.GENERATION, 1);
+      const generation = control[SLOT.GENERATION] + 1;
+      Atomics.store(control, SLOT.DONE, 0);
+      Atomics.store(control, SLOT.JOIN, openBatch(generation));
+      Atomics.store(control, SLOT.GENERATION, generation);
       Atomics.notify(control, SLOT.GENERATION);
     }
     runShare(control, this.#participant);
     if (this.#workers.length > 0) {
-      for (let pending; (pending = Atomics.load(control, SLOT.PENDING)) !== 0;) {
-        waitWhileEquals(control, SLOT.PENDING, pending);
-      }
+      const joined = closeBatch(control);
+      for (let done; (done = Atomics.load(control, SLOT.DONE)) !== joined;) waitWhileEquals(control, SLOT.DONE, done);
       if (Atomics.exchange(control, SLOT.FAILED, 0) === 1) throw new TensorlessError("a kernel worker failed");
     }
   }

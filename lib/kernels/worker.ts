@@ -7,7 +7,7 @@
  * @module
  */
 
-import { participantOf, runShare, SLOT, waitWhileEquals } from "./job_runner.ts";
+import { joinBatch, participantOf, runShare, SLOT, waitWhileEquals } from "./job_runner.ts";
 
 /** What the pool sends a new worker. */
 export interface WorkerSetup {
@@ -40,6 +40,8 @@ scope.onmessage = (event) => {
     waitWhileEquals(control, SLOT.GENERATION, seen);
     seen = Atomics.load(control, SLOT.GENERATION);
     if (Atomics.load(control, SLOT.QUIT) === 1) break;
+    // Too late for this batch (the main thread ran all of it): wait for the next.
+    if (!joinBatch(control, seen)) continue;
     try {
       runShare(control, participant);
     } catch (error) {
@@ -47,7 +49,8 @@ scope.onmessage = (event) => {
       console.error(error);
       Atomics.store(control, SLOT.FAILED, 1);
     } finally {
-      if (Atomics.sub(control, SLOT.PENDING, 1) === 1) Atomics.notify(control, SLOT.PENDING);
+      Atomics.add(control, SLOT.DONE, 1);
+      Atomics.notify(control, SLOT.DONE);
     }
   }
   scope.close();
