@@ -585,12 +585,15 @@ Deno.test("a pool of more threads than cores, where workers often wake too late 
         }
       }
       // Whichever thread takes a task computes it whole, so one pool size gives the same floats every time. Another
-      // cuts the rows elsewhere (rows at a task's end may take a narrower path): float rounding apart, the same.
+      // cuts the rows elsewhere (rows at a task's end may take a narrower path): float rounding apart, the same. With
+      // 8-bit inputs, such a rounding can also move one input value across a step, which the following layers carry
+      // on: 0.7-1.2% of max|logit| on the bench's 110M Q8_0 and Q4_K_M shapes, in the previous version too.
       assert.deepEqual(logits[2], logits[1], type);
+      const tolerance = ["F32", "F16", "BF16"].includes(type) ? 1e-5 : 0.03;
       logits[0].forEach((one, step) => {
         const max = Math.max(...one.map(Math.abs));
         const distance = Math.max(...one.map((v, i) => Math.abs(v - logits[1][step][i])));
-        assert.ok(distance <= 1e-5 * max, `${type}, step ${step}: ${distance} of ${max}`);
+        assert.ok(distance <= tolerance * max, `${type}, step ${step}: ${distance} of ${max}`);
       });
     }
   } finally {
