@@ -247,7 +247,7 @@ class Fn {
   /** The function's entry in the code section (its size, its locals and its body's bytes), laid out once. */
   encode(body: Code): Code {
     const code = flatten([uleb(this.#locals.length), ...this.#locals.map((type) => [1, type]), body, 0x0b]);
-    return [flatten([uleb(code.length), code])];
+    return [uleb(code.length), code];
   }
 }
 

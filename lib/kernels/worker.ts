@@ -1,8 +1,8 @@
 /**
  * A worker of the kernel pool: instantiates the kernel module on the shared
- * memory, then loops: wait for a new batch of jobs, take tasks (runs of rows)
- * until none is left, report done. It blocks in Atomics.wait between batches and never returns to
- * its event loop until told to quit.
+ * memory, then loops: wait for a new batch of jobs, join it (or skip it, when the main thread has already closed it),
+ * take tasks (runs of rows) until none is left, report done. It blocks in Atomics.wait between batches and never
+ * returns to its event loop until told to quit.
  *
  * @module
  */
